@@ -1,0 +1,55 @@
+"""`pushtune …` (= `python -m jobs …`): a thin shell over the pipeline steps.
+
+Each command lives in `jobs/commands/<name>.py` with `add_parser(subparsers)`, which sets the
+parser's `func(args) -> int`. Errors a user can fix print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+from jobs import __version__
+from jobs.errors import UserError
+
+COMMAND_MODULES = (
+    "jobs.commands.classify",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every bad input
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pushtune", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pushtune {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"pushtune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pushtune: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # never a traceback for the user, unless asked for
+        if os.environ.get("PUSHTUNE_DEBUG"):
+            traceback.print_exc()
+        print(f"pushtune: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""CLI commands: each module adds one subcommand and calls one pipeline step."""

@@ -1,0 +1,1 @@
+"""pushtune notification channels."""
