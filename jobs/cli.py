@@ -17,6 +17,8 @@ from jobs.errors import UserError
 
 COMMAND_MODULES = (
     "jobs.commands.classify",
+    "jobs.commands.run",
+    "jobs.commands.runs",
 )
 
 

@@ -1,0 +1,154 @@
+"""`pushtune run MODEL_FILE`: train, gate, tweak and retrain until the threshold or a budget."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from jobs.errors import UserError
+from jobs.loop import EXIT_CODES, RunOptions, run_model
+from jobs.runtime import get_runtime
+from jobs.store import RunStore
+from jobs.strategies import STRATEGIES, load_space
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """`k=v`; v is read as JSON when it parses (numbers, booleans, null), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--param {text!r}: expected KEY=VALUE")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    if isinstance(parsed, float) and not math.isfinite(parsed):
+        raise UserError(f"--param {text!r}: value must be finite")
+    return key.strip(), parsed
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("run", help="train, gate, tweak and retrain a model file",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("model", metavar="MODEL_FILE")
+    p.add_argument("--threshold", type=float, default=0.9, help="metric to reach (default 0.9)")
+    p.add_argument("--metric", default="accuracy", help="metric gated on (default accuracy)")
+    p.add_argument("--mode", choices=("max", "min"), default="max", help="higher (max) or lower (min) is better")
+    p.add_argument("--max-attempts", type=int, default=5, help="at most this many attempts (default 5)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="for the whole run")
+    p.add_argument("--attempt-timeout", type=float, metavar="SECONDS", help="for one attempt")
+    p.add_argument("--max-restarts", type=int, default=3, help="restarts of a killed attempt (default 3)")
+    p.add_argument("--data", metavar="DIR", help="data directory, given to the script as PUSHTUNE_DATA")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="a hyperparameter (repeatable)")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="ladder")
+    p.add_argument("--space", metavar="FILE", help="JSON search space for grid/optuna")
+    p.add_argument("--runtime", choices=("local", "docker", "auto"), default="local")
+    p.add_argument("--memory", default="4g", help="docker: memory limit (default 4g)")
+    p.add_argument("--cpus", type=float, default=2.0, help="docker: CPU limit (default 2)")
+    p.add_argument("--network", default="bridge", help="docker: network (default bridge; none to cut it)")
+    p.add_argument("--keep", action="store_true", help="docker: keep containers after the attempt")
+    p.add_argument("--notify", action="append", default=[], metavar="ADDR", help="mail the result to ADDR")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("-v", "--verbose", action="store_true", help="stream the script's output")
+    p.set_defaults(func=run)
+
+
+def options_from(args: argparse.Namespace) -> RunOptions:
+    space = None
+    if args.space:
+        try:
+            text = Path(args.space).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"--space: cannot read {args.space}: {exc.strerror}") from None
+        space = load_space(text, args.space)
+    return RunOptions(
+        threshold=args.threshold, metric=args.metric, mode=args.mode,
+        max_attempts=args.max_attempts, time_budget=args.time_budget,
+        attempt_timeout=args.attempt_timeout, max_restarts=args.max_restarts,
+        data=str(Path(args.data).resolve()) if args.data else None,
+        params=dict(parse_param(p) for p in args.param), strategy=args.strategy, space=space,
+        runtime=args.runtime, notify=list(args.notify), verbose=args.verbose,
+        runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
+                         "keep": args.keep},
+    )
+
+
+class TerminalProgress:
+    """Progress on stderr: each attempt, its change, its metric, the best so far, elapsed."""
+
+    def __init__(self, console: Console, options: RunOptions):
+        self.console, self.options, self.best = console, options, None
+        self.status = None
+
+    def __call__(self, event: str, data: dict) -> None:
+        metric = self.options.metric
+        if event == "started":
+            self.console.print(f"run {data['run_id']}: {data['model_name']} is a {data['kind']} model "
+                               f"({data['framework']}); target {metric} "
+                               f"{'≥' if self.options.mode == 'max' else '≤'} {self.options.threshold:g}")
+        elif event == "attempt":
+            change = data["candidate"].tweak or "as pushed"
+            label = f"attempt {data['n']}/{self.options.max_attempts}: {change}"
+            if self.options.verbose or not self.console.is_terminal:
+                self.console.print(f"{label} …")
+            else:
+                self.status = self.console.status(label)
+                self.status.start()
+        elif event == "attempted":
+            if self.status:
+                self.status.stop()
+                self.status = None
+            a = data["attempt"]
+            if a["status"] == "ok":
+                self.console.print(f"attempt {a['n']}: {metric} {a['metric_value']:.4f} ({a['seconds']:.1f} s)")
+            else:
+                self.console.print(f"attempt {a['n']}: [red]failed[/red]: {a['error']} ({a['seconds']:.1f} s)")
+
+
+def print_summary(summary: dict, console: Console) -> None:
+    metric = summary["metric"]
+    table = Table(title=f"run {summary['run_id']}: {Path(summary['model']).name}")
+    for column in ("attempt", "change", metric, "seconds"):
+        table.add_column(column)
+    best_n = summary["best"] and summary["best"]["attempt"]
+    for a in summary["attempts"]:
+        value = f"{a[metric]:.4f}" if metric in a else f"failed: {a['error']}"
+        mark = " ★" if a["n"] == best_n else ""
+        table.add_row(f"{a['n']}{mark}", a["tweak"] or "as pushed", value, f"{a['seconds']:.1f}")
+    console.print(table)
+    status = summary["status"].replace("_", " ")
+    if summary["best"]:
+        console.print(f"{status}: best {metric} {summary['best'][metric]:.4f} "
+                      f"(threshold {summary['threshold']:g}) at attempt {best_n}; "
+                      f"stopped: {summary['stop_reason']}")
+        if summary["best"]["artifact"]:
+            console.print(f"model: {summary['best']['artifact']}")
+    else:
+        console.print(f"{status}: no attempt reported {metric}; stopped: {summary['stop_reason']}")
+    console.print(f"report: {summary['report']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    store = RunStore.open()
+    runtime = get_runtime(options.runtime, **options.runtime_options)
+    err = Console(stderr=True, highlight=False)
+    if options.runtime == "auto":
+        err.print(f"runtime: {runtime.name}")
+    summary = run_model(args.model, options, runtime, store,
+                        progress=None if args.json else TerminalProgress(err, options))
+    if options.notify:
+        from notify import notify_run
+
+        result = notify_run(store, summary["run_id"], options.notify)
+        err.print(f"notification: {result}")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary, Console(highlight=False, width=max(Console().width, 100)))
+    return EXIT_CODES[summary["status"]]

@@ -1,0 +1,72 @@
+"""`pushtune runs` and `pushtune show RUN_ID`: the run history in the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from jobs.loop import summarize
+from jobs.store import RunStore
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("runs", help="list recorded runs")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=list_runs)
+    p = subparsers.add_parser("show", help="one run: its attempts and diffs")
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=show_run)
+
+
+def _value(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    store = RunStore.open()
+    runs = store.list_runs(args.limit)
+    if args.json:
+        print(json.dumps([summarize(store, r["id"]) for r in runs], indent=2))
+        return 0
+    table = Table()
+    for column in ("run", "started", "model", "kind", "status", "best", "threshold", "attempts"):
+        table.add_column(column)
+    for r in runs:
+        attempts = store.attempts(r["id"])
+        best = next((a for a in attempts if a["n"] == r["best_attempt"]), None)
+        table.add_row(
+            str(r["id"]), datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M"),
+            r["model_name"], r["kind"], r["status"], _value(best and best["metric_value"]),
+            f"{r['threshold']:g}", str(len(attempts)),
+        )
+    Console(highlight=False).print(table)
+    return 0
+
+
+def show_run(args: argparse.Namespace) -> int:
+    store = RunStore.open()
+    summary = summarize(store, args.run_id)
+    attempts = store.attempts(args.run_id)
+    if args.json:
+        summary["attempts"] = [
+            {**s, "diff": a["diff"], "params": a["params"], "status": a["status"], "restarts": a["restarts"],
+             "log_tail": a["log_tail"], "dir": a["dir"]}
+            for s, a in zip(summary["attempts"], attempts)
+        ]
+        print(json.dumps(summary, indent=2))
+        return 0
+    from jobs.commands.run import print_summary
+
+    console = Console(highlight=False)
+    print_summary(summary, console)
+    for a in attempts:
+        if a["diff"]:
+            console.print(f"\n[bold]attempt {a['n']}[/bold]: {a['tweak']}")
+            console.print(a["diff"], markup=False, highlight=False)
+    return 0

@@ -1,0 +1,330 @@
+"""The train → gate → tweak → retrain loop, as steps over the run store.
+
+`start_run` classifies the pushed file and records a run; `plan_next` asks the strategy what to
+try next (or says why to stop); `train_attempt` runs one attempt in a runtime and records it;
+`finish_run` decides the run's status. `run_model` chains them in one process; the Jenkins jobs
+call the same steps one at a time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import time
+import tokenize
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from jobs import tweaks
+from jobs.classify import classify_file
+from jobs.errors import UserError
+from jobs.metrics import find_artifact, is_better, log_tail, meets, read_metrics
+from jobs.runtime import AttemptSpec, Restart, Runtime
+from jobs.store import RunStore
+from jobs.strategies import Candidate, History, first_candidate, get_strategy
+
+EXIT_CODES = {"passed": 0, "below_threshold": 3, "failed": 1, "interrupted": 130}
+
+
+@dataclass
+class RunOptions:
+    threshold: float = 0.9
+    metric: str = "accuracy"
+    mode: str = "max"
+    max_attempts: int = 5
+    time_budget: float | None = None
+    attempt_timeout: float | None = None
+    data: str | None = None
+    params: dict = field(default_factory=dict)
+    strategy: str = "ladder"
+    space: dict | None = None
+    runtime: str = "local"
+    runtime_options: dict = field(default_factory=dict)
+    max_restarts: int = 3
+    notify: list[str] = field(default_factory=list)
+    verbose: bool = False
+
+    def validate(self) -> None:
+        if not math.isfinite(self.threshold):
+            raise UserError("--threshold must be a finite number")
+        if self.mode not in ("max", "min"):
+            raise UserError("--mode must be max or min")
+        if self.max_attempts < 1:
+            raise UserError("--max-attempts must be at least 1")
+        for name in ("time_budget", "attempt_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise UserError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+        if self.max_restarts < 0:
+            raise UserError("--max-restarts must be 0 or more")
+        if self.data is not None and not Path(self.data).is_dir():
+            raise UserError(f"--data: no such directory: {self.data}")
+        get_strategy(self.strategy)
+        if self.strategy in ("grid", "optuna") and not self.space:
+            raise UserError(f"--strategy {self.strategy} needs a search space (--space FILE)")
+
+
+def read_source(path: Path) -> str:
+    """The file's text in its declared (PEP 263) encoding."""
+    with tokenize.open(path) as handle:
+        return handle.read()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit_of(path: Path) -> str | None:
+    """The last commit that touched the file, when it is tracked in a git repository."""
+    try:
+        result = subprocess.run(
+            ["git", "log", "-1", "--format=%H", "--", path.name],
+            cwd=path.parent, capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> int:
+    """Classify the pushed file and record a new run; returns its id."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise UserError(f"no such model file: {model_path}")
+    options.validate()
+    found = classify_file(path)
+    if found.kind == "unsupported":
+        raise UserError(f"{path}: unsupported model file: {found.reason}")
+    try:
+        source = read_source(path)
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if options.strategy in ("grid", "optuna") and not tweaks.reads_params(source):
+        raise UserError(
+            f"--strategy {options.strategy} sets parameters through PUSHTUNE_PARAMS, which "
+            f"{path.name} does not read (use jobs.kit.params(...) in the script)"
+        )
+    run_id = store.create_run(
+        model_path=str(path.resolve()), model_name=path.name, model_sha256=sha256_of(path),
+        kind=found.kind, framework=found.framework, git_commit=git_commit_of(path.resolve()),
+        metric=options.metric, mode=options.mode, threshold=options.threshold,
+        strategy=options.strategy, runtime=options.runtime, options=asdict(options),
+    )
+    run_dir = store.path.parent / "runs" / str(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "pushed.py").write_text(source, encoding="utf-8")
+    store.update_run(run_id, run_dir=str(run_dir))
+    return run_id
+
+
+def run_options(run: dict) -> RunOptions:
+    return RunOptions(**run["options"])
+
+
+def history_of(store: RunStore, run: dict) -> History:
+    run_dir = Path(run["run_dir"])
+    attempts = store.attempts(run["id"])
+    for attempt in attempts:
+        attempt["source"] = (Path(attempt["dir"]) / "model.py").read_text(encoding="utf-8")
+    options = run_options(run)
+    return History(
+        kind=run["kind"], mode=run["mode"],
+        pushed_source=(run_dir / "pushed.py").read_text(encoding="utf-8"),
+        base_params=dict(options.params), attempts=attempts, space=options.space,
+    )
+
+
+def stop_reason(store: RunStore, run: dict, history: History) -> str | None:
+    """Why the loop must stop now, or None while it may go on."""
+    options = run_options(run)
+    best = history.best()
+    if best and meets(best["metric_value"], run["threshold"], run["mode"]):
+        return "threshold met"
+    if len(history.attempts) >= options.max_attempts:
+        return f"attempt budget spent ({options.max_attempts})"
+    if options.time_budget and time.time() - run["started_at"] >= options.time_budget:
+        return f"time budget spent ({options.time_budget:g} s)"
+    return None
+
+
+def plan_next(store: RunStore, run_id: int) -> tuple[Candidate | None, str | None]:
+    """The next configuration to train, or (None, why the loop stops)."""
+    run = store.get_run(run_id)
+    history = history_of(store, run)
+    reason = stop_reason(store, run, history)
+    if reason:
+        return None, reason
+    if not history.attempts:
+        return first_candidate(history), None
+    candidate = get_strategy(run["strategy"]).next_candidate(history)
+    if candidate is None:
+        return None, "no tweak left to try"
+    return candidate, None
+
+
+def _remaining_budget(run: dict, options: RunOptions) -> float | None:
+    limits = []
+    if options.attempt_timeout:
+        limits.append(options.attempt_timeout)
+    if options.time_budget:
+        limits.append(max(options.time_budget - (time.time() - run["started_at"]), 1.0))
+    return min(limits) if limits else None
+
+
+def train_attempt(store: RunStore, run_id: int, candidate: Candidate, runtime: Runtime) -> dict:
+    """Run one attempt of the candidate and record it, whatever happens to it."""
+    run = store.get_run(run_id)
+    options = run_options(run)
+    run_dir = Path(run["run_dir"])
+    pushed = (run_dir / "pushed.py").read_text(encoding="utf-8")
+    n = store.add_attempt(
+        run_id, parent=candidate.parent, tweak_name=candidate.tweak_name, tweak=candidate.tweak,
+        tweaks=candidate.tweaks, params=candidate.params, dir="",
+        source_sha256=hashlib.sha256(candidate.source.encode()).hexdigest(),
+        config_key=candidate.key,
+    )
+    workdir = run_dir / f"attempt-{n}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "output").mkdir(parents=True)
+    (workdir / "model.py").write_text(candidate.source, encoding="utf-8")
+    (workdir / "params.json").write_text(json.dumps(candidate.params, indent=2) + "\n")
+    diff = "".join(difflib.unified_diff(
+        pushed.splitlines(keepends=True), candidate.source.splitlines(keepends=True),
+        f"a/{run['model_name']}", f"b/{run['model_name']}",
+    ))
+    (workdir / "diff.patch").write_text(diff, encoding="utf-8")
+    store.update_attempt(run_id, n, dir=str(workdir), diff=diff)
+
+    spec = AttemptSpec(
+        run_id=run_id, attempt=n, kind=run["kind"], model_name=run["model_name"], workdir=workdir,
+        data_dir=Path(options.data).resolve() if options.data else None,
+        cache_dir=store.path.parent / "cache", params=candidate.params,
+        timeout=_remaining_budget(run, options), max_restarts=options.max_restarts,
+        verbose=options.verbose,
+    )
+    spec.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def record_restart(restart: Restart) -> None:
+        store.add_restart(run_id, n, restart.reason, exit_code=restart.exit_code,
+                          resumed_epoch=restart.resumed_epoch, actor="run")
+
+    started = time.monotonic()
+    try:
+        outcome = runtime.run(spec, on_restart=record_restart)
+    except BaseException as exc:  # an interrupted attempt is still recorded
+        store.update_attempt(run_id, n, status="failed", error=f"interrupted ({type(exc).__name__})",
+                             finished_at=time.time(), seconds=time.monotonic() - started,
+                             log_tail=log_tail(spec.log_path))
+        raise
+    seconds = time.monotonic() - started
+
+    metrics, missing = read_metrics(spec.output_dir, spec.log_path, options.metric)
+    error = outcome.error
+    if error is None and outcome.oom_killed:
+        error = "killed: out of memory"
+    if error is None and outcome.exit_code != 0:
+        error = f"script exited with code {outcome.exit_code}"
+    if error is None and missing:
+        error = missing
+    artifact = find_artifact(spec.output_dir)
+    store.update_attempt(
+        run_id, n,
+        status="failed" if error else "ok",
+        metric_value=None if error else metrics[options.metric],
+        metrics=metrics or None, error=error,
+        log_tail=log_tail(spec.log_path) if error else None,
+        exit_code=outcome.exit_code, oom_killed=int(outcome.oom_killed), container=outcome.container,
+        artifact_path=str(artifact) if artifact else None,
+        artifact_sha256=sha256_of(artifact) if artifact else None,
+        finished_at=time.time(), seconds=seconds,
+    )
+    return store.get_attempt(run_id, n)
+
+
+def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool = False) -> dict:
+    """Decide the run's status from its attempts, record it, write the report; the summary."""
+    run = store.get_run(run_id)
+    attempts = store.attempts(run_id)
+    best = None
+    for attempt in attempts:
+        if attempt["status"] == "ok" and is_better(attempt["metric_value"], best and best["metric_value"], run["mode"]):
+            best = attempt
+    if interrupted:
+        status = "interrupted"
+    elif best and meets(best["metric_value"], run["threshold"], run["mode"]):
+        status = "passed"
+    elif best:
+        status = "below_threshold"
+    else:
+        status = "failed"
+    store.update_run(run_id, status=status, best_attempt=best and best["n"],
+                     finished_at=time.time(), stop_reason=reason)
+    from jobs.report import write_report
+
+    write_report(store, run_id)
+    return summarize(store, run_id)
+
+
+def summarize(store: RunStore, run_id: int) -> dict:
+    """The run as the `--json` object: status, threshold, metric, best, attempts, run_id."""
+    run = store.get_run(run_id)
+    metric = run["metric"]
+    attempts = store.attempts(run_id)
+    best = next((a for a in attempts if a["n"] == run["best_attempt"]), None)
+    return {
+        "run_id": run_id,
+        "model": run["model_path"],
+        "kind": run["kind"],
+        "status": run["status"],
+        "stop_reason": run["stop_reason"],
+        "threshold": run["threshold"],
+        "metric": metric,
+        "mode": run["mode"],
+        "best": None if best is None else {
+            "attempt": best["n"], metric: best["metric_value"], "params": best["params"],
+            "tweaks": best["tweaks"], "artifact": best["artifact_path"],
+            "artifact_sha256": best["artifact_sha256"],
+        },
+        "attempts": [
+            {"n": a["n"], **({metric: a["metric_value"]} if a["status"] == "ok" else {"error": a["error"]}),
+             "tweak": a["tweak"], "seconds": round(a["seconds"] or 0.0, 3)}
+            for a in attempts
+        ],
+        "report": str(Path(run["run_dir"]) / "report.html"),
+    }
+
+
+Progress = Callable[[str, dict], None]
+
+
+def run_model(model_path: str | Path, options: RunOptions, runtime: Runtime,
+              store: RunStore | None = None, progress: Progress | None = None) -> dict:
+    """The whole loop in one process: attempts until the threshold is met or a budget is spent."""
+    store = store or RunStore.open()
+    progress = progress or (lambda event, data: None)
+    run_id = start_run(store, model_path, options)
+    progress("started", {"run_id": run_id, **store.get_run(run_id)})
+    try:
+        while True:
+            candidate, reason = plan_next(store, run_id)
+            if candidate is None:
+                break
+            progress("attempt", {"run_id": run_id, "candidate": candidate,
+                                 "n": len(store.attempts(run_id)) + 1})
+            attempt = train_attempt(store, run_id, candidate, runtime)
+            progress("attempted", {"run_id": run_id, "attempt": attempt})
+    except BaseException:
+        finish_run(store, run_id, "interrupted", interrupted=True)
+        raise
+    summary = finish_run(store, run_id, reason)
+    progress("finished", summary)
+    return summary

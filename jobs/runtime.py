@@ -1,0 +1,237 @@
+"""Where an attempt runs. One small interface, `Runtime.run(spec) -> AttemptOutcome`.
+
+`LocalRuntime` runs the script as a child process; `jobs.docker_runtime.DockerRuntime` runs it in
+a container. Both restart a training that was killed (by a signal, the OOM killer, a lost
+container) with `PUSHTUNE_RESUME=1`, a bounded number of times, so it resumes from its last
+checkpoint; a script that exits with an error of its own is not restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, TextIO
+
+from jobs.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class AttemptSpec:
+    """Everything a runtime needs to run one attempt."""
+
+    run_id: int
+    attempt: int
+    kind: str
+    model_name: str
+    workdir: Path  # the attempt directory; holds model.py
+    data_dir: Path | None
+    cache_dir: Path
+    params: dict
+    timeout: float | None = None
+    max_restarts: int = 3
+    verbose: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def script(self) -> Path:
+        return self.workdir / "model.py"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.workdir / "output"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "log.txt"
+
+
+@dataclass
+class AttemptOutcome:
+    exit_code: int | None
+    timed_out: bool = False
+    oom_killed: bool = False
+    restarts: int = 0
+    container: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Restart:
+    """A training that died and is being started again; what the store records."""
+
+    reason: str
+    exit_code: int | None
+    resumed_epoch: int | None
+
+
+OnRestart = Callable[[Restart], None]
+
+
+class Runtime(Protocol):
+    name: str
+
+    def run(self, spec: AttemptSpec, on_restart: OnRestart | None = None) -> AttemptOutcome: ...
+
+
+def contract_env(
+    spec: AttemptSpec,
+    *,
+    output: str,
+    data: str | None,
+    cache: str,
+    resume: bool,
+) -> dict[str, str]:
+    """The model-script contract's variables, with paths as the script will see them."""
+    env = {
+        "PUSHTUNE_OUTPUT": output,
+        "PUSHTUNE_PARAMS": json.dumps(spec.params),
+        "PUSHTUNE_CACHE": cache,
+        "PUSHTUNE_RUN": str(spec.run_id),
+        "PUSHTUNE_ATTEMPT": str(spec.attempt),
+        "PYTHONUNBUFFERED": "1",
+        **spec.extra_env,
+    }
+    if data:
+        env["PUSHTUNE_DATA"] = data
+    if resume:
+        env["PUSHTUNE_RESUME"] = "1"
+    return env
+
+
+def resumable_epoch(output_dir: Path) -> int | None:
+    """The epoch a resumed training starts from: what the kit's progress callback last wrote."""
+    try:
+        return int(json.loads((output_dir / "progress.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def metric_written(output_dir: Path) -> bool:
+    return (output_dir / "metrics.json").exists() or (output_dir / "accuracy.txt").exists()
+
+
+def restart_delay(restart_number: int) -> float:
+    """Growing back-off between restarts: 0.5 s, 1 s, 2 s, … capped at 30 s."""
+    return min(0.5 * 2 ** (restart_number - 1), 30.0)
+
+
+class _LogPump(threading.Thread):
+    """Copies a child's output into the attempt log (and to the terminal when verbose)."""
+
+    def __init__(self, stream, log: TextIO, echo: bool):
+        super().__init__(daemon=True)
+        self.stream, self.log, self.echo = stream, log, echo
+
+    def run(self) -> None:
+        for line in iter(self.stream.readline, ""):
+            self.log.write(line)
+            self.log.flush()
+            if self.echo:
+                sys.stderr.write(line)
+
+
+class LocalRuntime:
+    """Runs the script as `python model.py` in a child process of its own session."""
+
+    name = "local"
+
+    def __init__(self, python: str | None = None):
+        self.python = python or sys.executable
+
+    def run(self, spec: AttemptSpec, on_restart: OnRestart | None = None) -> AttemptOutcome:
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        restarts = 0
+        with open(spec.log_path, "a", encoding="utf-8", errors="replace") as log:
+            while True:
+                code, timed_out = self._run_once(spec, log, deadline, resume=restarts > 0)
+                if timed_out:
+                    return AttemptOutcome(code, timed_out=True, restarts=restarts,
+                                          error=f"attempt timed out after {spec.timeout:g} s")
+                killed = code is not None and code < 0
+                if not killed or metric_written(spec.output_dir):
+                    return AttemptOutcome(code, restarts=restarts)
+                reason = f"killed by {signal.Signals(-code).name}"
+                if restarts >= spec.max_restarts:
+                    return AttemptOutcome(code, restarts=restarts,
+                                          error=f"{reason}; gave up after {restarts} restarts")
+                restarts += 1
+                time.sleep(restart_delay(restarts))
+                epoch = resumable_epoch(spec.output_dir)
+                log.write(f"\n[pushtune] {reason}; restart {restarts}/{spec.max_restarts}"
+                          f" from epoch {epoch or 0}\n")
+                log.flush()
+                if on_restart:
+                    on_restart(Restart(reason, code, epoch))
+
+    def _run_once(self, spec: AttemptSpec, log: TextIO, deadline: float | None, resume: bool):
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+            **contract_env(
+                spec,
+                output=str(spec.output_dir),
+                data=str(spec.data_dir) if spec.data_dir else None,
+                cache=str(spec.cache_dir),
+                resume=resume,
+            ),
+        }
+        if not resume:
+            env.pop("PUSHTUNE_RESUME", None)
+        try:
+            child = subprocess.Popen(
+                [self.python, spec.script.name], cwd=spec.workdir, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                encoding="utf-8", errors="replace", start_new_session=True,
+            )
+        except OSError as exc:
+            raise UserError(f"cannot start {self.python}: {exc}") from None
+        pump = _LogPump(child.stdout, log, spec.verbose)
+        pump.start()
+        try:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+            code = child.wait(timeout=remaining)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _stop_group(child)
+            code, timed_out = child.returncode, True
+        except BaseException:
+            _stop_group(child)
+            raise
+        finally:
+            pump.join(timeout=5)
+        return code, timed_out
+
+
+def _stop_group(child: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, SIGKILL it if it is still there after 5 s."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            child.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def get_runtime(name: str, **options) -> Runtime:
+    """`local`, `docker`, or `auto` (Docker when a daemon answers, else local)."""
+    if name == "local":
+        return LocalRuntime()
+    if name in ("docker", "auto"):
+        from jobs import docker_runtime
+
+        return docker_runtime.select(name, **options)
+    raise UserError(f"unknown runtime {name!r} (choose local, docker or auto)")

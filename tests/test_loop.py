@@ -1,0 +1,166 @@
+"""The train → gate → tweak → retrain loop, with real runs of tiny scikit-learn models."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from jobs.loop import RunOptions, run_model
+from jobs.runtime import LocalRuntime
+from jobs.store import RunStore
+
+LOGISTIC = textwrap.dedent("""\
+    import json, os
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    # strongly regularised on purpose: the first attempt falls short
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.0001, max_iter=200))
+    model.fit(X_train, y_train)
+    with open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "metrics.json"), "w") as f:
+        json.dump({"accuracy": model.score(X_test, y_test)}, f)
+""")
+
+CRASHES_WHEN_C_IS_SMALL = textwrap.dedent("""\
+    from jobs import kit
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    p = kit.params(C=0.01)
+    if p["C"] < 0.05:
+        raise RuntimeError("C too small for this solver (on purpose)")
+    X, y = load_breast_cancer(return_X_y=True)
+    model = LogisticRegression(C=p["C"], max_iter=5000).fit(X, y)
+    kit.report(accuracy=model.score(X, y))
+""")
+
+PARAMS_SCRIPT = textwrap.dedent("""\
+    from jobs import kit
+    from sklearn.linear_model import Ridge
+
+    p = kit.params(alpha=1.0, C=1)
+    kit.report(accuracy=round(1 / (1 + p["alpha"]) * p["C"] / 10, 4))
+    _ = Ridge(alpha=p["alpha"])
+""")
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def store(pushtune_home) -> RunStore:
+    return RunStore.open()
+
+
+def test_below_threshold_gets_tweaked_until_it_passes(tmp_path, store):
+    model = write(tmp_path, "logistic.py", LOGISTIC)
+    summary = run_model(model, RunOptions(threshold=0.94, max_attempts=5), LocalRuntime(), store)
+    assert summary["status"] == "passed"
+    values = [a.get("accuracy") for a in summary["attempts"]]
+    assert values[0] < 0.94 <= values[-1]
+    # C×10 improved, so the ladder applied it again before moving on
+    names = [a["tweak_name"] for a in store.attempts(summary["run_id"])]
+    assert names == [None, "c_times_10", "c_times_10"]
+    best = summary["best"]
+    assert best["attempt"] == len(summary["attempts"]) and len(best["tweaks"]) == 2
+    run_dir = Path(store.get_run(summary["run_id"])["run_dir"])
+    attempt_dir = run_dir / f"attempt-{best['attempt']}"
+    assert "C=0.01" in (attempt_dir / "model.py").read_text()
+    assert "-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.0001" in (attempt_dir / "diff.patch").read_text()
+    assert "# strongly regularised on purpose" in (attempt_dir / "model.py").read_text()
+    assert (run_dir / "report.html").read_text().count("<tr") == len(summary["attempts"]) + 1
+
+
+def test_budget_spent_below_threshold_keeps_the_best(tmp_path, store):
+    model = write(tmp_path, "logistic.py", LOGISTIC)
+    summary = run_model(model, RunOptions(threshold=0.999, max_attempts=2), LocalRuntime(), store)
+    assert summary["status"] == "below_threshold"
+    assert len(summary["attempts"]) == 2 and summary["stop_reason"] == "attempt budget spent (2)"
+    assert summary["best"]["attempt"] == 2 and summary["best"]["accuracy"] > 0.9
+
+
+def test_a_crashing_attempt_is_recorded_and_the_loop_goes_on(tmp_path, store):
+    model = write(tmp_path, "crashy.py", CRASHES_WHEN_C_IS_SMALL)
+    summary = run_model(model, RunOptions(threshold=0.9, max_attempts=3), LocalRuntime(), store)
+    first, second = summary["attempts"][:2]
+    assert "exited with code 1" in first["error"]
+    attempt = store.get_attempt(summary["run_id"], 1)
+    assert "C too small for this solver" in attempt["log_tail"]
+    assert second["accuracy"] > 0.9 and summary["status"] == "passed"
+    # tweaks reached the script as parameters, not as source edits
+    assert store.get_attempt(summary["run_id"], 2)["params"]["C"] == pytest.approx(0.1)
+    assert store.get_attempt(summary["run_id"], 2)["diff"] == ""
+
+
+def test_duplicate_configurations_are_not_rerun(tmp_path, store):
+    model = write(tmp_path, "params.py", PARAMS_SCRIPT)
+    options = RunOptions(threshold=0.99, max_attempts=10, strategy="grid",
+                         params={"alpha": 1.0}, space={"alpha": [1.0, 0.5, 0.5, 0.0]})
+    summary = run_model(model, options, LocalRuntime(), store)
+    alphas = [store.get_attempt(summary["run_id"], a["n"])["params"]["alpha"] for a in summary["attempts"]]
+    assert alphas == [1.0, 0.5, 0.0]
+    assert summary["stop_reason"] == "no tweak left to try"
+
+
+def test_time_budget_bounds_the_run(tmp_path, store):
+    slow = write(tmp_path, "slow.py", LOGISTIC.replace("import json, os", "import json, os, time\ntime.sleep(30)"))
+    summary = run_model(slow, RunOptions(threshold=0.99, time_budget=3), LocalRuntime(), store)
+    assert summary["status"] == "failed"
+    assert "timed out" in summary["attempts"][0]["error"]
+    assert summary["attempts"][0]["seconds"] < 20
+
+
+def test_cli_json_and_exit_codes(tmp_path, cli):
+    model = write(tmp_path, "logistic.py", LOGISTIC)
+    result = cli("run", model, "--threshold", "0.9", "--json")
+    assert result.returncode == 3 - 3 * (json.loads(result.stdout)["status"] == "passed")
+    summary = json.loads(result.stdout)
+    assert set(summary) >= {"status", "threshold", "metric", "best", "attempts", "run_id"}
+    assert summary["attempts"][0]["n"] == 1 and "accuracy" in summary["attempts"][0]
+
+    below = cli("run", model, "--threshold", "0.999", "--max-attempts", "1", "--json")
+    assert below.returncode == 3 and json.loads(below.stdout)["status"] == "below_threshold"
+
+    shown = cli("show", str(summary["run_id"]), "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["run_id"] == summary["run_id"]
+    listed = cli("runs", "--json")
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [below_id := json.loads(below.stdout)["run_id"], summary["run_id"]]
+    assert below_id > summary["run_id"]
+
+
+def test_every_attempt_failing_exits_1(tmp_path, cli):
+    broken = write(tmp_path, "broken.py", LOGISTIC.replace("model.fit(X_train, y_train)", "model.fit(X_train, y_train[:3])"))
+    result = cli("run", broken, "--max-attempts", "2")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "missing.py"], "no such model file"),
+    (["run", "{model}", "--threshold", "nan"], "--threshold must be a finite number"),
+    (["run", "{model}", "--max-attempts", "0"], "--max-attempts must be at least 1"),
+    (["run", "{model}", "--data", "/no/such/dir"], "--data: no such directory"),
+    (["run", "{model}", "--strategy", "grid"], "needs a search space"),
+    (["run", "{model}", "--param", "oops"], "expected KEY=VALUE"),
+    (["run", "{model}", "--space", "/no/such.json", "--strategy", "grid"], "cannot read"),
+    (["run", "{notes}"], "unsupported model file"),
+    (["show", "999"], "no run 999"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, cli, args, message):
+    model = write(tmp_path, "logistic.py", LOGISTIC)
+    notes = write(tmp_path, "notes.py", "# Conv2D would go here\nprint('hello')\n")
+    result = cli(*[a.format(model=model, notes=notes) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
