@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "jobs.commands.classify",
     "jobs.commands.run",
     "jobs.commands.runs",
+    "jobs.commands.notify",
 )
 
 

@@ -77,7 +77,7 @@ def test_below_threshold_gets_tweaked_until_it_passes(tmp_path, store):
     run_dir = Path(store.get_run(summary["run_id"])["run_dir"])
     attempt_dir = run_dir / f"attempt-{best['attempt']}"
     assert "C=0.01" in (attempt_dir / "model.py").read_text()
-    assert "-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.0001" in (attempt_dir / "diff.patch").read_text()
+    assert "-model = make_pipeline(StandardScaler(), LogisticRegression(C=0.0001" in (attempt_dir / "diff.patch").read_text()
     assert "# strongly regularised on purpose" in (attempt_dir / "model.py").read_text()
     assert (run_dir / "report.html").read_text().count("<tr") == len(summary["attempts"]) + 1
 

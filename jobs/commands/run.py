@@ -135,6 +135,11 @@ def print_summary(summary: dict, console: Console) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
+    mail_settings = None
+    if options.notify:  # bad mail settings are found before any training, not after it
+        from notify import load_settings
+
+        mail_settings = load_settings(options.notify)
     store = RunStore.open()
     runtime = get_runtime(options.runtime, **options.runtime_options)
     err = Console(stderr=True, highlight=False)
@@ -142,11 +147,12 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"runtime: {runtime.name}")
     summary = run_model(args.model, options, runtime, store,
                         progress=None if args.json else TerminalProgress(err, options))
-    if options.notify:
+    if mail_settings:  # a failed delivery is recorded and printed; the run's exit code stands
         from notify import notify_run
 
-        result = notify_run(store, summary["run_id"], options.notify)
-        err.print(f"notification: {result}")
+        result = notify_run(store, summary["run_id"], settings=mail_settings)
+        if result.sent:
+            err.print(result.describe(summary["run_id"]))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

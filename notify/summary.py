@@ -1,0 +1,163 @@
+"""What a notification says about a run, read from the store once and shared by every channel."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from jobs.store import RunStore
+
+STATUS_WORDS = {
+    "passed": "threshold met",
+    "below_threshold": "below threshold",
+    "failed": "failed",
+    "running": "still running",
+    "interrupted": "interrupted",
+}
+
+
+def format_value(value: float | None) -> str:
+    """A metric as people read it: 0.9 → 0.90, 0.93125 → 0.9313, 1234.5 → 1234.5."""
+    if value is None:
+        return "—"
+    if abs(value) >= 1000 or (value != 0 and abs(value) < 0.001):
+        return f"{value:.4g}"
+    text = f"{value:.4f}".rstrip("0")
+    decimals = len(text.split(".")[1])
+    return text + "0" * max(0, 2 - decimals)
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+@dataclass
+class RunSummary:
+    run: dict[str, Any]
+    attempts: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    build_url: str | None
+
+    @property
+    def run_id(self) -> int:
+        return self.run["id"]
+
+    @property
+    def metric(self) -> str:
+        return self.run["metric"]
+
+    @property
+    def threshold(self) -> float:
+        return self.run["threshold"]
+
+    @property
+    def best_value(self) -> float | None:
+        return self.best["metric_value"] if self.best else None
+
+    @property
+    def met(self) -> bool:
+        return self.best_value is not None and meets(self.best_value, self.threshold, self.run["mode"])
+
+    @property
+    def status_word(self) -> str:
+        return STATUS_WORDS.get(self.run["status"], self.run["status"])
+
+    def comparison(self) -> str:
+        """`accuracy 0.93 ≥ 0.90`, `loss 0.41 > 0.30` …"""
+        value = self.best_value
+        if value is None:
+            return f"no {self.metric} reported (threshold {format_value(self.threshold)})"
+        if self.run["mode"] == "min":
+            sign = "≤" if self.met else ">"
+        else:
+            sign = "≥" if self.met else "<"
+        return f"{self.metric} {format_value(value)} {sign} {format_value(self.threshold)}"
+
+    def headline(self) -> str:
+        """The status line used as the subject (after the file name) and the mail's title."""
+        count = _plural(len(self.attempts), "attempt")
+        if self.run["status"] == "passed":
+            return f"threshold met — {self.comparison()}"
+        if self.best_value is None:
+            return f"{self.status_word} — no attempt reported {self.metric} after {count}"
+        suffix = " so far" if self.run["status"] == "running" else ""
+        return f"{self.status_word} — best {self.comparison()} after {count}{suffix}"
+
+    def subject(self) -> str:
+        return f"[pushtune] {self.run['model_name']}: {self.headline()} (run {self.run_id})"
+
+    def failed_attempts(self) -> list[dict[str, Any]]:
+        return [a for a in self.attempts if a["status"] == "failed"]
+
+    def suggestions(self) -> list[str]:
+        """What to try next, for runs that did not meet the threshold."""
+        if self.run["status"] == "passed":
+            return []
+        options = self.run.get("options") or {}
+        tips: list[str] = []
+        failed = self.failed_attempts()
+        if failed and len(failed) == len(self.attempts):
+            tips.append(
+                f"Every attempt failed; start with the first error (attempt {failed[0]['n']}) — "
+                "run the script locally with `python model.py` to reproduce it."
+            )
+        elif failed:
+            where = "its error is" if len(failed) == 1 else "their errors are"
+            tips.append(f"{_plural(len(failed), 'attempt')} failed; {where} in the table above.")
+        tips.append(
+            "More or cleaner training data (or augmentation) usually moves the metric more than "
+            "hyperparameters" + (f" — the run used `--data {options['data']}`." if options.get("data") else ".")
+        )
+        if options.get("strategy", "ladder") != "optuna":
+            tips.append("A different search strategy: `--strategy optuna --space space.json` with the "
+                        "parameters and ranges to explore.")
+        budget = options.get("max_attempts")
+        stop = self.run.get("stop_reason")
+        tips.append(
+            "A larger attempt budget: `--max-attempts N` (or `--time-budget SECONDS`)"
+            + (f"; this run stopped because: {stop}." if stop else
+               f"; this run had {budget}." if budget else ".")
+        )
+        if self.best_value is not None:
+            tips.append(
+                f"If {self.metric} {format_value(self.best_value)} is good enough for now, a lower "
+                f"threshold: `--threshold {format_value(self.best_value)}`."
+            )
+        return tips
+
+
+def meets(value: float, threshold: float, mode: str) -> bool:
+    return value <= threshold if mode == "min" else value >= threshold
+
+
+def _best_attempt(run: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    by_number = {a["n"]: a for a in attempts}
+    if run.get("best_attempt") in by_number and by_number[run["best_attempt"]]["metric_value"] is not None:
+        return by_number[run["best_attempt"]]
+    scored = [a for a in attempts if a["status"] == "ok" and a["metric_value"] is not None]
+    if not scored:
+        return None
+    pick = min if run["mode"] == "min" else max
+    return pick(scored, key=lambda a: a["metric_value"])
+
+
+def load_summary(store: RunStore, run_id: int) -> RunSummary:
+    """Everything a notification needs about one run (raises UserError for an unknown run)."""
+    run = store.get_run(run_id)
+    attempts = store.attempts(run_id)
+    options = run.get("options") or {}
+    build_url = options.get("jenkins_build_url") or os.environ.get("BUILD_URL") or None
+    return RunSummary(run=run, attempts=attempts, best=_best_attempt(run, attempts), build_url=build_url)

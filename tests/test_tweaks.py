@@ -1,0 +1,523 @@
+"""jobs.tweaks: libcst source rewrites (and parameter changes) that tweak a model between attempts."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import UserError
+from jobs.tweaks import LADDERS, TweakResult, apply_tweak, declared_params, reads_params
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def src(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def tweak(name: str, source: str, params: dict | None = None) -> TweakResult:
+    """Apply a tweak that must apply; the result must still be valid Python."""
+    result = apply_tweak(name, source, params or {})
+    assert result is not None, f"{name} did not apply"
+    ast.parse(result.source)
+    assert "\n" not in result.description
+    return result
+
+
+def added_lines(before: str, after: str) -> list[str]:
+    """Lines of `after` that are not in `before`; every line of `before` must still be there."""
+    remaining = before.splitlines()
+    added = []
+    for line in after.splitlines():
+        if line in remaining:
+            remaining.remove(line)
+        else:
+            added.append(line)
+    assert remaining == [], f"lines lost: {remaining}"
+    return added
+
+
+def test_ladders_name_only_known_tweaks():
+    assert LADDERS["cnn"] == LADDERS["ann"] == (
+        "add_dense", "double_epochs", "halve_learning_rate", "double_learning_rate", "halve_batch_size")
+    assert LADDERS["regression"] == ("c_times_10", "alpha_div_10", "double_max_iter")
+    plain = "print('hello')\n"
+    for ladder in LADDERS.values():
+        for name in ladder:
+            assert apply_tweak(name, plain, {}) is None  # nothing to change: skipped, not faked
+
+
+def test_unknown_tweak_is_a_value_error_and_bad_source_a_user_error():
+    with pytest.raises(ValueError, match="unknown tweak"):
+        apply_tweak("make_it_better", "x = 1\n", {})
+    with pytest.raises(UserError, match="does not parse"):
+        apply_tweak("double_epochs", "def broken(:\n", {})
+
+
+# --- add_dense ------------------------------------------------------------------------------
+
+SEQUENTIAL = src('''
+    from tensorflow import keras
+    from tensorflow.keras import layers
+
+    model = keras.Sequential([
+        keras.Input(shape=(8,)),
+        layers.Dense(16,   activation="relu"),  # hidden: odd spacing kept
+        # the output layer
+        layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+''')
+
+
+def test_add_dense_in_a_sequential_list_keeps_comments_and_spacing():
+    result = tweak("add_dense", SEQUENTIAL)
+    lines = result.source.splitlines()
+    assert '    layers.Dense(16,   activation="relu"),  # hidden: odd spacing kept' in lines
+    new = lines.index('    layers.Dense(16, activation="relu"),')
+    assert lines[new + 1] == "    # the output layer"
+    assert lines[new + 2] == '    layers.Dense(3, activation="softmax"),'
+    assert added_lines(SEQUENTIAL, result.source) == ['    layers.Dense(16, activation="relu"),']
+    assert result.description == "add Dense(16, relu) before the output layer (line 8)"
+    assert result.params == {}
+
+
+def test_add_dense_single_line_list_without_hidden_layer_uses_128():
+    source = "model = Sequential([Flatten(), Dense(10, activation='softmax')])\n"
+    result = tweak("add_dense", source)
+    assert result.source == (
+        "model = Sequential([Flatten(), Dense(128, activation='relu'), Dense(10, activation='softmax')])\n")
+    assert "Dense(128, relu)" in result.description
+
+
+def test_add_dense_width_from_units_keyword_and_non_literal_falls_back():
+    by_keyword = tweak("add_dense", "m = Sequential([Dense(units=48), Dropout(0.2), Dense(10)])\n")
+    assert "Dense(units=48), Dropout(0.2), Dense(48, activation=\"relu\"), Dense(10)" in by_keyword.source
+    by_variable = tweak("add_dense", "m = Sequential(layers=[Dense(WIDTH), Dense(10)])\n")
+    assert "Dense(WIDTH), Dense(128, activation=\"relu\"), Dense(10)" in by_variable.source
+
+
+ADD_CHAIN = src('''
+    from keras.models import Sequential
+    from keras.layers import Dense, Flatten
+
+
+    def build():
+        net = Sequential()
+        net.add(Flatten(input_shape=(4, 4)))
+        net.add(Dense(32, activation='relu'))
+
+        # output
+        net.add(Dense(10, activation='softmax'))
+        return net
+''')
+
+
+def test_add_dense_in_an_add_chain_inserts_a_statement_with_receiver_and_indentation():
+    result = tweak("add_dense", ADD_CHAIN)
+    lines = result.source.splitlines()
+    hidden = "    net.add(Dense(32, activation='relu'))"
+    new = lines.index(hidden, lines.index(hidden) + 1)
+    assert lines[new + 1:new + 4] == ["", "    # output", "    net.add(Dense(10, activation='softmax'))"]
+    assert added_lines(ADD_CHAIN, result.source) == ["    net.add(Dense(32, activation='relu'))"]
+    assert result.description == "add Dense(32, relu) before the output layer (line 11)"
+
+
+FUNCTIONAL = src('''
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(shape=(8,))
+    h = tf.keras.layers.Dense(24, activation="relu")(inputs)
+    outputs = tf.keras.layers.Dense(3, activation="softmax")(h)  # head
+    model = tf.keras.Model(inputs, outputs)
+''')
+
+
+def test_add_dense_in_a_functional_chain_feeds_the_output_from_the_new_layer():
+    result = tweak("add_dense", FUNCTIONAL)
+    assert added_lines(FUNCTIONAL, result.source) == ['h = tf.keras.layers.Dense(24, activation="relu")(h)']
+    lines = result.source.splitlines()
+    new = lines.index('h = tf.keras.layers.Dense(24, activation="relu")(h)')
+    assert lines[new + 1] == 'outputs = tf.keras.layers.Dense(3, activation="softmax")(h)  # head'
+
+
+@pytest.mark.parametrize("dense", ["Dense", "layers.Dense", "tf.keras.layers.Dense", "L.Dense"])
+def test_add_dense_spells_the_layer_like_the_file(dense):
+    source = f"x = {dense}(64)(inputs)\noutputs = {dense}(10)(x)\n"
+    result = tweak("add_dense", source)
+    assert result.source.splitlines() == [
+        f"x = {dense}(64)(inputs)", f'x = {dense}(64, activation="relu")(x)', f"outputs = {dense}(10)(x)"]
+
+
+def test_add_dense_acts_on_the_model_whose_output_layer_is_last_in_the_file():
+    source = src('''
+        first = Sequential([Dense(8), Dense(2)])
+        second = Sequential()
+        second.add(Dense(64))
+        second.add(Dense(5))
+    ''')
+    result = tweak("add_dense", source)
+    assert result.source.startswith("first = Sequential([Dense(8), Dense(2)])\n")
+    assert result.source.splitlines()[2:] == [
+        "second.add(Dense(64))", 'second.add(Dense(64, activation="relu"))', "second.add(Dense(5))"]
+    assert "(line 4)" in result.description
+
+
+@pytest.mark.parametrize("source", [
+    "from sklearn.svm import SVC\nmodel = SVC()\n",
+    "model = Sequential([Conv2D(8, 3), Flatten()])\n",
+    "model = Model(inputs, Dense(10)(Flatten()(inputs)))\n",  # no recognisable output assignment
+])
+def test_add_dense_skips_files_without_a_recognisable_output_layer(source):
+    assert apply_tweak("add_dense", source, {}) is None
+
+
+# --- epochs and batch size ------------------------------------------------------------------
+
+
+def test_double_epochs_in_fit_keeps_the_rest_of_the_line():
+    source = "model.fit(x,  y, epochs=5,   batch_size=32)  # train\n"
+    result = tweak("double_epochs", source)
+    assert result.source == "model.fit(x,  y, epochs=10,   batch_size=32)  # train\n"
+    assert result.description == "double epochs 5 → 10 (line 1)"
+
+
+def test_double_epochs_doubles_a_used_module_constant():
+    source = src('''
+        EPOCHS = 5  # keep short
+
+        model.fit(x, y, epochs=EPOCHS)
+    ''')
+    result = tweak("double_epochs", source)
+    assert result.source.splitlines()[0] == "EPOCHS = 10  # keep short"
+    assert "epochs=EPOCHS" in result.source
+    assert result.description == "double epochs EPOCHS 5 → 10 (line 1)"
+    loop = tweak("double_epochs", "NUM_EPOCHS = 3\nfor epoch in range(NUM_EPOCHS):\n    step()\n")
+    assert loop.source.startswith("NUM_EPOCHS = 6\n")
+
+
+@pytest.mark.parametrize("source", [
+    "model.fit(x, y, epochs=args.epochs)\n",
+    "model.fit(x, y)\n",
+    "EPOCHS = 5\n",  # defined, never used
+    "model.fit(x, y, epochs=2.5)\n",  # not a count
+])
+def test_double_epochs_skips_without_an_int_literal(source):
+    assert apply_tweak("double_epochs", source, {}) is None
+
+
+def test_halve_batch_size():
+    result = tweak("halve_batch_size", "model.fit(x, y, batch_size=32, epochs=3)\n")
+    assert result.source == "model.fit(x, y, batch_size=16, epochs=3)\n"
+    assert result.description == "halve batch size 32 → 16 (line 1)"
+    assert tweak("halve_batch_size", "model.fit(x, y, batch_size=5)\n").source == "model.fit(x, y, batch_size=2)\n"
+    assert apply_tweak("halve_batch_size", "model.fit(x, y, batch_size=1)\n", {}) is None
+    inference = "features = base.predict(images, batch_size=64)\nmodel.fit(features, y, batch_size=64)\n"
+    assert tweak("halve_batch_size", inference).source == (
+        "features = base.predict(images, batch_size=64)\nmodel.fit(features, y, batch_size=32)\n")
+    assert apply_tweak("halve_batch_size", "scores = model.evaluate(x, y, batch_size=8)\n", {}) is None
+    assert apply_tweak("halve_batch_size", "model.fit(x, y)\n", {}) is None
+
+
+# --- learning rate --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("call", "halved", "doubled"), [
+    ("Adam(learning_rate=0.001)", "Adam(learning_rate=0.0005)", "Adam(learning_rate=0.002)"),
+    ("optimizers.SGD(lr=1e-2, momentum=0.9)", "optimizers.SGD(lr=0.005, momentum=0.9)",
+     "optimizers.SGD(lr=0.02, momentum=0.9)"),
+    ("keras.optimizers.RMSprop(3e-4)", "keras.optimizers.RMSprop(0.00015)", "keras.optimizers.RMSprop(0.0006)"),
+])
+def test_learning_rate_of_an_optimizer_constructor(call, halved, doubled):
+    source = f"model.compile(optimizer={call},  loss='mse')  # compile\n"
+    expected = "model.compile(optimizer={},  loss='mse')  # compile\n"
+    assert tweak("halve_learning_rate", source).source == expected.format(halved)
+    assert tweak("double_learning_rate", source).source == expected.format(doubled)
+
+
+def test_learning_rate_description_and_constant():
+    result = tweak("halve_learning_rate", "LR = 1e-3\nopt = Adam(learning_rate=LR)\n")
+    assert result.source == "LR = 0.0005\nopt = Adam(learning_rate=LR)\n"
+    assert result.description == "halve learning rate LR 0.001 → 0.0005 (line 1)"
+
+
+@pytest.mark.parametrize(("imports", "spelling", "added_import"), [
+    ("from tensorflow import keras", "keras.optimizers.Adam", None),
+    ("import tensorflow as tf", "tf.keras.optimizers.Adam", None),
+    ("import keras", "keras.optimizers.Adam", None),
+    ("from tensorflow.keras import optimizers", "optimizers.Adam", None),
+    ("from keras.optimizers import Adam", "Adam", None),
+    ("from tensorflow.keras import layers, models", "optimizers.Adam", "from tensorflow.keras import optimizers"),
+    ("from keras.layers import Dense", "optimizers.Adam", "from keras import optimizers"),
+])
+def test_string_optimizer_becomes_its_class_spelled_for_the_imports(imports, spelling, added_import):
+    source = f"{imports}\n\nmodel.compile(optimizer='adam', loss='mse')\n"
+    result = tweak("halve_learning_rate", source)
+    assert f"model.compile(optimizer={spelling}(learning_rate=0.0005), loss='mse')" in result.source
+    if added_import:
+        assert result.source.startswith(f"{imports}\n{added_import}\n\n")
+    else:
+        assert result.source.count("import") == imports.count("import")
+    assert result.description.startswith("halve learning rate 0.001 → 0.0005 (line 3")
+
+
+@pytest.mark.parametrize(("name", "rate"), [("sgd", "0.02"), ("rmsprop", "0.002"), ("adagrad", "0.002")])
+def test_string_optimizer_default_rates(name, rate):
+    source = f'import keras\nmodel.compile("{name}", loss="mse")\n'
+    result = tweak("double_learning_rate", source)
+    assert f"learning_rate={rate})" in result.source
+
+
+@pytest.mark.parametrize("source", [
+    "import keras\nmodel.compile(optimizer=my_optimizer, loss='mse')\n",
+    "import keras\nmodel.compile(optimizer='unknown_thing', loss='mse')\n",
+    "import torch\nopt = torch.optim.Adam(model.parameters())\n",  # not Keras: no default to write
+    "x = 1\n",
+])
+def test_learning_rate_skips_when_there_is_no_rate_to_change(source):
+    assert apply_tweak("halve_learning_rate", source, {}) is None
+    assert apply_tweak("double_learning_rate", source, {}) is None
+
+
+# --- scikit-learn ---------------------------------------------------------------------------
+
+PIPELINE = src('''
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(
+        solver="lbfgs",  # the default solver
+    ))
+''')
+
+
+def test_c_times_10_adds_c_to_an_estimator_in_a_pipeline():
+    result = tweak("c_times_10", PIPELINE)
+    assert '    solver="lbfgs",  # the default solver\n    C=10.0,\n))\n' in result.source
+    assert result.description == "C ×10: LogisticRegression default 1.0 → 10.0 (line 5, added C=10.0)"
+
+
+def test_c_times_10_multiplies_a_literal_inside_grid_search():
+    source = 'search = GridSearchCV(SVC(C=0.5,  kernel="rbf"), {"gamma": [0.1, 1.0]})\n'
+    result = tweak("c_times_10", source)
+    assert result.source == 'search = GridSearchCV(SVC(C=5.0,  kernel="rbf"), {"gamma": [0.1, 1.0]})\n'
+    assert result.description == "C ×10: SVC 0.5 → 5.0 (line 1)"
+
+
+def test_alpha_div_10_literal_and_defaults_without_float_noise():
+    assert tweak("alpha_div_10", "model = Lasso(alpha=0.3)\n").source == "model = Lasso(alpha=0.03)\n"
+    assert tweak("alpha_div_10", "model = Ridge()\n").source == "model = Ridge(alpha=0.1)\n"
+    sgd = tweak("alpha_div_10", "model = Pipeline([('s', StandardScaler()), ('m', SGDRegressor(penalty='l2'))])\n")
+    assert "SGDRegressor(penalty='l2', alpha=1e-05)" in sgd.source
+
+
+def test_double_max_iter_literal_and_defaults():
+    assert tweak("double_max_iter", "m = LinearSVC(max_iter=500)\n").source == "m = LinearSVC(max_iter=1000)\n"
+    assert tweak("double_max_iter", PIPELINE).source.count("max_iter=200") == 1
+    elastic = tweak("double_max_iter", "m = ElasticNet(alpha=0.5)\n")
+    assert elastic.source == "m = ElasticNet(alpha=0.5, max_iter=2000)\n"
+
+
+@pytest.mark.parametrize(("name", "source"), [
+    ("c_times_10", "m = RandomForestClassifier(n_estimators=10)\n"),
+    ("c_times_10", "m = LogisticRegression(C=strength)\n"),
+    ("alpha_div_10", "m = LinearRegression()\n"),
+    ("alpha_div_10", "m = Ridge(**settings)\n"),  # alpha may be in there: adding it could clash
+    ("double_max_iter", "m = SVC(max_iter=-1)\n"),  # -1 means no limit
+    ("double_max_iter", "m = Ridge()\n"),
+])
+def test_sklearn_tweaks_skip_when_not_applicable(name, source):
+    assert apply_tweak(name, source, {}) is None
+
+
+def test_sklearn_rewrites_still_build_the_estimators():
+    source = src('''
+        from sklearn.linear_model import LogisticRegression, SGDRegressor
+        from sklearn.model_selection import GridSearchCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVC
+
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(
+            solver="lbfgs",  # the default solver
+        ))
+        regressor = SGDRegressor(penalty="l2")
+        search = GridSearchCV(SVC(C=2, kernel="rbf"), {"gamma": [0.1, 1.0]})
+    ''')
+    for name in LADDERS["regression"]:
+        source = tweak(name, source).source
+    namespace: dict = {}
+    exec(compile(source, "model.py", "exec"), namespace)
+    logistic = namespace["classifier"].steps[-1][1]
+    assert (logistic.C, logistic.max_iter) == (10.0, 200)
+    assert (namespace["regressor"].alpha, namespace["regressor"].max_iter) == (1e-05, 2000)
+    assert namespace["search"].estimator.C == 20
+
+
+# --- parameter mode -------------------------------------------------------------------------
+
+PARAMS_SCRIPT = src('''
+    from jobs import kit
+
+    p = kit.params(EPOCHS=5, learning_rate=1e-3, batch_size=32, dense_layers=0, name="faces")
+    print(p)
+''')
+
+
+@pytest.mark.parametrize(("name", "key", "new", "description"), [
+    ("double_epochs", "EPOCHS", 10, "set EPOCHS 5 → 10 (parameter)"),
+    ("halve_learning_rate", "learning_rate", 0.0005, "set learning_rate 0.001 → 0.0005 (parameter)"),
+    ("double_learning_rate", "learning_rate", 0.002, "set learning_rate 0.001 → 0.002 (parameter)"),
+    ("halve_batch_size", "batch_size", 16, "set batch_size 32 → 16 (parameter)"),
+    ("add_dense", "dense_layers", 1, "set dense_layers 0 → 1 (parameter)"),
+])
+def test_parameter_mode_changes_the_declared_parameter_not_the_source(name, key, new, description):
+    result = tweak(name, PARAMS_SCRIPT)
+    assert result.source == PARAMS_SCRIPT
+    assert result.params == {**declared_params(PARAMS_SCRIPT), key: new}
+    assert result.description == description
+
+
+def test_parameter_mode_overlays_current_params_case_insensitively():
+    result = tweak("double_epochs", PARAMS_SCRIPT, {"epochs": 7, "LR": 0.004})
+    assert result.params["EPOCHS"] == 14 and "epochs" not in result.params
+    assert result.description == "set EPOCHS 7 → 14 (parameter)"
+    rate = tweak("halve_learning_rate", PARAMS_SCRIPT, {"LR": 0.004})
+    assert rate.params["learning_rate"] == 0.002
+
+
+def test_parameter_mode_skips_absent_parameters_and_never_edits_source():
+    for name in LADDERS["regression"]:
+        assert apply_tweak(name, PARAMS_SCRIPT, {}) is None
+    assert apply_tweak("halve_batch_size", PARAMS_SCRIPT, {"batch_size": 1}) is None
+    env_reader = src('''
+        import json, os
+        params = json.loads(os.environ.get("PUSHTUNE_PARAMS") or "{}")
+        model = Ridge(alpha=params.get("alpha", 1.0))
+        model.fit(x, y, epochs=5)
+    ''')
+    assert apply_tweak("double_epochs", env_reader, {}) is None  # no declared epochs, no source edit
+    result = tweak("alpha_div_10", env_reader, {"alpha": 0.5})
+    assert result.params == {"alpha": 0.05} and result.source == env_reader
+    sklearn_params = tweak("c_times_10", "from jobs.kit import params\np = params(C=1, max_iter=100)\n")
+    assert sklearn_params.params == {"C": 10, "max_iter": 100}
+
+
+def test_declared_params_reads_literals_only():
+    source = src('''
+        import jobs.kit as k
+        p = k.params(epochs=5, lr=-1e-3, name='x', shuffle=True, seed=None, sizes=[32, 64],
+                     pair=(1, 2), width=compute(), mapping={"a": 1}, **extra)
+    ''')
+    assert declared_params(source) == {
+        "epochs": 5, "lr": -0.001, "name": "x", "shuffle": True, "seed": None, "sizes": [32, 64],
+        "pair": [1, 2],
+    }
+    assert declared_params("x = params(epochs=5)\n") == {}  # not jobs.kit's params
+    assert declared_params("import os\nos.getenv('PUSHTUNE_PARAMS')\n") == {}
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("from jobs import kit\np = kit.params(epochs=3)\n", True),
+    ("from jobs import kit as K\np = K.params()\n", True),
+    ("from jobs.kit import params\np = params(epochs=3)\n", True),
+    ("from jobs.kit import params as hp\np = hp(epochs=3)\n", True),
+    ("import jobs.kit as k\np = k.params()\n", True),
+    ("import jobs.kit\np = jobs.kit.params()\n", True),
+    ("import os\nraw = os.environ['PUSHTUNE_PARAMS']\n", True),
+    ("import os\nraw = os.environ.get('PUSHTUNE_PARAMS', '{}')\n", True),
+    ("import os\nraw = os.getenv('PUSHTUNE_PARAMS')\n", True),
+    ("from os import environ\nraw = environ['PUSHTUNE_PARAMS']\n", True),
+    ("from jobs import kit\nkit.report(accuracy=0.9)\n", False),
+    ("def params(**kw):\n    return kw\np = params(epochs=3)\n", False),
+    ("import os\nraw = os.environ.get('PUSHTUNE_OUTPUT')\n", False),
+    ("print('PUSHTUNE_PARAMS')\n", False),
+])
+def test_reads_params_variants(source, expected):
+    assert reads_params(source) is expected
+
+
+# --- rewritten Keras models really build ----------------------------------------------------
+
+KERAS_MODELS = {
+    "sequential": (SEQUENTIAL, ("add_dense", "halve_learning_rate")),
+    "add_chain": (src('''
+        from keras import Input
+        from keras.models import Sequential
+        from keras.layers import Dense
+
+        model = Sequential()
+        model.add(Input(shape=(6,)))
+        model.add(Dense(12, activation='relu'))
+        # output
+        model.add(Dense(4, activation='softmax'))
+        model.compile(optimizer='sgd', loss='categorical_crossentropy')
+    '''), ("add_dense", "double_learning_rate")),
+    "functional": (
+        FUNCTIONAL + "model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3), loss='mse')\n",
+        ("add_dense", "halve_learning_rate")),
+    "tf_keras_names": (src('''
+        from tensorflow.keras import layers, models
+
+        model = models.Sequential([layers.Input(shape=(5,)), layers.Dense(7), layers.Dense(2)])
+        model.compile(optimizer="rmsprop", loss="mse")
+    '''), ("add_dense", "halve_learning_rate")),
+}
+
+BUILD_SCRIPT = '''
+import json, sys
+import keras
+results = {}
+for path in sys.argv[1:]:
+    namespace = {}
+    exec(compile(open(path).read(), path, "exec"), namespace)
+    model = namespace["model"]
+    results[path] = {
+        "dense_units": [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)],
+        "learning_rate": float(model.optimizer.learning_rate),
+    }
+print(json.dumps(results))
+'''
+
+
+@pytest.fixture(scope="module")
+def built_models(tmp_path_factory) -> dict:
+    """Each Keras model, as pushed and as tweaked, built and compiled in one subprocess."""
+    folder = tmp_path_factory.mktemp("keras_models")
+    paths = []
+    for label, (source, names) in KERAS_MODELS.items():
+        for name in names:
+            source_after = tweak(name, source).source
+            (folder / f"{label}.tweaked.py").write_text(source_after)
+            source = source_after
+        (folder / f"{label}.pushed.py").write_text(KERAS_MODELS[label][0])
+        paths += [folder / f"{label}.pushed.py", folder / f"{label}.tweaked.py"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, *map(str, paths)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return {Path(path).name: value for path, value in results.items()}
+
+
+@pytest.mark.parametrize(("label", "pushed_units", "tweaked_units", "pushed_rate", "tweaked_rate"), [
+    ("sequential", [16, 3], [16, 16, 3], 0.001, 0.0005),
+    ("add_chain", [12, 4], [12, 12, 4], 0.01, 0.02),
+    ("functional", [24, 3], [24, 24, 3], 0.001, 0.0005),
+    ("tf_keras_names", [7, 2], [7, 7, 2], 0.001, 0.0005),
+])
+def test_tweaked_keras_models_build_with_the_described_changes(
+        built_models, label, pushed_units, tweaked_units, pushed_rate, tweaked_rate):
+    pushed, tweaked = built_models[f"{label}.pushed.py"], built_models[f"{label}.tweaked.py"]
+    assert pushed["dense_units"] == pushed_units
+    assert tweaked["dense_units"] == tweaked_units
+    assert pushed["learning_rate"] == pytest.approx(pushed_rate)
+    assert tweaked["learning_rate"] == pytest.approx(tweaked_rate)
