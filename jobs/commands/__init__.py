@@ -1,1 +1,12 @@
 """CLI commands: each module adds one subcommand and calls one pipeline step."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+
+def output_console() -> Console:
+    """Rich console for stdout; when piped, wide enough that tables are not squeezed."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from jobs.commands import output_console
 from jobs.errors import UserError
 from jobs.loop import EXIT_CODES, RunOptions, run_model
 from jobs.runtime import get_runtime
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         mail_settings = load_settings(options.notify)
     store = RunStore.open()
     runtime = get_runtime(options.runtime, **options.runtime_options)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     if options.runtime == "auto":
         err.print(f"runtime: {runtime.name}")
     summary = run_model(args.model, options, runtime, store,
@@ -156,5 +157,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print_summary(summary, Console(highlight=False, width=max(Console().width, 100)))
+        print_summary(summary, output_console())
     return EXIT_CODES[summary["status"]]

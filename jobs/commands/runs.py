@@ -6,9 +6,9 @@ import argparse
 import json
 from datetime import datetime
 
-from rich.console import Console
 from rich.table import Table
 
+from jobs.commands import output_console
 from jobs.loop import summarize
 from jobs.store import RunStore
 
@@ -45,7 +45,7 @@ def list_runs(args: argparse.Namespace) -> int:
             r["model_name"], r["kind"], r["status"], _value(best and best["metric_value"]),
             f"{r['threshold']:g}", str(len(attempts)),
         )
-    Console(highlight=False).print(table)
+    output_console().print(table)
     return 0
 
 
@@ -63,7 +63,7 @@ def show_run(args: argparse.Namespace) -> int:
         return 0
     from jobs.commands.run import print_summary
 
-    console = Console(highlight=False)
+    console = output_console()
     print_summary(summary, console)
     for a in attempts:
         if a["diff"]:

@@ -1,0 +1,151 @@
+"""`pushtune jenkins render|install|trigger|status`: the job chain on a Jenkins controller.
+
+The controller and the credentials come from the environment: JENKINS_URL, JENKINS_USER and
+JENKINS_API_TOKEN (an API token, not a password), PUSHTUNE_TRIGGER_TOKEN (the jobs' remote-trigger
+token). None of them is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from jobs import jenkins as jk
+from jobs.errors import UserError
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key.strip(), value
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("jenkins", help="render, install, trigger and watch the Jenkins jobs",
+                                   description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="jenkins_command", metavar="ACTION", required=True,
+                                     parser_class=type(parser))
+
+    p = commands.add_parser("render", help="write the job XML (OUTDIR/NAME/config.xml) with Jenkins Job Builder")
+    p.add_argument("outdir", metavar="OUTDIR")
+    _add_render_options(p)
+    p.set_defaults(func=render)
+
+    p = commands.add_parser("install", help="create or update the jobs on the controller")
+    _add_render_options(p)
+    p.add_argument("--with-trigger-token", action="store_true",
+                   help="set each job's remote-trigger token from PUSHTUNE_TRIGGER_TOKEN (for "
+                        "the Build Token Root URL); it goes to the controller only")
+    p.add_argument("--wait-ready", type=_positive, metavar="SECONDS",
+                   help="first wait until the controller answers (after it starts)")
+    _add_timeout(p)
+    p.set_defaults(func=install)
+
+    p = commands.add_parser("trigger", help="start a build; with --wait follow it to its result")
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("--param", action="append", default=[], type=_param, metavar="K=V",
+                   help="a build parameter (repeatable)")
+    p.add_argument("--wait", action="store_true", help="stream the console and exit with the result "
+                   "(0 SUCCESS, 3 UNSTABLE, 1 FAILURE/ABORTED, 124 timed out)")
+    p.add_argument("--timeout", type=_positive, default=3600.0, metavar="SECONDS",
+                   help="with --wait: give up after this long (default 3600)")
+    p.add_argument("--poll", type=_positive, default=2.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    _add_timeout(p)
+    p.set_defaults(func=trigger)
+
+    p = commands.add_parser("status", help="the chain's last builds")
+    p.add_argument("--prefix", default=jk.DEFAULT_PREFIX, help="job name prefix (default pushtune)")
+    p.add_argument("--json", action="store_true")
+    _add_timeout(p)
+    p.set_defaults(func=status)
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo-url", metavar="URL", help="the model repository (default: jenkins/jobs/project.yaml)")
+    p.add_argument("--branch", help="the branch to follow (default: project.yaml's)")
+
+
+def _add_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--http-timeout", type=_positive, default=30.0, metavar="SECONDS",
+                   help="for each request to Jenkins (default 30)")
+
+
+def _client(args: argparse.Namespace) -> jk.JenkinsClient:
+    return jk.JenkinsClient(jk.JenkinsSettings.from_env(timeout=args.http_timeout))
+
+
+def render(args: argparse.Namespace) -> int:
+    jobs = jk.render_jobs(args.repo_url, args.branch)
+    for path in jk.write_jobs(jobs, Path(args.outdir)):
+        print(path)
+    return 0
+
+
+def install(args: argparse.Namespace) -> int:
+    client = _client(args)
+    jobs = jk.render_jobs(args.repo_url, args.branch)
+    if args.with_trigger_token:
+        token = client.settings.trigger_token
+        if not token:
+            raise UserError("--with-trigger-token: PUSHTUNE_TRIGGER_TOKEN is not set")
+        jobs = {name: jk.with_auth_token(xml, token) for name, xml in jobs.items()}
+    if args.wait_ready:
+        client.wait_until_ready(args.wait_ready)
+    for name, what in client.install(jobs):
+        print(f"{what} {name}")
+    return 0
+
+
+def trigger(args: argparse.Namespace) -> int:
+    client = _client(args)
+    deadline = time.monotonic() + args.timeout
+    queue_id = client.trigger(args.job, dict(args.param))
+    where = f" (queue item {queue_id})" if queue_id is not None else ""
+    print(f"queued {args.job}{where}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    if queue_id is None:
+        raise UserError("Jenkins did not return a queue item, so the build cannot be followed")
+    number, url = client.wait_for_start(args.job, queue_id, deadline, args.poll)
+    print(f"started {args.job} #{number} {url}", file=sys.stderr)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    result = client.follow(args.job, number, write, deadline, args.poll)
+    print(f"{args.job} #{number}: {result}", file=sys.stderr)
+    return jk.RESULT_EXIT_CODES.get(result, 1)
+
+
+def status(args: argparse.Namespace) -> int:
+    rows = _client(args).last_builds(jk.chain_jobs(args.prefix))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table()
+    for column in ("job", "build", "result", "started"):
+        table.add_column(column)
+    for row in rows:
+        started = datetime.fromtimestamp(row["started"]).strftime("%Y-%m-%d %H:%M:%S") if row["started"] else ""
+        table.add_row(row["job"], str(row["number"] or ""), row["result"], started)
+    Console(highlight=False).print(table)
+    return 0

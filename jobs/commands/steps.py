@@ -1,0 +1,152 @@
+"""`pushtune changed|start|train|tweak|finish`: the loop one step at a time, for a job chain.
+
+Exit codes of `pushtune train RUN_ID`: 0 the threshold is met (the run is finished); 3 the
+attempt is below the threshold (`pushtune tweak` follows); 1 the attempt failed (`pushtune
+tweak` follows too); 2 bad input (unknown or finished run). When nothing is left to try the run
+is finished and the code is the run's (0 passed, 3 below threshold, 1 failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from jobs.commands import run as run_command
+from jobs.errors import UserError
+from jobs.store import RunStore
+from jobs import steps
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `pushtune run`, taken from its own parser so the two never drift apart."""
+    scratch = argparse.ArgumentParser(add_help=False)
+    run_command.add_parser(scratch.add_subparsers())
+    run_parser = next(a for a in scratch._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    for action in run_parser._actions:
+        if action.option_strings and action.dest not in ("help", "json"):
+            parser._add_action(action)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("changed", help="list the model files changed between two commits",
+                              description="List the supported model files (one a line) that were "
+                                          "added or modified between two commits.")
+    p.add_argument("--from", dest="old", default="", metavar="REV",
+                   help="the previous commit (empty: the files of --to itself)")
+    p.add_argument("--to", dest="new", default="HEAD", metavar="REV", help="the new commit (default HEAD)")
+    p.add_argument("--repo", default=".", metavar="DIR", help="the checkout (default .)")
+    p.add_argument("--properties", metavar="FILE",
+                   help="write MODEL_FILES and MODEL_COMMIT there (only when a model file changed)")
+    p.set_defaults(func=changed)
+
+    p = subparsers.add_parser("start", help="classify model files and record a run for each",
+                              description="Classify each model file and record a run; prints one "
+                                          "run id a line.")
+    p.add_argument("models", nargs="+", metavar="MODEL_FILE")
+    add_run_options(p)
+    p.add_argument("--skip-unsupported", action="store_true", help="skip files that are no model")
+    p.add_argument("--build-image", action="store_true",
+                   help="docker/auto runtime: `pushtune images build KIND` for each kind started")
+    p.add_argument("--git-commit", metavar="SHA", help="record this commit when git does not know the file")
+    p.add_argument("--properties", metavar="FILE", help="write RUN_ID, KIND and MODEL there (one model file)")
+    p.add_argument("--properties-dir", metavar="DIR", help="write DIR/run-<id>.properties per run")
+    p.set_defaults(func=start)
+
+    p = subparsers.add_parser("train", help="train one attempt of a run",
+                              description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.set_defaults(func=train)
+
+    p = subparsers.add_parser("tweak", help="decide whether a run gets another attempt",
+                              description="Decide whether the run gets another attempt (budget, "
+                                          "tweaks left) or is finished. Inside Jenkins, trigger the "
+                                          "train or notify job accordingly. Exit 0 either way.")
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("--train-job", default="pushtune-train", help="Jenkins job of another attempt")
+    p.add_argument("--notify-job", default="pushtune-notify", help="Jenkins job that mails the result")
+    p.add_argument("--properties", metavar="FILE", help="write RUN_ID and NEXT (train, notify, none) there")
+    p.add_argument("--no-trigger", action="store_true", help="only decide, even inside Jenkins (Pipeline loop)")
+    p.set_defaults(func=tweak)
+
+    p = subparsers.add_parser("finish", help="finish a run (no-op when it is finished)")
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("--reason", default="finished by pushtune finish")
+    p.set_defaults(func=finish)
+
+
+def changed(args: argparse.Namespace) -> int:
+    repo = Path(args.repo).resolve()
+    paths = steps.changed_paths(repo, args.old or None, args.new)
+    models, skipped = steps.model_files(repo, paths)
+    for path, why in skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    for path in models:
+        print(path)
+    if args.properties:
+        target = Path(args.properties)
+        target.unlink(missing_ok=True)
+        if models:
+            commit = steps._git(repo, "rev-parse", args.new).strip()
+            steps.write_properties(target, {"MODEL_FILES": " ".join(models), "MODEL_COMMIT": commit})
+    return 0
+
+
+def start(args: argparse.Namespace) -> int:
+    if args.properties and len(args.models) > 1:
+        raise UserError("--properties takes one model file; use --properties-dir for several")
+    options = run_command.options_from(args)
+    options.notify = [address for address in options.notify if address.strip()]
+    started, skipped = steps.start_runs(
+        RunStore.open(), [Path(m) for m in args.models], options,
+        skip_unsupported=args.skip_unsupported, git_commit=args.git_commit,
+        with_image=args.build_image,
+    )
+    for path, why in skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    for run in started:
+        print(f"run {run.run_id}: {run.model} ({run.kind})", file=sys.stderr)
+        print(run.run_id)
+        values = {"RUN_ID": run.run_id, "KIND": run.kind, "MODEL": run.model}
+        if args.properties:
+            steps.write_properties(Path(args.properties), values)
+        if args.properties_dir:
+            steps.write_properties(Path(args.properties_dir) / f"run-{run.run_id}.properties", values)
+    if not started:
+        print("no supported model file: nothing to train", file=sys.stderr)
+    return 0
+
+
+def _stop_on_sigterm() -> None:
+    """Jenkins aborts a build with SIGTERM: end like Ctrl-C, so the attempt is recorded."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def train(args: argparse.Namespace) -> int:
+    _stop_on_sigterm()
+    code, line = steps.train_step(RunStore.open(), args.run_id)
+    print(line)
+    return code
+
+
+def tweak(args: argparse.Namespace) -> int:
+    decision = steps.tweak_step(RunStore.open(), args.run_id)
+    print(decision.message)
+    if args.properties:
+        steps.write_properties(Path(args.properties), {"RUN_ID": decision.run_id, "NEXT": decision.next})
+    if args.no_trigger:
+        return 0
+    triggered = steps.dispatch(decision, {"train": args.train_job, "notify": args.notify_job})
+    if triggered:
+        print(triggered)
+    return 0
+
+
+def finish(args: argparse.Namespace) -> int:
+    summary = steps.finish_step(RunStore.open(), args.run_id, args.reason)
+    print(f"run {summary['run_id']}: {summary['status']} ({summary['stop_reason']})")
+    return 0
