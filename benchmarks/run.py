@@ -12,7 +12,6 @@ import importlib.util
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path

@@ -20,6 +20,10 @@ COMMAND_MODULES = (
     "jobs.commands.run",
     "jobs.commands.runs",
     "jobs.commands.notify",
+    "jobs.commands.monitor",
+    "jobs.commands.steps",
+    "jobs.commands.jenkins",
+    "jobs.commands.hook",
 )
 
 

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import tokenize
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +24,7 @@ from jobs import tweaks
 from jobs.classify import classify_file
 from jobs.errors import UserError
 from jobs.metrics import find_artifact, is_better, log_tail, meets, read_metrics
-from jobs.runtime import AttemptSpec, Restart, Runtime
+from jobs.runtime import AttemptOutcome, AttemptSpec, DriverLock, Restart, Runtime, metric_written
 from jobs.store import RunStore
 from jobs.strategies import Candidate, History, first_candidate, get_strategy
 
@@ -48,6 +48,7 @@ class RunOptions:
     max_restarts: int = 3
     notify: list[str] = field(default_factory=list)
     verbose: bool = False
+    jenkins_build_url: str | None = None
 
     def validate(self) -> None:
         if not math.isfinite(self.threshold):
@@ -127,7 +128,9 @@ def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> i
 
 
 def run_options(run: dict) -> RunOptions:
-    return RunOptions(**run["options"])
+    """The run's options as recorded (keys a newer or older pushtune does not know are ignored)."""
+    known = {f.name for f in fields(RunOptions)}
+    return RunOptions(**{k: v for k, v in run["options"].items() if k in known})
 
 
 def history_of(store: RunStore, run: dict) -> History:
@@ -182,8 +185,13 @@ def _remaining_budget(run: dict, options: RunOptions) -> float | None:
 
 def train_attempt(store: RunStore, run_id: int, candidate: Candidate, runtime: Runtime) -> dict:
     """Run one attempt of the candidate and record it, whatever happens to it."""
+    n = prepare_attempt(store, run_id, candidate)
+    return execute_attempt(store, run_id, n, runtime)
+
+
+def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate) -> int:
+    """Record a new attempt and lay out its directory: model.py, params.json, diff.patch."""
     run = store.get_run(run_id)
-    options = run_options(run)
     run_dir = Path(run["run_dir"])
     pushed = (run_dir / "pushed.py").read_text(encoding="utf-8")
     n = store.add_attempt(
@@ -203,51 +211,73 @@ def train_attempt(store: RunStore, run_id: int, candidate: Candidate, runtime: R
     ))
     (workdir / "diff.patch").write_text(diff, encoding="utf-8")
     store.update_attempt(run_id, n, dir=str(workdir), diff=diff)
+    return n
 
+
+def attempt_spec(store: RunStore, run: dict, attempt: dict, *, resume: bool = False) -> AttemptSpec:
+    """What a runtime needs for an attempt, rebuilt from the store (so a monitor can resume it)."""
+    options = run_options(run)
     spec = AttemptSpec(
-        run_id=run_id, attempt=n, kind=run["kind"], model_name=run["model_name"], workdir=workdir,
-        data_dir=Path(options.data).resolve() if options.data else None,
-        cache_dir=store.path.parent / "cache", params=candidate.params,
-        timeout=_remaining_budget(run, options), max_restarts=options.max_restarts,
-        verbose=options.verbose,
+        run_id=run["id"], attempt=attempt["n"], kind=run["kind"], model_name=run["model_name"],
+        workdir=Path(attempt["dir"]), data_dir=Path(options.data) if options.data else None,
+        cache_dir=store.path.parent / "cache", params=attempt["params"],
+        timeout=_remaining_budget(run, options),
+        max_restarts=max(options.max_restarts - attempt["restarts"], 0),
+        previous_restarts=attempt["restarts"],
+        verbose=options.verbose, resume=resume,
     )
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
+    return spec
+
+
+def execute_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime, *,
+                    resume: bool = False, actor: str = "run") -> dict:
+    """Run a recorded attempt while holding its driver lock, then record the outcome."""
+    run = store.get_run(run_id)
+    spec = attempt_spec(store, run, store.get_attempt(run_id, n), resume=resume)
 
     def record_restart(restart: Restart) -> None:
         store.add_restart(run_id, n, restart.reason, exit_code=restart.exit_code,
-                          resumed_epoch=restart.resumed_epoch, actor="run")
+                          resumed_epoch=restart.resumed_epoch, actor=actor)
 
     started = time.monotonic()
-    try:
-        outcome = runtime.run(spec, on_restart=record_restart)
-    except BaseException as exc:  # an interrupted attempt is still recorded
-        store.update_attempt(run_id, n, status="failed", error=f"interrupted ({type(exc).__name__})",
-                             finished_at=time.time(), seconds=time.monotonic() - started,
-                             log_tail=log_tail(spec.log_path))
-        raise
-    seconds = time.monotonic() - started
+    with DriverLock(spec.workdir).held():
+        try:
+            outcome = runtime.run(spec, on_restart=record_restart)
+        except BaseException as exc:  # an interrupted attempt is still recorded
+            store.update_attempt(run_id, n, status="failed", error=f"interrupted ({type(exc).__name__})",
+                                 finished_at=time.time(), seconds=time.monotonic() - started,
+                                 log_tail=log_tail(spec.log_path))
+            raise
+        record_outcome(store, run, n, spec, outcome, time.monotonic() - started)
+    return store.get_attempt(run_id, n)
 
-    metrics, missing = read_metrics(spec.output_dir, spec.log_path, options.metric)
+
+def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcome: AttemptOutcome,
+                   seconds: float) -> None:
+    """The attempt's status, metric, artifact and error, as the runtime and its files tell."""
+    metric = run["metric"]
+    metrics, missing = read_metrics(spec.output_dir, spec.log_path, metric)
     error = outcome.error
     if error is None and outcome.oom_killed:
         error = "killed: out of memory"
-    if error is None and outcome.exit_code != 0:
+    if error is None and outcome.exit_code not in (0, None):
         error = f"script exited with code {outcome.exit_code}"
     if error is None and missing:
         error = missing
     artifact = find_artifact(spec.output_dir)
+    previous = store.get_attempt(run["id"], n)["seconds"] or 0.0
     store.update_attempt(
-        run_id, n,
+        run["id"], n,
         status="failed" if error else "ok",
-        metric_value=None if error else metrics[options.metric],
+        metric_value=None if error else metrics[metric],
         metrics=metrics or None, error=error,
         log_tail=log_tail(spec.log_path) if error else None,
         exit_code=outcome.exit_code, oom_killed=int(outcome.oom_killed), container=outcome.container,
         artifact_path=str(artifact) if artifact else None,
         artifact_sha256=sha256_of(artifact) if artifact else None,
-        finished_at=time.time(), seconds=seconds,
+        finished_at=time.time(), seconds=previous + seconds,
     )
-    return store.get_attempt(run_id, n)
 
 
 def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool = False) -> dict:
@@ -306,25 +336,62 @@ def summarize(store: RunStore, run_id: int) -> dict:
 Progress = Callable[[str, dict], None]
 
 
+def _quiet(event: str, data: dict) -> None:
+    pass
+
+
 def run_model(model_path: str | Path, options: RunOptions, runtime: Runtime,
               store: RunStore | None = None, progress: Progress | None = None) -> dict:
     """The whole loop in one process: attempts until the threshold is met or a budget is spent."""
     store = store or RunStore.open()
-    progress = progress or (lambda event, data: None)
+    progress = progress or _quiet
     run_id = start_run(store, model_path, options)
     progress("started", {"run_id": run_id, **store.get_run(run_id)})
-    try:
-        while True:
-            candidate, reason = plan_next(store, run_id)
-            if candidate is None:
-                break
-            progress("attempt", {"run_id": run_id, "candidate": candidate,
-                                 "n": len(store.attempts(run_id)) + 1})
-            attempt = train_attempt(store, run_id, candidate, runtime)
-            progress("attempted", {"run_id": run_id, "attempt": attempt})
-    except BaseException:
-        finish_run(store, run_id, "interrupted", interrupted=True)
-        raise
-    summary = finish_run(store, run_id, reason)
+    return drive(store, run_id, runtime, progress)
+
+
+def drive(store: RunStore, run_id: int, runtime: Runtime, progress: Progress = _quiet) -> dict:
+    """Plan and train attempts until the loop stops, then finish the run. The run's driver lock
+    is held throughout, so a monitor knows the run is looked after."""
+    with DriverLock(Path(store.get_run(run_id)["run_dir"])).held():
+        try:
+            while True:
+                candidate, reason = plan_next(store, run_id)
+                if candidate is None:
+                    break
+                progress("attempt", {"run_id": run_id, "candidate": candidate,
+                                     "n": len(store.attempts(run_id)) + 1})
+                attempt = train_attempt(store, run_id, candidate, runtime)
+                progress("attempted", {"run_id": run_id, "attempt": attempt})
+        except BaseException:
+            finish_run(store, run_id, "interrupted", interrupted=True)
+            raise
+        summary = finish_run(store, run_id, reason)
     progress("finished", summary)
     return summary
+
+
+def resume_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime) -> dict:
+    """Take over an attempt whose driver is gone: record it when its training had finished,
+    else resume the training from its last checkpoint and record it."""
+    run = store.get_run(run_id)
+    spec = attempt_spec(store, run, store.get_attempt(run_id, n))
+    if not metric_written(spec.output_dir):
+        return execute_attempt(store, run_id, n, runtime, resume=True, actor="monitor")
+    with DriverLock(spec.workdir).held():
+        record_outcome(store, run, n, spec, AttemptOutcome(exit_code=None), 0.0)
+    return store.get_attempt(run_id, n)
+
+
+def notify_if_asked(store: RunStore, run_id: int):
+    """Mail the run's result when it was started with --notify; never fails the run."""
+    recipients = run_options(store.get_run(run_id)).notify
+    if not recipients:
+        return None
+    from notify import notify_run
+
+    try:
+        return notify_run(store, run_id, recipients)
+    except UserError as exc:
+        store.add_notification(run_id, "email", "failed", recipients=recipients, error=str(exc))
+        return None

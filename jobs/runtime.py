@@ -8,6 +8,7 @@ checkpoint; a script that exits with an error of its own is not restarted.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -15,9 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, TextIO
+from typing import Callable, Iterator, Protocol, TextIO
 
 from jobs.errors import UserError
 
@@ -39,6 +41,8 @@ class AttemptSpec:
     timeout: float | None = None
     max_restarts: int = 3
     verbose: bool = False
+    resume: bool = False  # the first start already resumes (a monitor took the attempt over)
+    previous_restarts: int = 0  # restarts before this driver took over, for the bound's message
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -76,10 +80,71 @@ class Restart:
 OnRestart = Callable[[Restart], None]
 
 
+class DriverLock:
+    """Whoever holds `driver.lock` in an attempt directory drives that attempt: waits for its
+    training, restarts it, records its outcome. The kernel drops the lock when the holder dies,
+    so a monitor can tell an attempt whose driver is alive from one whose driver is gone."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / "driver.lock"
+        self._handle = None
+
+    def try_acquire(self) -> bool:
+        handle = open(self.path, "a+")  # not inherited by children (PEP 446)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        if self._handle:
+            self._handle.close()
+            self._handle = None
+
+    def is_held_elsewhere(self) -> bool:
+        if self.try_acquire():
+            self.release()
+            return False
+        return True
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if not self.try_acquire():
+            raise UserError(f"{self.path.parent} is already driven by another process")
+        try:
+            yield
+        finally:
+            self.release()
+
+
+@dataclass
+class TrainingState:
+    """What a runtime can tell about an attempt's training when its driver is gone."""
+
+    alive: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+
+    @property
+    def reason(self) -> str:
+        if self.oom_killed:
+            return "OOM-killed"
+        if self.exit_code is None:
+            return "training process gone"
+        if self.exit_code < 0:
+            return f"killed by {signal.Signals(-self.exit_code).name}"
+        return f"exited with code {self.exit_code}"
+
+
 class Runtime(Protocol):
     name: str
 
     def run(self, spec: AttemptSpec, on_restart: OnRestart | None = None) -> AttemptOutcome: ...
+
+    def training_state(self, spec: AttemptSpec) -> TrainingState: ...
 
 
 def contract_env(
@@ -153,7 +218,7 @@ class LocalRuntime:
         restarts = 0
         with open(spec.log_path, "a", encoding="utf-8", errors="replace") as log:
             while True:
-                code, timed_out = self._run_once(spec, log, deadline, resume=restarts > 0)
+                code, timed_out = self._run_once(spec, log, deadline, resume=spec.resume or restarts > 0)
                 if timed_out:
                     return AttemptOutcome(code, timed_out=True, restarts=restarts,
                                           error=f"attempt timed out after {spec.timeout:g} s")
@@ -162,8 +227,9 @@ class LocalRuntime:
                     return AttemptOutcome(code, restarts=restarts)
                 reason = f"killed by {signal.Signals(-code).name}"
                 if restarts >= spec.max_restarts:
+                    total = spec.previous_restarts + restarts
                     return AttemptOutcome(code, restarts=restarts,
-                                          error=f"{reason}; gave up after {restarts} restarts")
+                                          error=f"{reason}; gave up after {total} restarts")
                 restarts += 1
                 time.sleep(restart_delay(restarts))
                 epoch = resumable_epoch(spec.output_dir)
@@ -172,6 +238,9 @@ class LocalRuntime:
                 log.flush()
                 if on_restart:
                     on_restart(Restart(reason, code, epoch))
+
+    def training_state(self, spec: AttemptSpec) -> TrainingState:
+        return TrainingState(alive=local_process_alive(spec.workdir))
 
     def _run_once(self, spec: AttemptSpec, log: TextIO, deadline: float | None, resume: bool):
         env = {
@@ -195,6 +264,7 @@ class LocalRuntime:
             )
         except OSError as exc:
             raise UserError(f"cannot start {self.python}: {exc}") from None
+        (spec.workdir / "process.json").write_text(json.dumps({"pid": child.pid, "start": _start_ticks(child.pid)}))
         pump = _LogPump(child.stdout, log, spec.verbose)
         pump.start()
         try:
@@ -210,6 +280,27 @@ class LocalRuntime:
         finally:
             pump.join(timeout=5)
         return code, timed_out
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When a process started (clock ticks since boot): tells a pid from its reuse."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def local_process_alive(workdir: Path) -> bool:
+    """Whether the training process that LocalRuntime last started for the attempt still runs."""
+    try:
+        recorded = json.loads((workdir / "process.json").read_text())
+    except (OSError, ValueError):
+        return False
+    ticks = _start_ticks(int(recorded["pid"]))
+    if ticks is None or ticks != recorded["start"]:
+        return False
+    state = Path(f"/proc/{recorded['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
 
 
 def _stop_group(child: subprocess.Popen) -> None:

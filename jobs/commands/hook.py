@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 from jobs import hook
 from jobs.store import home
@@ -28,8 +29,6 @@ def add_parser(subparsers) -> None:
 
 
 def install(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     path = hook.install_hook(Path(args.repo), home=home(), run_args=shlex.split(args.run_args),
                              force=args.force, chain=args.chain)
     print(f"installed {path} (runs logged to {hook.log_path(home())})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from jobs.commands import output_console
 from jobs.errors import UserError
-from jobs.loop import EXIT_CODES, RunOptions, run_model
+from jobs.loop import EXIT_CODES, RunOptions, notify_if_asked, run_model
 from jobs.runtime import get_runtime
 from jobs.store import RunStore
 from jobs.strategies import STRATEGIES, load_space
@@ -37,6 +36,13 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("run", help="train, gate, tweak and retrain a model file",
                               description=__doc__.splitlines()[0])
     p.add_argument("model", metavar="MODEL_FILE")
+    add_run_options(p)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=run)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a run, shared by `pushtune run` and `pushtune start`."""
     p.add_argument("--threshold", type=float, default=0.9, help="metric to reach (default 0.9)")
     p.add_argument("--metric", default="accuracy", help="metric gated on (default accuracy)")
     p.add_argument("--mode", choices=("max", "min"), default="max", help="higher (max) or lower (min) is better")
@@ -54,9 +60,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--network", default="bridge", help="docker: network (default bridge; none to cut it)")
     p.add_argument("--keep", action="store_true", help="docker: keep containers after the attempt")
     p.add_argument("--notify", action="append", default=[], metavar="ADDR", help="mail the result to ADDR")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="stream the script's output")
-    p.set_defaults(func=run)
 
 
 def options_from(args: argparse.Namespace) -> RunOptions:
@@ -136,24 +140,21 @@ def print_summary(summary: dict, console: Console) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
-    mail_settings = None
     if options.notify:  # bad mail settings are found before any training, not after it
         from notify import load_settings
 
-        mail_settings = load_settings(options.notify)
+        load_settings(options.notify)
     store = RunStore.open()
     runtime = get_runtime(options.runtime, **options.runtime_options)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if options.runtime == "auto":
         err.print(f"runtime: {runtime.name}")
+    options.runtime = runtime.name  # what a monitor uses if it has to resume an attempt
     summary = run_model(args.model, options, runtime, store,
                         progress=None if args.json else TerminalProgress(err, options))
-    if mail_settings:  # a failed delivery is recorded and printed; the run's exit code stands
-        from notify import notify_run
-
-        result = notify_run(store, summary["run_id"], settings=mail_settings)
-        if result.sent:
-            err.print(result.describe(summary["run_id"]))
+    result = notify_if_asked(store, summary["run_id"])  # a failure is recorded and printed
+    if result and result.sent:
+        err.print(result.describe(summary["run_id"]))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -19,16 +19,6 @@ from jobs.store import RunStore
 from jobs import steps
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """The options of `pushtune run`, taken from its own parser so the two never drift apart."""
-    scratch = argparse.ArgumentParser(add_help=False)
-    run_command.add_parser(scratch.add_subparsers())
-    run_parser = next(a for a in scratch._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
-    for action in run_parser._actions:
-        if action.option_strings and action.dest not in ("help", "json"):
-            parser._add_action(action)
-
-
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("changed", help="list the model files changed between two commits",
                               description="List the supported model files (one a line) that were "
@@ -45,7 +35,7 @@ def add_parser(subparsers) -> None:
                               description="Classify each model file and record a run; prints one "
                                           "run id a line.")
     p.add_argument("models", nargs="+", metavar="MODEL_FILE")
-    add_run_options(p)
+    run_command.add_run_options(p)
     p.add_argument("--skip-unsupported", action="store_true", help="skip files that are no model")
     p.add_argument("--build-image", action="store_true",
                    help="docker/auto runtime: `pushtune images build KIND` for each kind started")
@@ -88,7 +78,7 @@ def changed(args: argparse.Namespace) -> int:
         target = Path(args.properties)
         target.unlink(missing_ok=True)
         if models:
-            commit = steps._git(repo, "rev-parse", args.new).strip()
+            commit = steps.run_git(repo, "rev-parse", args.new).strip()
             steps.write_properties(target, {"MODEL_FILES": " ".join(models), "MODEL_COMMIT": commit})
     return 0
 

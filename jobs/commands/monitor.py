@@ -1,0 +1,56 @@
+"""`pushtune monitor` and `pushtune resume`: attempts whose driver is gone come back."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.errors import UserError
+from jobs.loop import EXIT_CODES, drive, notify_if_asked, resume_attempt, run_options
+from jobs.monitor import sweep, watch
+from jobs.runtime import get_runtime
+from jobs.store import RunStore
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("monitor", help="resume training whose driver died, from its last checkpoint")
+    p.add_argument("--once", action="store_true", help="one sweep, then exit")
+    p.add_argument("--interval", type=float, default=30.0, metavar="S", help="seconds between sweeps (default 30)")
+    p.set_defaults(func=monitor)
+    p = subparsers.add_parser("resume", help="drive a run again (the monitor starts this)")
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("--attempt", type=int, metavar="N", help="resume this attempt's training first")
+    p.set_defaults(func=resume)
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def monitor(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise UserError("--interval must be a positive number of seconds")
+    store = RunStore.open()
+    if args.once:
+        actions = sweep(store)
+        for action in actions:
+            _echo(str(action))
+        if not actions:
+            _echo("nothing to do: every running attempt has a live driver")
+        return 0
+    watch(store, args.interval, _echo)
+    return 0
+
+
+def resume(args: argparse.Namespace) -> int:
+    store = RunStore.open()
+    run = store.get_run(args.run_id)
+    if run["status"] != "running":
+        raise UserError(f"run {args.run_id} is {run['status']}, not running")
+    runtime = get_runtime(run["runtime"], **run_options(run).runtime_options)
+    if args.attempt is not None:
+        resume_attempt(store, args.run_id, args.attempt, runtime)
+    summary = drive(store, args.run_id, runtime)
+    notify_if_asked(store, args.run_id)
+    print(f"run {args.run_id}: {summary['status']}", file=sys.stderr)
+    return EXIT_CODES[summary["status"]]

@@ -1,0 +1,209 @@
+"""Push to train without Jenkins: a git hook that starts `pushtune run` on the changed models.
+
+`install_hook` writes a tiny hook (post-receive in a bare repository, post-commit in a working
+one) that hands the pushed refs to `python -m jobs.hook receive`. That reads them, starts a
+detached worker (`python -m jobs.hook work`) and returns at once, so the push never waits and
+never fails because of pushtune. The worker clones the pushed commit under
+$PUSHTUNE_HOME/checkouts, finds the changed model files (unsupported ones are skipped) and runs
+`pushtune run` on each; everything it says goes to $PUSHTUNE_HOME/hooks/hook.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobs.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MARKER = "# installed by `pushtune hook install`"
+CHAINED_SUFFIX = ".pushtune-chained"
+
+HOOK_TEMPLATE = """\
+#!/bin/sh
+{marker}: trains the model files a push changed, in the background.
+# It never blocks or fails the push; see {log}.
+input=$(cat)
+status=0
+if [ -x "$0{chained}" ]; then
+    printf '%s\\n' "$input" | "$0{chained}" "$@" || status=$?
+fi
+printf '%s\\n' "$input" | PUSHTUNE_HOME={home} PYTHONPATH={pythonpath} \\
+    {python} -m jobs.hook receive --kind {kind} --repo "$(pwd)"{run_args} >/dev/null 2>&1 || true
+exit $status
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"git {args[0]} failed in {repo}: {message}")
+    return result.stdout.strip()
+
+
+def hook_path(repo: Path) -> tuple[Path, str]:
+    """Where the hook goes and which one it is: post-receive (bare) or post-commit."""
+    if not repo.is_dir():
+        raise UserError(f"no such directory: {repo}")
+    try:
+        bare = _git(repo, "rev-parse", "--is-bare-repository") == "true"
+        hooks = Path(_git(repo, "rev-parse", "--git-path", "hooks"))
+    except UserError:
+        raise UserError(f"not a git repository: {repo}") from None
+    kind = "post-receive" if bare else "post-commit"
+    return (hooks if hooks.is_absolute() else repo / hooks) / kind, kind
+
+
+def validate_run_args(run_args: list[str]) -> None:
+    """Fail at install time, not at every push, when the `pushtune run` options are wrong."""
+    from jobs.commands import run as run_command
+
+    class Strict(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            raise UserError(f"--run-args: {message}")
+
+    parser = Strict(add_help=False)
+    run_command.add_parser(parser.add_subparsers(parser_class=Strict))
+    parser.parse_args(["run", "model.py", *run_args])
+
+
+def install_hook(repo: Path, *, home: Path, run_args: list[str] | None = None,
+                 force: bool = False, chain: bool = False) -> Path:
+    """Write the hook; an existing foreign hook is kept and run first (chain), replaced
+    (force), or makes this fail."""
+    run_args = list(run_args or [])
+    validate_run_args(run_args)
+    path, kind = hook_path(repo.resolve())
+    if path.exists() and MARKER not in path.read_text(errors="replace"):
+        if chain:
+            path.rename(path.with_name(path.name + CHAINED_SUFFIX))
+        elif not force:
+            raise UserError(f"{path} exists and is not pushtune's: use --chain to run it first, "
+                            "or --force to replace it")
+    script = HOOK_TEMPLATE.format(
+        marker=MARKER, log=home / "hooks" / "hook.log", chained=CHAINED_SUFFIX,
+        home=shlex.quote(str(home)), pythonpath=shlex.quote(str(PROJECT_ROOT)),
+        python=shlex.quote(sys.executable), kind=kind,
+        run_args=f" --run-args {shlex.quote(shlex.join(run_args))}" if run_args else "",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    path.chmod(0o755)
+    return path
+
+
+# --- what the hook runs -------------------------------------------------------------------------
+
+
+def log_path(home: Path) -> Path:
+    return home / "hooks" / "hook.log"
+
+
+def pushed_refs(kind: str, stdin_text: str, repo: Path) -> list[tuple[str, str]]:
+    """(old, new) commit pairs to look at: the branches a push updated, or the new commit."""
+    if kind == "post-commit":
+        new = _git(repo, "rev-parse", "HEAD")
+        try:
+            old = _git(repo, "rev-parse", "HEAD^")
+        except UserError:
+            old = ""
+        return [(old, new)]
+    pairs = []
+    for line in stdin_text.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[2].startswith("refs/heads/") and fields[1].strip("0"):
+            pairs.append((fields[0], fields[1]))
+    return pairs
+
+
+def receive(kind: str, repo: Path, stdin_text: str, run_args: str, home: Path) -> None:
+    """Start the detached worker and return: the hook's only wait is reading its input."""
+    pairs = pushed_refs(kind, stdin_text, repo)
+    if not pairs:
+        return
+    log = log_path(home)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "jobs.hook", "work", "--repo", str(repo), "--run-args", run_args]
+    for old, new in pairs:
+        command += ["--push", f"{old}..{new}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # git sets them for the hook
+    with open(log, "a") as out:
+        subprocess.Popen(command, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def checkout(repo: Path, commit: str, home: Path) -> Path:
+    """A clone of the repository at the commit, under $PUSHTUNE_HOME/checkouts (reused)."""
+    target = home / "checkouts" / commit
+    if not (target / ".git").is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _git(target.parent, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(target))
+        _git(target, "checkout", "--quiet", "--detach", commit)
+    return target
+
+
+def work(repo: Path, pushes: list[tuple[str, str]], run_args: list[str], home: Path) -> int:
+    """Run `pushtune run` on every supported model file the pushes changed; the failures."""
+    from jobs.steps import changed_paths, model_files
+
+    failures = 0
+    for old, new in pushes:
+        tree = checkout(repo, new, home)
+        models, skipped = model_files(tree, changed_paths(tree, old or None, new))
+        for path, why in skipped:
+            print(f"{_now()} skipped {path}@{new[:10]}: {why}", flush=True)
+        for path in models:
+            print(f"{_now()} pushtune run {path}@{new[:10]}", flush=True)
+            command = [sys.executable, "-m", "jobs", "run", path, *run_args]
+            code = subprocess.run(command, cwd=tree, stdin=subprocess.DEVNULL).returncode
+            print(f"{_now()} pushtune run {path}@{new[:10]} exited {code}", flush=True)
+            failures += code not in (0, 3)
+    return failures
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.hook")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("receive")
+    p.add_argument("--kind", choices=("post-receive", "post-commit"), required=True)
+    p.add_argument("--repo", required=True)
+    p.add_argument("--run-args", default="")
+    p = commands.add_parser("work")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--push", action="append", default=[], metavar="OLD..NEW")
+    p.add_argument("--run-args", default="")
+    args = parser.parse_args(argv)
+    from jobs.store import home as pushtune_home
+
+    home = pushtune_home()
+    if args.command == "receive":
+        try:
+            receive(args.kind, Path(args.repo).resolve(), sys.stdin.read(), args.run_args, home)
+        except Exception as exc:  # a push must never fail because of pushtune
+            try:
+                log_path(home).parent.mkdir(parents=True, exist_ok=True)
+                with open(log_path(home), "a") as out:
+                    out.write(f"{_now()} hook failed: {type(exc).__name__}: {exc}\n")
+            except OSError:
+                pass
+        return 0
+    pushes = [tuple(p.split("..", 1)) for p in args.push]
+    try:
+        return min(work(Path(args.repo), pushes, shlex.split(args.run_args), home), 1)
+    except UserError as exc:
+        print(f"{_now()} pushtune: error: {exc}", flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

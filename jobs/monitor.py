@@ -1,0 +1,152 @@
+"""The monitor: attempts whose driver is gone come back from their last checkpoint.
+
+A driver (`pushtune run`, a Jenkins train step) holds its attempt's `driver.lock` while the
+training runs, and restarts the training itself when it dies. When the driver is gone too (the
+Jenkins build was aborted, the machine restarted, the process was killed), the lock is free and
+the monitor takes over: it starts a detached `pushtune resume RUN --attempt N`, which becomes the
+attempt's new driver, resumes the training with `PUSHTUNE_RESUME=1` (or only records it, when it
+already wrote its metric), and lets the loop go on or end as it decides.
+
+Only one monitor acts at a time (`monitor.lock`), and it hands an attempt over only once the new
+driver holds the attempt's lock, so two monitors never restart the same training twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from jobs.errors import UserError
+from jobs.loop import attempt_spec, run_options
+from jobs.runtime import PROJECT_ROOT, DriverLock, get_runtime, metric_written, resumable_epoch
+from jobs.store import RunStore
+
+HANDOVER_TIMEOUT = 60.0
+# A run between attempts whose driver is gone is taken over only after this much quiet, so a
+# driver that is just starting (or between two attempts) is never raced.
+IDLE_GRACE = 30.0
+
+
+@dataclass
+class Action:
+    run_id: int
+    attempt: int
+    what: str  # "resumed", "recorded", "gave up", "running"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} attempt {self.attempt}: {self.what} ({self.detail})"
+
+
+@contextmanager
+def monitor_lock(store: RunStore, timeout: float = 300.0) -> Iterator[None]:
+    """Serialises monitors on one store; waits for another monitor's sweep to end."""
+    path = store.path.parent / "monitor.lock"
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(f"another monitor has held {path} for over {timeout:g} s") from None
+                time.sleep(0.2)
+        yield
+
+
+def spawn_resume(store: RunStore, run_id: int, attempt: int | None) -> subprocess.Popen:
+    """Start a detached `pushtune resume` that outlives the monitor."""
+    run_dir = Path(store.get_run(run_id)["run_dir"])
+    args = [sys.executable, "-m", "jobs", "resume", str(run_id)]
+    if attempt is not None:
+        args += ["--attempt", str(attempt)]
+    env = {**os.environ, "PUSHTUNE_HOME": str(store.path.parent),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(run_dir / "resume.log", "a") as log:
+        return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_driver(lock: DriverLock, child: subprocess.Popen) -> None:
+    """Hand over only when the new driver holds the attempt's lock (or has already finished)."""
+    deadline = time.monotonic() + HANDOVER_TIMEOUT
+    while time.monotonic() < deadline:
+        if lock.is_held_elsewhere() or child.poll() is not None:
+            return
+        time.sleep(0.05)
+
+
+def sweep(store: RunStore) -> list[Action]:
+    """One pass over the running attempts of running runs; returns what was done."""
+    actions = []
+    with monitor_lock(store):
+        for run in store.list_runs(limit=10_000):
+            if run["status"] != "running":
+                continue
+            running = [a for a in store.attempts(run["id"]) if a["status"] == "running" and a["dir"]]
+            for attempt in running:
+                action = _look_after(store, run, attempt)
+                if action:
+                    actions.append(action)
+            if not running:
+                action = _look_after_run(store, run)
+                if action:
+                    actions.append(action)
+    return actions
+
+
+def _look_after_run(store: RunStore, run: dict) -> Action | None:
+    """A running run with no attempt in flight and no driver: its driver died between attempts."""
+    attempts = store.attempts(run["id"])
+    last_activity = max([run["started_at"], *(a["finished_at"] or 0 for a in attempts)])
+    lock = DriverLock(Path(run["run_dir"]))
+    if time.time() - last_activity < IDLE_GRACE or lock.is_held_elsewhere():
+        return None
+    child = spawn_resume(store, run["id"], None)
+    _wait_for_driver(lock, child)
+    return Action(run["id"], len(attempts), "continued", "the run had no driver between attempts")
+
+
+def _look_after(store: RunStore, run: dict, attempt: dict) -> Action | None:
+    lock = DriverLock(Path(attempt["dir"]))
+    if not lock.try_acquire():
+        return None  # its driver is alive and looks after it
+    n, options = attempt["n"], run_options(run)
+    try:
+        spec = attempt_spec(store, run, attempt)
+        state = get_runtime(run["runtime"], **options.runtime_options).training_state(spec)
+        if state.alive:
+            return Action(run["id"], n, "running", "training runs without a driver; checked again next time")
+        if metric_written(spec.output_dir):
+            what, detail = "recorded", "training had finished; recording it"
+        elif attempt["restarts"] >= options.max_restarts:
+            reason = f"{state.reason}; gave up after {attempt['restarts']} restarts"
+            store.update_attempt(run["id"], n, status="failed", error=reason, finished_at=time.time())
+            what, detail, n = "gave up", reason, None
+        else:
+            epoch = resumable_epoch(spec.output_dir)
+            store.add_restart(run["id"], n, state.reason, exit_code=state.exit_code,
+                              resumed_epoch=epoch, actor="monitor")
+            what, detail = "resumed", f"{state.reason}; from epoch {epoch or 0}"
+    finally:
+        lock.release()
+    child = spawn_resume(store, run["id"], n)
+    if n is not None:
+        _wait_for_driver(lock, child)
+    return Action(run["id"], attempt["n"], what, detail)
+
+
+def watch(store: RunStore, interval: float, echo) -> None:
+    """Sweep every `interval` seconds until interrupted."""
+    while True:
+        for action in sweep(store):
+            echo(str(action))
+        time.sleep(interval)

@@ -1,0 +1,272 @@
+"""The loop one step at a time, for a job chain: changed → start → train → tweak → finish.
+
+Each step is one process over the run store (the chain's only shared state), built on the same
+functions as `pushtune run` (`jobs.loop`), so Jenkins holds no logic of its own:
+
+- `changed_paths` / `model_files`: the model files a push changed;
+- `start_runs`: classify and record one run per file;
+- `train_step`: plan and train one attempt (exit 0 threshold met, 3 below it, 1 attempt failed);
+- `tweak_step`: decide between another attempt and the end of the run;
+- `finish_step`: finish a run (idempotent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from jobs.classify import classify_file
+from jobs.errors import UserError
+from jobs.loop import EXIT_CODES, RunOptions, finish_run, plan_next, run_options, start_run, summarize, train_attempt
+from jobs.metrics import meets
+from jobs.runtime import Runtime, get_runtime
+from jobs.store import RunStore
+
+# `pushtune train` exit codes
+TRAIN_PASSED, TRAIN_BELOW, TRAIN_FAILED = 0, 3, 1
+NO_COMMIT = "0" * 40
+BUILD_URL_OPTION = "jenkins_build_url"  # read by notify.summary for the mail's link
+
+
+@dataclass
+class Started:
+    run_id: int
+    kind: str
+    model: Path
+
+
+@dataclass
+class Decision:
+    """What follows a tweak step: another attempt ("train"), the mail ("notify"), or nothing."""
+
+    next: str
+    run_id: int
+    message: str
+
+
+# --- which files a push changed -----------------------------------------------------------------
+
+
+def run_git(repo: Path, *args: str) -> str:
+    try:
+        result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UserError(f"git {args[0]} failed in {repo}: {exc}") from None
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"git {args[0]} failed in {repo}: {message}")
+    return result.stdout
+
+
+def _is_commit(repo: Path, rev: str | None) -> bool:
+    if not rev or rev.strip("0") == "":
+        return False
+    try:
+        run_git(repo, "cat-file", "-e", f"{rev}^{{commit}}")
+    except UserError:
+        return False
+    return True
+
+
+def changed_paths(repo: Path, old: str | None, new: str) -> list[str]:
+    """Python files added, modified or renamed between two commits.
+
+    Without a usable `old` (a first build, a new branch) the files of the `new` commit itself.
+    """
+    if not _is_commit(repo, new):
+        raise UserError(f"not a commit in {repo}: {new!r}")
+    if _is_commit(repo, old):
+        output = run_git(repo, "diff", "--name-only", "-z", "--diff-filter=AMR", old, new)
+    else:
+        output = run_git(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "-z",
+                      "--diff-filter=AMR", new)
+    return [p for p in output.split("\0") if p.endswith(".py")]
+
+
+def model_files(root: Path, paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(supported model files, [(skipped file, why)]) among paths relative to root."""
+    models, skipped = [], []
+    for relative in paths:
+        path = root / relative
+        if any(c.isspace() for c in relative):
+            skipped.append((relative, "the path contains whitespace"))
+        elif not path.is_file():
+            skipped.append((relative, "not in the checkout"))
+        else:
+            found = classify_file(path)
+            if found.kind == "unsupported":
+                skipped.append((relative, found.reason))
+            else:
+                models.append(relative)
+    return models, skipped
+
+
+# --- Java properties files (read by Jenkins' Parameterized Trigger) -----------------------------
+
+
+def _escape(text: str, key: bool = False) -> str:
+    out = []
+    for i, char in enumerate(text):
+        if char == "\\":
+            out.append("\\\\")
+        elif char in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char])
+        elif char in "=:#!" or (char == " " and (key or i == 0)):
+            out.append("\\" + char)
+        elif ord(char) > 0x7E:
+            out.append("".join(f"\\u{unit:04x}" for unit in _utf16_units(char)))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _utf16_units(char: str) -> list[int]:
+    data = char.encode("utf-16-be")
+    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+
+
+def write_properties(path: Path, values: Mapping[str, object]) -> None:
+    lines = [f"{_escape(str(k), key=True)}={_escape(str(v))}" for k, v in values.items()]
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("\n".join(lines) + "\n", encoding="latin-1")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+
+def record_build_url(store: RunStore, run_id: int, env: Mapping[str, str] | None = None) -> bool:
+    """Keep the Jenkins build (BUILD_URL) that last worked on the run, for the mail's link.
+    Returns whether there was one to store."""
+    url = (os.environ if env is None else env).get("BUILD_URL")
+    if not url:
+        return False
+    run = store.get_run(run_id)
+    store.update_run(run_id, options={**run["options"], BUILD_URL_OPTION: url})
+    return True
+
+
+def build_image(kind: str) -> None:
+    """`pushtune images build KIND`, which builds the kind's runtime image when it is missing."""
+    command = [sys.executable, "-m", "jobs", "images", "build", kind]
+    result = subprocess.run(command, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise UserError(f"`pushtune images build {kind}` failed (exit {result.returncode})")
+
+
+def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
+               skip_unsupported: bool = False, git_commit: str | None = None,
+               with_image: bool = False) -> tuple[list[Started], list[tuple[Path, str]]]:
+    """Classify each file and record a run for each supported one: (started, skipped)."""
+    options.validate()
+    started, skipped = [], []
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"no such model file: {path}")
+        if skip_unsupported:
+            found = classify_file(path)
+            if found.kind == "unsupported":
+                skipped.append((path, found.reason))
+                continue
+        run_id = start_run(store, path, dataclasses.replace(options))
+        run = store.get_run(run_id)
+        if git_commit and not run["git_commit"]:
+            store.update_run(run_id, git_commit=git_commit)
+        record_build_url(store, run_id)
+        started.append(Started(run_id, run["kind"], path))
+    if with_image and options.runtime in ("docker", "auto"):
+        for kind in sorted({s.kind for s in started}):
+            build_image(kind)
+    return started, skipped
+
+
+def _running(store: RunStore, run_id: int) -> dict:
+    run = store.get_run(run_id)
+    if run["status"] != "running":
+        raise UserError(f"run {run_id} is finished ({run['status']}): nothing to train")
+    return run
+
+
+def train_step(store: RunStore, run_id: int, runtime: Runtime | None = None) -> tuple[int, str]:
+    """Plan and train one attempt: (exit code, one line). Finishes the run when it passes or
+    when there is nothing left to try."""
+    run = _running(store, run_id)
+    record_build_url(store, run_id)
+    candidate, reason = plan_next(store, run_id)
+    if candidate is None:
+        summary = finish_run(store, run_id, reason)
+        return EXIT_CODES[summary["status"]], f"run {run_id} finished: {summary['status']} ({reason})"
+    options = run_options(run)
+    runtime = runtime or get_runtime(options.runtime, **options.runtime_options)
+    try:
+        attempt = train_attempt(store, run_id, candidate, runtime)
+    except BaseException:
+        finish_run(store, run_id, "interrupted", interrupted=True)
+        raise
+    label = f"run {run_id} attempt {attempt['n']} ({candidate.tweak or 'as pushed'})"
+    if attempt["status"] != "ok":
+        return TRAIN_FAILED, f"{label}: failed: {attempt['error']}"
+    value = attempt["metric_value"]
+    line = f"{label}: {run['metric']} {value:.4f}, threshold {run['threshold']:g}"
+    if meets(value, run["threshold"], run["mode"]):
+        finish_run(store, run_id, "threshold met")
+        return TRAIN_PASSED, f"{line}: passed"
+    return TRAIN_BELOW, f"{line}: below threshold"
+
+
+def tweak_step(store: RunStore, run_id: int) -> Decision:
+    """Another attempt when the budget and the tweaks allow it, else finish the run."""
+    run = store.get_run(run_id)
+    record_build_url(store, run_id)
+    if run["status"] != "running":
+        if store.notifications(run_id):
+            return Decision("none", run_id, f"run {run_id} is finished ({run['status']}) and was reported")
+        return Decision("notify", run_id, f"run {run_id} is finished ({run['status']})")
+    candidate, reason = plan_next(store, run_id)
+    if candidate is not None:
+        n = len(store.attempts(run_id)) + 1
+        limit = run_options(run).max_attempts
+        return Decision("train", run_id, f"run {run_id} attempt {n}/{limit} next: {candidate.tweak or 'as pushed'}")
+    summary = finish_run(store, run_id, reason)
+    return Decision("notify", run_id, f"run {run_id} finished: {summary['status']} ({reason})")
+
+
+def finish_step(store: RunStore, run_id: int, reason: str = "finished by pushtune finish") -> dict:
+    """Finish the run unless it already is; its summary either way."""
+    run = store.get_run(run_id)
+    record_build_url(store, run_id)
+    if run["status"] == "running":
+        return finish_run(store, run_id, reason)
+    return summarize(store, run_id)
+
+
+def in_jenkins(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return bool(env.get("JENKINS_URL") and env.get("BUILD_URL"))
+
+
+def dispatch(decision: Decision, jobs: Mapping[str, str], env: Mapping[str, str] | None = None) -> str | None:
+    """Inside Jenkins, start the job that follows the decision; a line saying so, or None.
+
+    `jobs` maps "train" and "notify" to job names. The trigger token (PUSHTUNE_TRIGGER_TOKEN,
+    bound from a Jenkins credential) or an API token (JENKINS_USER/JENKINS_API_TOKEN) is needed.
+    """
+    env = os.environ if env is None else env
+    if decision.next not in jobs or not in_jenkins(env):
+        return None
+    from jobs.jenkins import JenkinsClient, JenkinsSettings
+
+    settings = JenkinsSettings.from_env(env)
+    if not (settings.trigger_token or settings.user):
+        raise UserError("cannot start the next job: set PUSHTUNE_TRIGGER_TOKEN (bind the trigger "
+                        "token credential) or JENKINS_USER and JENKINS_API_TOKEN")
+    job = jobs[decision.next]
+    queue_id = JenkinsClient(settings).trigger(job, {"RUN_ID": str(decision.run_id)})
+    return f"triggered {job}" + (f" (queue item {queue_id})" if queue_id is not None else "")

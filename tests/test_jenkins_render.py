@@ -1,0 +1,219 @@
+"""The job chain as code: JJB renders six jobs with the expected triggers and steps and no
+secret; the controller's files (JCasC, plugins, compose, Jenkinsfile) hold together."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.jenkins import chain_jobs, render_jobs
+from test_jenkins_client import pushtune
+
+ROOT = Path(__file__).resolve().parent.parent
+JENKINS = ROOT / "jenkins"
+SECRETS = {
+    "JENKINS_API_TOKEN": "api-7c1d0f3e9b2a",
+    "PUSHTUNE_TRIGGER_TOKEN": "trig-5e8a2b6c4d1f",
+    "PUSHTUNE_SMTP_PASSWORD": "smtp-3f9b1a7e5c2d",
+    "JENKINS_PASSWORD": "pw-9d2c4e6a8b0f",
+}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> tuple[dict[str, ET.Element], str, str]:
+    """`pushtune jenkins render` with secret-looking variables set: (jobs, all text, output)."""
+    home = tmp_path_factory.mktemp("home")
+    outdir = tmp_path_factory.mktemp("xml")
+    result = pushtune(home, "jenkins", "render", str(outdir), "--repo-url", "https://git.example.org/ml/models.git",
+                      "--branch", "release", env={**SECRETS, "JENKINS_URL": "http://127.0.0.1:9/"})
+    assert result.returncode == 0, result.stderr
+    files = sorted(outdir.glob("*/config.xml"))
+    assert [str(p) for p in files] == result.stdout.split()
+    jobs = {p.parent.name: ET.parse(p).getroot() for p in files}
+    text = "".join(p.read_text() for p in files)
+    return jobs, text, result.stdout + result.stderr
+
+
+def shell_commands(job: ET.Element) -> list[str]:
+    return [c.text for c in job.findall("./builders/hudson.tasks.Shell/command")]
+
+
+def trigger_configs(job: ET.Element) -> dict[str, ET.Element]:
+    configs = job.findall("./publishers/hudson.plugins.parameterizedtrigger.BuildTrigger/configs/"
+                          "hudson.plugins.parameterizedtrigger.BuildTriggerConfig")
+    return {c.findtext("projects"): c for c in configs}
+
+
+def test_six_jobs_each_a_thin_shell_over_pushtune(rendered):
+    jobs, _, _ = rendered
+    assert sorted(jobs) == sorted(chain_jobs())
+    for name, job in jobs.items():
+        assert job.tag == "project"
+        commands = shell_commands(job)
+        assert commands, name
+        for command in commands:
+            for line in filter(None, (l.strip() for l in command.splitlines())):
+                assert line.startswith(("pushtune ", "rm -rf runs")), (name, line)
+
+
+def test_pull_polls_the_repository_and_hands_the_changed_files_on(rendered):
+    pull = rendered[0]["pushtune-pull"]
+    assert pull.findtext("./triggers/hudson.triggers.SCMTrigger/spec") == "H/5 * * * *"
+    assert pull.find("./triggers/com.cloudbees.jenkins.GitHubPushTrigger") is not None
+    scm = pull.find("./scm")
+    assert scm.get("class") == "hudson.plugins.git.GitSCM"
+    assert scm.findtext(".//hudson.plugins.git.UserRemoteConfig/url") == "$REPO_URL"
+    assert scm.findtext(".//hudson.plugins.git.BranchSpec/name") == "*/$BRANCH"
+    defaults = {p.findtext("name"): p.findtext("defaultValue")
+                for p in pull.findall(".//hudson.model.StringParameterDefinition")}
+    assert defaults["REPO_URL"] == "https://git.example.org/ml/models.git"
+    assert defaults["BRANCH"] == "release"
+    assert "pushtune changed --from \"$GIT_PREVIOUS_COMMIT\" --to \"$GIT_COMMIT\"" in shell_commands(pull)[0]
+    classify = trigger_configs(pull)["pushtune-classify"]
+    assert classify.findtext("condition") == "SUCCESS"
+    assert classify.findtext(".//propertiesFile") == "changed.properties"
+
+
+def test_classify_starts_runs_and_one_train_build_per_run(rendered):
+    classify = rendered[0]["pushtune-classify"]
+    assert classify.findtext(".//hudson.plugins.git.BranchSpec/name") == "$MODEL_COMMIT"
+    commands = shell_commands(classify)[0]
+    assert commands.startswith("pushtune classify $MODEL_FILES\n")
+    assert "pushtune start $MODEL_FILES --skip-unsupported --build-image --properties-dir runs" in commands
+    factory = classify.find(".//hudson.plugins.parameterizedtrigger.FileBuildParameterFactory")
+    assert factory.findtext("filePattern") == "runs/*.properties"
+    assert classify.findtext(".//hudson.plugins.parameterizedtrigger.BlockableBuildTriggerConfig/projects") == "pushtune-train"
+
+
+def test_train_marks_below_threshold_unstable_and_routes_by_result(rendered):
+    train = rendered[0]["pushtune-train"]
+    shell = train.find("./builders/hudson.tasks.Shell")
+    assert shell.findtext("command") == 'pushtune train "$RUN_ID"'
+    assert shell.findtext("unstableReturn") == "3"
+    routes = {project: c.findtext("condition") for project, c in trigger_configs(train).items()}
+    assert routes == {"pushtune-tweak": "UNSTABLE_OR_WORSE", "pushtune-notify": "SUCCESS"}
+    assert train.findtext("concurrentBuild") == "true"
+
+
+def test_tweak_and_notify_get_their_secrets_from_credentials(rendered):
+    jobs = rendered[0]
+    binding = jobs["pushtune-tweak"].find(".//org.jenkinsci.plugins.credentialsbinding.impl.StringBinding")
+    assert binding.findtext("variable") == "PUSHTUNE_TRIGGER_TOKEN"
+    assert binding.findtext("credentialsId") == "pushtune-trigger-token"
+    assert "pushtune tweak \"$RUN_ID\" --train-job 'pushtune-train' --notify-job 'pushtune-notify'" in shell_commands(jobs["pushtune-tweak"])[0]
+    smtp = jobs["pushtune-notify"].find(".//org.jenkinsci.plugins.credentialsbinding.impl.UsernamePasswordMultiBinding")
+    assert smtp.findtext("passwordVariable") == "PUSHTUNE_SMTP_PASSWORD"
+    assert 'pushtune notify "$RUN_ID"' in shell_commands(jobs["pushtune-notify"])[0]
+
+
+def test_monitor_runs_on_a_timer_and_after_train_or_tweak_whatever_the_result(rendered):
+    monitor = rendered[0]["pushtune-monitor"]
+    assert monitor.findtext("./triggers/hudson.triggers.TimerTrigger/spec") == "H/15 * * * *"
+    reverse = monitor.find("./triggers/jenkins.triggers.ReverseBuildTrigger")
+    assert reverse.findtext("upstreamProjects") == "pushtune-train,pushtune-tweak"
+    assert reverse.findtext("threshold/name") == "FAILURE"
+    assert shell_commands(monitor) == ["pushtune monitor --once"]
+
+
+def test_no_secret_in_the_rendered_xml_or_the_output(rendered):
+    _, text, output = rendered
+    for value in SECRETS.values():
+        assert value not in text and value not in output
+    assert "<authToken" not in text
+
+
+def test_render_uses_project_yaml_without_overrides():
+    jobs = render_jobs()
+    project = yaml.safe_load((JENKINS / "jobs" / "project.yaml").read_text())[0]["project"]
+    assert f"<defaultValue>{project['repo-url']}</defaultValue>" in jobs["pushtune-pull"]
+
+
+def test_every_plugin_the_jobs_use_is_installed_by_the_image(rendered):
+    _, text, _ = rendered
+    plugins = {line.split(":")[0].strip() for line in (JENKINS / "plugins.txt").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    needed = {
+        "hudson.plugins.git.": "git", "com.cloudbees.jenkins.GitHubPushTrigger": "github",
+        "hudson.plugins.parameterizedtrigger.": "parameterized-trigger",
+        "org.jenkinsci.plugins.credentialsbinding.": "credentials-binding",
+    }
+    for marker, plugin in needed.items():
+        assert marker in text and plugin in plugins
+    assert {"configuration-as-code", "build-token-root", "email-ext", "workflow-aggregator"} <= plugins
+
+
+def test_casc_reads_every_secret_from_a_file_and_shuts_anonymous_out():
+    text = (JENKINS / "casc" / "jenkins.yaml").read_text()
+    casc = yaml.safe_load(text)
+    jenkins = casc["jenkins"]
+    assert jenkins["authorizationStrategy"]["loggedInUsersCanDoAnything"]["allowAnonymousRead"] is False
+    assert jenkins["securityRealm"]["local"]["allowsSignup"] is False
+    assert "standard" in jenkins["crumbIssuer"]
+    assert casc["unclassified"]["location"]["url"]
+    assert casc["unclassified"]["mailer"]["smtpHost"]
+    credentials = casc["credentials"]["system"]["domainCredentials"][0]["credentials"]
+    token = next(c["string"] for c in credentials if "string" in c)
+    assert token["id"] == "pushtune-trigger-token"
+    secret_values = [jenkins["securityRealm"]["local"]["users"][0]["password"], token["secret"],
+                     casc["unclassified"]["mailer"]["authentication"]["password"]]
+    for value in secret_values:
+        assert re.fullmatch(r"\$\{trim:\$\{readFile:/run/secrets/\w+\}\}", value), value
+
+
+def test_compose_and_dockerfile_hold_together():
+    compose = yaml.safe_load((JENKINS / "docker-compose.yml").read_text())
+    controller = compose["services"]["jenkins"]
+    assert "8080:8080" in controller["ports"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in controller["volumes"]
+    assert set(controller["secrets"]) <= set(compose["secrets"])
+    assert "pushtune jenkins install" in compose["services"]["jobs"]["command"][0]
+    dockerfile = (JENKINS / "Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "FROM jenkins/jenkins:lts-jdk21" in dockerfile
+    assert "-Djenkins.install.runSetupWizard=false" in dockerfile
+    assert "jenkins-plugin-cli -f /usr/share/jenkins/ref/plugins.txt" in dockerfile
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        checked = subprocess.run(["docker", "compose", "-f", str(JENKINS / "docker-compose.yml"), "config", "-q"],
+                                 capture_output=True, text=True, env={**os.environ, "PUSHTUNE_MODEL_REPO": "x"})
+        assert checked.returncode == 0, checked.stderr
+
+
+def _code_only(groovy: str) -> str:
+    """The Jenkinsfile without comments and string literals, to count its brackets."""
+    pattern = re.compile(r"//[^\n]*|/\*.*?\*/|'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"", re.S)
+    return pattern.sub("", groovy)
+
+
+def test_jenkinsfile_structure():
+    text = (JENKINS / "Jenkinsfile").read_text()
+    code = _code_only(text)
+    for opening, closing in ("{}", "()", "[]"):
+        depth = 0
+        for char in code:
+            depth += (char == opening) - (char == closing)
+            assert depth >= 0, f"unbalanced {closing}"
+        assert depth == 0, f"unbalanced {opening}"
+    assert re.search(r"^pipeline \{", code, re.M)
+    for section in ("agent any", "triggers {", "pollSCM(", "parameters {", "stages {", "post {",
+                    "success {", "failure {", "emailext("):
+        assert section in code, section
+    for step in ("pushtune changed", "pushtune start", "pushtune train", "pushtune tweak", "pushtune notify"):
+        assert step in text
+    assert "MAX_ATTEMPTS" in text and "--no-trigger" in text
+
+
+def test_jenkinsfile_passes_npm_groovy_lint():
+    linter = os.environ.get("NPM_GROOVY_LINT") or shutil.which("npm-groovy-lint")
+    if not linter:
+        pytest.skip("npm-groovy-lint not installed (npm install -g npm-groovy-lint; needs Java 17+)")
+    if not shutil.which("java"):
+        pytest.skip("npm-groovy-lint needs Java 17+, which is not installed (it would download one)")
+    result = subprocess.run([linter, "--noserver", "--failon", "error", "--output", "txt",
+                             str(JENKINS / "Jenkinsfile")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:]

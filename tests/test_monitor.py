@@ -1,0 +1,165 @@
+"""Fault injection: a training whose driver and process were killed comes back from its last
+checkpoint through the monitor, with real Keras training, real processes and the real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.store import RunStore
+from tests.conftest import ROOT
+
+# A small Keras model that trains slowly enough to be killed mid-way, checkpointing with the kit.
+SLOW_KERAS = textwrap.dedent("""\
+    import time
+    import numpy as np
+    import keras
+    from jobs import kit
+
+    class Slow(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(0.4)
+
+    start = (kit.progress() or {}).get("epoch", 0) if kit.resuming() else 0
+    print(f"training starts at epoch {start}", flush=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=EPOCHS, batch_size=64, verbose=0, callbacks=[*kit.callbacks(), Slow()])
+    kit.report(accuracy=float(model.evaluate(x, y, verbose=0)[1]))
+""")
+
+
+def env_for(home: Path) -> dict:
+    return {**os.environ, "PUSHTUNE_HOME": str(home), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def epoch_of(output: Path) -> int:
+    try:
+        return json.loads((output / "progress.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def kill_driver_and_training(tmp_path: Path, home: Path, epochs: int, *extra: str) -> Path:
+    """Start `pushtune run`, let it checkpoint, then SIGKILL the driver and the training."""
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_KERAS.replace("EPOCHS", str(epochs)))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs", "run", str(model), "--threshold", "0", "--max-attempts", "1", *extra],
+        cwd=ROOT, env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    attempt = home / "runs" / "1" / "attempt-1"
+    wait_for(lambda: epoch_of(attempt / "output") >= 3, 120, "a checkpoint at epoch 3")
+    training = json.loads((attempt / "process.json").read_text())["pid"]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    os.kill(training, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{training}").exists() or
+             Path(f"/proc/{training}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 10, "the kill")
+    return attempt
+
+
+def monitor_once(home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs", "monitor", "--once"], cwd=ROOT,
+                          env=env_for(home), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_checkpoint_through_the_monitor(tmp_path):
+    home = tmp_path / "home"
+    attempt = kill_driver_and_training(tmp_path, home, epochs=12)
+    killed_at = epoch_of(attempt / "output")
+    store = RunStore.open(home / "pushtune.db")
+    assert store.get_run(1)["status"] == "running"  # nothing recorded was lost or finished
+
+    result = monitor_once(home)
+    assert result.returncode == 0, result.stderr
+    assert "run 1 attempt 1: resumed (training process gone; from epoch" in result.stdout
+
+    wait_for(lambda: store.get_run(1)["status"] != "running", 180, "the resumed run to end")
+    run, attempt_row = store.get_run(1), store.get_attempt(1, 1)
+    assert run["status"] == "passed" and attempt_row["status"] == "ok"
+    assert 0 <= attempt_row["metric_value"] <= 1
+    restarts = store.restarts(1, 1)
+    assert len(restarts) == 1 and restarts[0]["actor"] == "monitor"
+    assert restarts[0]["resumed_epoch"] >= killed_at >= 3
+    log = (attempt / "log.txt").read_text()
+    assert "training starts at epoch 0" in log
+    assert f"training starts at epoch {restarts[0]['resumed_epoch']}" in log  # not from scratch
+    wait_for(lambda: (Path(run["run_dir"]) / "report.html").exists(), 30, "the report")
+
+
+@pytest.mark.slow
+def test_two_monitors_at_once_resume_it_only_once(tmp_path):
+    home = tmp_path / "home"
+    kill_driver_and_training(tmp_path, home, epochs=12)
+    monitors = [subprocess.Popen([sys.executable, "-m", "jobs", "monitor", "--once"], cwd=ROOT,
+                                 env=env_for(home), stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [m.communicate(timeout=120)[0] for m in monitors]
+    assert sum("resumed" in out for out in outputs) == 1, outputs
+    store = RunStore.open(home / "pushtune.db")
+    wait_for(lambda: store.get_run(1)["status"] != "running", 180, "the resumed run to end")
+    assert len(store.restarts(1, 1)) == 1 and store.get_attempt(1, 1)["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_a_training_that_keeps_dying_is_given_up_after_the_bound(tmp_path):
+    home = tmp_path / "home"
+    attempt = kill_driver_and_training(tmp_path, home, 40, "--max-restarts", "1")
+    store = RunStore.open(home / "pushtune.db")
+    assert "resumed" in monitor_once(home).stdout
+    # the resumed training dies too, and so does its new driver: nothing may restart it again
+    wait_for(lambda: store.get_attempt(1, 1)["restarts"] == 1 and
+             (attempt / "driver.lock").exists(), 30, "the new driver")
+    pid = wait_for(lambda: _new_training_pid(attempt), 60, "the resumed training")
+    _kill_resume_driver(home)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    result = monitor_once(home)
+    assert "gave up" in result.stdout and "after 1 restarts" in result.stdout
+    wait_for(lambda: store.get_run(1)["status"] != "running", 60, "the run to end")
+    assert store.get_attempt(1, 1)["status"] == "failed"
+    assert store.get_run(1)["status"] == "failed" and len(store.restarts(1, 1)) == 1
+
+
+def _new_training_pid(attempt: Path) -> int | None:
+    log = (attempt / "log.txt").read_text()
+    if log.count("training starts at epoch") < 2:
+        return None
+    return json.loads((attempt / "process.json").read_text())["pid"]
+
+
+def _kill_resume_driver(home: Path) -> None:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"resume" in cmdline and f"PUSHTUNE_HOME={home}".encode() in environ:
+            os.kill(int(proc.name), signal.SIGKILL)
