@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 EXAMPLES = [
-    ("models/regression_logistic.py", ["--threshold", "0.97"]),
-    ("models/ann_digits.py", ["--threshold", "0.95"]),
+    ("models/regression_logistic.py", ["--threshold", "0.95"]),
+    ("models/ann_digits.py", ["--threshold", "0.9"]),
     ("models/face_vgg16.py", ["--threshold", "0.9", "--data", "{data}"]),
 ]
 

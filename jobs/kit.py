@@ -1,0 +1,237 @@
+"""Helpers for model scripts run by pushtune: `from jobs import kit`.
+
+A script runs as `python model.py` with the contract's environment (see docs/architecture.md):
+PUSHTUNE_OUTPUT, PUSHTUNE_DATA, PUSHTUNE_PARAMS, PUSHTUNE_RESUME, PUSHTUNE_CACHE. Every helper
+also works standalone (nothing set): output goes to ./output, the cache to ./.cache.
+
+Importing this module is cheap: only `callbacks()` imports Keras, and only when called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+PROGRESS_FILE = "progress.json"
+CHECKPOINT_DIR = "checkpoints"
+
+# Parameter names that mean the same thing (architecture.md: `learning_rate` (or `lr`)).
+_ALIASES = {"lr": "learning_rate", "learning_rate": "lr"}
+_FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+
+def params(**defaults: Any) -> dict:
+    """The defaults overlaid with the JSON object in $PUSHTUNE_PARAMS.
+
+    Keys match the defaults case-insensitively (and `lr` matches `learning_rate`); the result
+    keeps the defaults' spelling, and each value is cast to its default's type. Keys that match
+    no default are passed through unchanged. Bad JSON or a value that cannot be cast ends the
+    script with a one-line message (SystemExit).
+    """
+    raw = os.environ.get("PUSHTUNE_PARAMS", "").strip()
+    if not raw:
+        return dict(defaults)
+    try:
+        given = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"PUSHTUNE_PARAMS is not valid JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise SystemExit(f"PUSHTUNE_PARAMS must be a JSON object, got {type(given).__name__}")
+
+    by_lower = {name.lower(): name for name in defaults}
+    result = dict(defaults)
+    for key, value in given.items():
+        name = by_lower.get(key.lower()) or by_lower.get(_ALIASES.get(key.lower(), ""))
+        if name is None:
+            result[key] = value
+        else:
+            result[name] = _cast(name, value, defaults[name])
+    return result
+
+
+def _cast(name: str, value: Any, default: Any) -> Any:
+    """`value` converted to the type of `default`, or SystemExit naming the parameter."""
+    kind = type(default)
+    try:
+        if default is None or value is None or (isinstance(value, kind) and kind is not bool):
+            return value
+        if kind is bool:
+            if isinstance(value, str):
+                return value.strip().lower() not in _FALSE_WORDS
+            return bool(value)
+        if kind is int:
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError("not a whole number")
+            return int(number)
+        if kind is float:
+            return float(value)
+        if kind is str:
+            return str(value)
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(
+            f"parameter {name}={value!r} cannot be used as {kind.__name__} ({exc})"
+        ) from None
+
+
+# --- directories and flags --------------------------------------------------------------------
+
+
+def output_dir() -> Path:
+    """$PUSHTUNE_OUTPUT, or ./output when run standalone; created."""
+    path = Path(os.environ.get("PUSHTUNE_OUTPUT") or "output").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir(default: str | None = None) -> Path | None:
+    """$PUSHTUNE_DATA, else `default` (None when neither is set). Not checked for existence."""
+    value = os.environ.get("PUSHTUNE_DATA") or default
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """$PUSHTUNE_CACHE (shared by a run's attempts), else <output>/../.cache; created."""
+    value = os.environ.get("PUSHTUNE_CACHE")
+    path = Path(value).expanduser() if value else output_dir().resolve().parent / ".cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resuming() -> bool:
+    """True when this attempt continues one whose process died (PUSHTUNE_RESUME=1)."""
+    return os.environ.get("PUSHTUNE_RESUME", "").strip().lower() not in _FALSE_WORDS
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+def report(**metrics: Any) -> Path:
+    """Merge `metrics` into <output>/metrics.json (atomically), print `name: value` lines."""
+    path = output_dir() / METRICS_FILE
+    merged = _read_json(path) or {}
+    merged.update({name: _plain(value) for name, value in metrics.items()})
+    _write_json_atomic(path, merged)
+    for name, value in metrics.items():
+        print(f"{name}: {_plain(value)}", flush=True)
+    return path
+
+
+def progress() -> dict | None:
+    """The last <output>/progress.json written by `callbacks()`: {"epoch": n, "logs": {...}}."""
+    return _read_json(output_dir() / PROGRESS_FILE)
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and arrays as plain Python values, so they serialise as JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} value {value!r} cannot be written as JSON")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, default=_json_default)
+            handle.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+# --- Keras checkpointing -----------------------------------------------------------------------
+
+
+def callbacks(*, backup: bool = True) -> list:
+    """Keras callbacks that make a killed attempt resumable; pass them to `model.fit`.
+
+    With `backup`, `keras.callbacks.BackupAndRestore` keeps the weights, optimizer state and
+    epoch number in <output>/checkpoints after every epoch; `fit` then restarts at the saved
+    epoch. A progress callback writes <output>/progress.json at each epoch end. A run that is
+    not resuming starts from scratch (old checkpoints and progress are removed), so use these
+    callbacks for one `fit` per script.
+    """
+    import keras  # lazy: scripts that never train with Keras should not pay for TensorFlow
+
+    out = output_dir()
+    backup_dir = out / CHECKPOINT_DIR
+    if resuming():
+        _repair_backup_metadata(backup_dir)
+        done = (progress() or {}).get("epoch", 0)
+        print(f"kit: resuming; progress.json shows {done} epoch(s) done", file=sys.stderr, flush=True)
+    else:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        (out / PROGRESS_FILE).unlink(missing_ok=True)
+
+    class ProgressFile(keras.callbacks.Callback):
+        """Writes {"epoch": <epochs completed>, "logs": {...}} after every epoch."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._first_epoch: int | None = None
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if self._first_epoch is None:
+                self._first_epoch = epoch
+                if epoch > 0:
+                    print(f"kit: resumed at epoch {epoch}", file=sys.stderr, flush=True)
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            plain_logs = {name: float(value) for name, value in (logs or {}).items()}
+            _write_json_atomic(out / PROGRESS_FILE, {"epoch": epoch + 1, "logs": plain_logs})
+
+    # Order matters: the checkpoint is written before progress.json, so progress never claims
+    # an epoch that a resume could not restore.
+    result: list = []
+    if backup:
+        # double_checkpoint keeps the previous checkpoint, which Keras falls back to when a
+        # SIGKILL left the latest weights file half-written.
+        result.append(
+            keras.callbacks.BackupAndRestore(
+                backup_dir=str(backup_dir), double_checkpoint=True, delete_checkpoint=False
+            )
+        )
+    result.append(ProgressFile())
+    return result
+
+
+def _repair_backup_metadata(backup_dir: Path) -> None:
+    """Keras rewrites training_metadata.json in place and does not survive a truncated one:
+    fall back to the previous copy, or to no metadata (epoch 0), before it is read."""
+    metadata = backup_dir / "training_metadata.json"
+    if not metadata.exists() or _read_json(metadata) is not None:
+        return
+    previous = backup_dir / "training_metadata.json.bkp"
+    previous_weights = backup_dir / "latest.weights.h5.bkp"
+    if _read_json(previous) is not None and previous_weights.exists():
+        shutil.copyfile(previous, metadata)
+        shutil.copyfile(previous_weights, backup_dir / "latest.weights.h5")
+    else:
+        metadata.unlink()
