@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "jobs.commands.steps",
     "jobs.commands.jenkins",
     "jobs.commands.hook",
+    "jobs.commands.images",
 )
 
 

@@ -43,7 +43,7 @@ class RunOptions:
     params: dict = field(default_factory=dict)
     strategy: str = "ladder"
     space: dict | None = None
-    runtime: str = "local"
+    runtime: str = "auto"
     runtime_options: dict = field(default_factory=dict)
     max_restarts: int = 3
     notify: list[str] = field(default_factory=list)

@@ -127,9 +127,12 @@ class TrainingState:
     alive: bool
     exit_code: int | None = None
     oom_killed: bool = False
+    killed: str | None = None  # the runtime's own words for how it died, when it knows them
 
     @property
     def reason(self) -> str:
+        if self.killed:
+            return self.killed
         if self.oom_killed:
             return "OOM-killed"
         if self.exit_code is None:
@@ -189,6 +192,52 @@ def restart_delay(restart_number: int) -> float:
     return min(0.5 * 2 ** (restart_number - 1), 30.0)
 
 
+@dataclass
+class Exit:
+    """How one process or container of an attempt ended."""
+
+    code: int | None
+    timed_out: bool = False
+    killed: str | None = None  # why it died from outside (signal, OOM, lost), None if it exited
+    oom_killed: bool = False
+    container: str | None = None
+
+
+RunOnce = Callable[[bool, int, "float | None"], Exit]  # (resume, restart number, deadline)
+
+
+def supervise(spec: AttemptSpec, run_once: RunOnce, log: TextIO,
+              on_restart: OnRestart | None = None) -> AttemptOutcome:
+    """Run the attempt, starting it again with resume while it is killed before reporting.
+
+    The attempt timeout is one deadline for all restarts together. A training that ends by
+    itself, with whatever exit code, is not restarted; nor one that wrote its metric. Restart
+    numbers go on from the restarts made before this driver took the attempt over.
+    """
+    deadline = time.monotonic() + spec.timeout if spec.timeout else None
+    restarts = 0
+    while True:
+        end = run_once(spec.resume or restarts > 0, spec.previous_restarts + restarts, deadline)
+        outcome = AttemptOutcome(end.code, timed_out=end.timed_out, oom_killed=end.oom_killed,
+                                 restarts=restarts, container=end.container)
+        if end.timed_out:
+            outcome.error = f"attempt timed out after {spec.timeout:g} s"
+            return outcome
+        if end.killed is None or metric_written(spec.output_dir):
+            return outcome
+        if restarts >= spec.max_restarts:
+            outcome.error = f"{end.killed}; gave up after {spec.previous_restarts + restarts} restarts"
+            return outcome
+        restarts += 1
+        time.sleep(restart_delay(restarts))
+        epoch = resumable_epoch(spec.output_dir)
+        log.write(f"\n[pushtune] {end.killed}; restart {restarts}/{spec.max_restarts}"
+                  f" from epoch {epoch or 0}\n")
+        log.flush()
+        if on_restart:
+            on_restart(Restart(end.killed, end.code, epoch))
+
+
 class _LogPump(threading.Thread):
     """Copies a child's output into the attempt log (and to the terminal when verbose)."""
 
@@ -214,30 +263,15 @@ class LocalRuntime:
 
     def run(self, spec: AttemptSpec, on_restart: OnRestart | None = None) -> AttemptOutcome:
         spec.output_dir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + spec.timeout if spec.timeout else None
-        restarts = 0
         with open(spec.log_path, "a", encoding="utf-8", errors="replace") as log:
-            while True:
-                code, timed_out = self._run_once(spec, log, deadline, resume=spec.resume or restarts > 0)
-                if timed_out:
-                    return AttemptOutcome(code, timed_out=True, restarts=restarts,
-                                          error=f"attempt timed out after {spec.timeout:g} s")
-                killed = code is not None and code < 0
-                if not killed or metric_written(spec.output_dir):
-                    return AttemptOutcome(code, restarts=restarts)
-                reason = f"killed by {signal.Signals(-code).name}"
-                if restarts >= spec.max_restarts:
-                    total = spec.previous_restarts + restarts
-                    return AttemptOutcome(code, restarts=restarts,
-                                          error=f"{reason}; gave up after {total} restarts")
-                restarts += 1
-                time.sleep(restart_delay(restarts))
-                epoch = resumable_epoch(spec.output_dir)
-                log.write(f"\n[pushtune] {reason}; restart {restarts}/{spec.max_restarts}"
-                          f" from epoch {epoch or 0}\n")
-                log.flush()
-                if on_restart:
-                    on_restart(Restart(reason, code, epoch))
+            def run_once(resume: bool, restart: int, deadline: float | None) -> Exit:
+                code, timed_out = self._run_once(spec, log, deadline, resume)
+                killed = None
+                if code is not None and code < 0 and not timed_out:
+                    killed = f"killed by {signal.Signals(-code).name}"
+                return Exit(code, timed_out=timed_out, killed=killed)
+
+            return supervise(spec, run_once, log, on_restart)
 
     def training_state(self, spec: AttemptSpec) -> TrainingState:
         return TrainingState(alive=local_process_alive(spec.workdir))

@@ -14,6 +14,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The local runtime by default: with `--runtime auto`, a machine with Docker would first build the
+# runtime images (minutes). `PUSHTUNE_RUNTIME=docker make run` runs the examples in containers.
+RUNTIME = os.environ.get("PUSHTUNE_RUNTIME", "local")
+
 EXAMPLES = [
     ("models/regression_logistic.py", ["--threshold", "0.95"]),
     ("models/ann_digits.py", ["--threshold", "0.9"]),
@@ -28,7 +32,7 @@ def main() -> int:
         if "{data}" in args and not data.is_dir():
             print(f"== {model}: skipped, no face data at {data} (set PUSHTUNE_DATA)\n", flush=True)
             continue
-        command = [sys.executable, "-m", "jobs", "run", model, *(a.format(data=data) for a in args)]
+        command = [sys.executable, "-m", "jobs", "run", model, "--runtime", RUNTIME, *(a.format(data=data) for a in args)]
         print(f"== pushtune run {' '.join(command[4:])}", flush=True)
         code = subprocess.call(command, cwd=ROOT)
         print(flush=True)

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import pytest
+from docker.errors import DockerException
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,3 +44,18 @@ def faces_dir() -> Path:
     if not (path / "s1").is_dir():
         pytest.skip(f"face data not found at {path} (set PUSHTUNE_DATA)")
     return path
+
+
+def _engine_problem() -> str | None:
+    try:
+        docker.from_env(timeout=5).ping()
+    except DockerException as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
+
+
+ENGINE_PROBLEM = _engine_problem()
+# Tests that need a real Docker engine; `.ci/run` starts one where it can.
+requires_engine = pytest.mark.skipif(
+    ENGINE_PROBLEM is not None, reason=f"no Docker engine answers: {ENGINE_PROBLEM}"
+)

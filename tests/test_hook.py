@@ -43,7 +43,7 @@ def finished_runs(home: Path) -> list[dict]:
 
 
 def test_a_push_trains_the_changed_model_in_the_background(tmp_path, pushtune_home, bare):
-    installed = pushtune(pushtune_home, "hook", "install", bare, "--run-args", "--threshold 0.94 --max-attempts 3")
+    installed = pushtune(pushtune_home, "hook", "install", bare, "--run-args", "--threshold 0.94 --max-attempts 3 --runtime local")
     assert installed.returncode == 0, installed.stderr
     hook = bare / "hooks" / "post-receive"
     assert hook.stat().st_mode & 0o111 and str(pushtune_home) in hook.read_text()

@@ -123,13 +123,13 @@ def test_time_budget_bounds_the_run(tmp_path, store):
 
 def test_cli_json_and_exit_codes(tmp_path, cli):
     model = write(tmp_path, "logistic.py", LOGISTIC)
-    result = cli("run", model, "--threshold", "0.9", "--json")
+    result = cli("run", model, "--threshold", "0.9", "--json", "--runtime", "local")
     assert result.returncode == 3 - 3 * (json.loads(result.stdout)["status"] == "passed")
     summary = json.loads(result.stdout)
     assert set(summary) >= {"status", "threshold", "metric", "best", "attempts", "run_id"}
     assert summary["attempts"][0]["n"] == 1 and "accuracy" in summary["attempts"][0]
 
-    below = cli("run", model, "--threshold", "0.999", "--max-attempts", "1", "--json")
+    below = cli("run", model, "--threshold", "0.999", "--max-attempts", "1", "--json", "--runtime", "local")
     assert below.returncode == 3 and json.loads(below.stdout)["status"] == "below_threshold"
 
     shown = cli("show", str(summary["run_id"]), "--json")
@@ -141,7 +141,7 @@ def test_cli_json_and_exit_codes(tmp_path, cli):
 
 def test_every_attempt_failing_exits_1(tmp_path, cli):
     broken = write(tmp_path, "broken.py", LOGISTIC.replace("model.fit(X_train, y_train)", "model.fit(X_train, y_train[:3])"))
-    result = cli("run", broken, "--max-attempts", "2")
+    result = cli("run", broken, "--max-attempts", "2", "--runtime", "local")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
 

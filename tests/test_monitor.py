@@ -12,10 +12,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
+from conftest import ROOT, requires_engine
 from jobs.store import RunStore
-from tests.conftest import ROOT
+
+RUNTIMES = ["local", pytest.param("docker", marks=[requires_engine, pytest.mark.docker])]
 
 # A small Keras model that trains slowly enough to be killed mid-way, checkpointing with the kit.
 SLOW_KERAS = textwrap.dedent("""\
@@ -63,22 +66,35 @@ def epoch_of(output: Path) -> int:
         return 0
 
 
-def kill_driver_and_training(tmp_path: Path, home: Path, epochs: int, *extra: str) -> Path:
+def kill_training(runtime: str, attempt: Path) -> None:
+    """SIGKILL the attempt's training: its process, or its container (`docker kill`)."""
+    if runtime == "docker":
+        labels = ["pushtune.role=train", "pushtune.attempt=1", f"pushtune.workdir={attempt.resolve()}"]
+        client = docker.from_env(timeout=60)
+        (container,) = client.containers.list(filters={"label": labels, "status": "running"})
+        container.kill()
+        wait_for(lambda: client.containers.get(container.id).status == "exited", 30, "the kill")
+        return
+    pid = json.loads((attempt / "process.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+             Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 10, "the kill")
+
+
+def kill_driver_and_training(tmp_path: Path, home: Path, runtime: str, epochs: int, *extra: str) -> Path:
     """Start `pushtune run`, let it checkpoint, then SIGKILL the driver and the training."""
     model = tmp_path / "slow.py"
     model.write_text(SLOW_KERAS.replace("EPOCHS", str(epochs)))
     driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "run", str(model), "--threshold", "0", "--max-attempts", "1", *extra],
+        [sys.executable, "-m", "jobs", "run", str(model), "--threshold", "0", "--max-attempts", "1",
+         "--runtime", runtime, *extra],
         cwd=ROOT, env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     attempt = home / "runs" / "1" / "attempt-1"
-    wait_for(lambda: epoch_of(attempt / "output") >= 3, 120, "a checkpoint at epoch 3")
-    training = json.loads((attempt / "process.json").read_text())["pid"]
+    wait_for(lambda: epoch_of(attempt / "output") >= 3, 240, "a checkpoint at epoch 3")
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    os.kill(training, signal.SIGKILL)
-    wait_for(lambda: not Path(f"/proc/{training}").exists() or
-             Path(f"/proc/{training}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 10, "the kill")
+    kill_training(runtime, attempt)
     return attempt
 
 
@@ -88,16 +104,18 @@ def monitor_once(home: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_its_checkpoint_through_the_monitor(tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_killed_training_resumes_from_its_checkpoint_through_the_monitor(tmp_path, runtime):
     home = tmp_path / "home"
-    attempt = kill_driver_and_training(tmp_path, home, epochs=12)
+    attempt = kill_driver_and_training(tmp_path, home, runtime, epochs=12)
     killed_at = epoch_of(attempt / "output")
     store = RunStore.open(home / "pushtune.db")
     assert store.get_run(1)["status"] == "running"  # nothing recorded was lost or finished
 
     result = monitor_once(home)
     assert result.returncode == 0, result.stderr
-    assert "run 1 attempt 1: resumed (training process gone; from epoch" in result.stdout
+    gone = "killed by SIGKILL" if runtime == "docker" else "training process gone"
+    assert f"run 1 attempt 1: resumed ({gone}; from epoch" in result.stdout
 
     wait_for(lambda: store.get_run(1)["status"] != "running", 180, "the resumed run to end")
     run, attempt_row = store.get_run(1), store.get_attempt(1, 1)
@@ -113,9 +131,10 @@ def test_killed_training_resumes_from_its_checkpoint_through_the_monitor(tmp_pat
 
 
 @pytest.mark.slow
-def test_two_monitors_at_once_resume_it_only_once(tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_two_monitors_at_once_resume_it_only_once(tmp_path, runtime):
     home = tmp_path / "home"
-    kill_driver_and_training(tmp_path, home, epochs=12)
+    kill_driver_and_training(tmp_path, home, runtime, epochs=12)
     monitors = [subprocess.Popen([sys.executable, "-m", "jobs", "monitor", "--once"], cwd=ROOT,
                                  env=env_for(home), stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [m.communicate(timeout=120)[0] for m in monitors]
@@ -126,30 +145,22 @@ def test_two_monitors_at_once_resume_it_only_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_training_that_keeps_dying_is_given_up_after_the_bound(tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_training_that_keeps_dying_is_given_up_after_the_bound(tmp_path, runtime):
     home = tmp_path / "home"
-    attempt = kill_driver_and_training(tmp_path, home, 40, "--max-restarts", "1")
+    attempt = kill_driver_and_training(tmp_path, home, runtime, 40, "--max-restarts", "1")
     store = RunStore.open(home / "pushtune.db")
     assert "resumed" in monitor_once(home).stdout
     # the resumed training dies too, and so does its new driver: nothing may restart it again
-    wait_for(lambda: store.get_attempt(1, 1)["restarts"] == 1 and
-             (attempt / "driver.lock").exists(), 30, "the new driver")
-    pid = wait_for(lambda: _new_training_pid(attempt), 60, "the resumed training")
+    wait_for(lambda: (attempt / "log.txt").read_text().count("training starts at epoch") >= 2
+             and epoch_of(attempt / "output") >= 4, 240, "the resumed training")
     _kill_resume_driver(home)
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(1)
+    kill_training(runtime, attempt)
     result = monitor_once(home)
     assert "gave up" in result.stdout and "after 1 restarts" in result.stdout
     wait_for(lambda: store.get_run(1)["status"] != "running", 60, "the run to end")
     assert store.get_attempt(1, 1)["status"] == "failed"
     assert store.get_run(1)["status"] == "failed" and len(store.restarts(1, 1)) == 1
-
-
-def _new_training_pid(attempt: Path) -> int | None:
-    log = (attempt / "log.txt").read_text()
-    if log.count("training starts at epoch") < 2:
-        return None
-    return json.loads((attempt / "process.json").read_text())["pid"]
 
 
 def _kill_resume_driver(home: Path) -> None:

@@ -43,7 +43,7 @@ def model(tmp_path) -> Path:
 
 
 def test_chain_start_train_tweak_train(tmp_path, pushtune_home, model):
-    started = pushtune(pushtune_home, "start", model, "--threshold", "0.94", "--properties", tmp_path / "start.properties")
+    started = pushtune(pushtune_home, "start", model, "--runtime", "local", "--threshold", "0.94", "--properties", tmp_path / "start.properties")
     assert started.returncode == 0, started.stderr
     run_id = int(started.stdout.strip())
     assert read_properties(tmp_path / "start.properties") == {
@@ -81,7 +81,7 @@ def test_tweak_inside_jenkins_retriggers_train_then_notify_within_budget(tmp_pat
     fake_jenkins.jobs["pushtune-notify"] = {"config": f"<project><authToken>{TRIGGER_TOKEN}</authToken></project>", "builds": []}
     jenkins_env = {"JENKINS_URL": fake_jenkins.url, "BUILD_URL": f"{fake_jenkins.url}job/pushtune-tweak/1/",
                    "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
-    run_id = int(pushtune(pushtune_home, "start", model, "--threshold", "0.99", "--max-attempts", "2").stdout)
+    run_id = int(pushtune(pushtune_home, "start", model, "--runtime", "local", "--threshold", "0.99", "--max-attempts", "2").stdout)
 
     assert pushtune(pushtune_home, "train", run_id).returncode == 3
     tweak = pushtune(pushtune_home, "tweak", run_id, env=jenkins_env)
@@ -170,7 +170,7 @@ def test_start_skips_what_is_no_model_and_writes_one_properties_file_per_run(tmp
 
 
 def test_finish_is_idempotent_and_unknown_runs_are_user_errors(pushtune_home, model):
-    run_id = int(pushtune(pushtune_home, "start", model).stdout)
+    run_id = int(pushtune(pushtune_home, "start", model, "--runtime", "local").stdout)
     first = pushtune(pushtune_home, "finish", run_id, "--reason", "given up")
     assert first.returncode == 0 and f"run {run_id}: failed (given up)" in first.stdout
     second = pushtune(pushtune_home, "finish", run_id)

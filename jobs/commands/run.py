@@ -54,7 +54,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a hyperparameter (repeatable)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="ladder")
     p.add_argument("--space", metavar="FILE", help="JSON search space for grid/optuna")
-    p.add_argument("--runtime", choices=("local", "docker", "auto"), default="local")
+    p.add_argument("--runtime", choices=("local", "docker", "auto"), default="auto",
+                   help="auto (default): Docker when an engine answers, else a local process")
     p.add_argument("--memory", default="4g", help="docker: memory limit (default 4g)")
     p.add_argument("--cpus", type=float, default=2.0, help="docker: CPU limit (default 2)")
     p.add_argument("--network", default="bridge", help="docker: network (default bridge; none to cut it)")
@@ -93,7 +94,7 @@ class TerminalProgress:
     def __call__(self, event: str, data: dict) -> None:
         metric = self.options.metric
         if event == "started":
-            self.console.print(f"run {data['run_id']}: {data['model_name']} is a {data['kind']} model "
+            self.console.print(f"run {data['run_id']}: {data['model_name']}: {data['kind']} model "
                                f"({data['framework']}); target {metric} "
                                f"{'≥' if self.options.mode == 'max' else '≤'} {self.options.threshold:g}")
         elif event == "attempt":
@@ -140,6 +141,7 @@ def print_summary(summary: dict, console: Console) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
+    options.validate()  # bad input is refused before anything is started
     if options.notify:  # bad mail settings are found before any training, not after it
         from notify import load_settings
 
