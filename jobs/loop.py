@@ -49,6 +49,7 @@ class RunOptions:
     notify: list[str] = field(default_factory=list)
     verbose: bool = False
     jenkins_build_url: str | None = None
+    chain: bool = False  # driven one step at a time by a job chain, which plans the next attempt
 
     def validate(self) -> None:
         if not math.isfinite(self.threshold):

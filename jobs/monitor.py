@@ -69,6 +69,8 @@ def spawn_resume(store: RunStore, run_id: int, attempt: int | None) -> subproces
     if attempt is not None:
         args += ["--attempt", str(attempt)]
     env = {**os.environ, "PUSHTUNE_HOME": str(store.path.parent),
+           # Jenkins kills what a build leaves running unless its cookie says otherwise
+           "JENKINS_NODE_COOKIE": "dontKillMe", "BUILD_ID": "dontKillMe",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     with open(run_dir / "resume.log", "a") as log:
         return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -104,7 +106,10 @@ def sweep(store: RunStore) -> list[Action]:
 
 
 def _look_after_run(store: RunStore, run: dict) -> Action | None:
-    """A running run with no attempt in flight and no driver: its driver died between attempts."""
+    """A running run with no attempt in flight and no driver: its driver died between attempts.
+    (A job chain's run is left to its chain, which plans each next attempt itself.)"""
+    if run_options(run).chain:
+        return None
     attempts = store.attempts(run["id"])
     last_activity = max([run["started_at"], *(a["finished_at"] or 0 for a in attempts)])
     lock = DriverLock(Path(run["run_dir"]))

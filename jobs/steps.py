@@ -30,6 +30,7 @@ from jobs.store import RunStore
 # `pushtune train` exit codes
 TRAIN_PASSED, TRAIN_BELOW, TRAIN_FAILED = 0, 3, 1
 NO_COMMIT = "0" * 40
+TRAIN_JOB, NOTIFY_JOB = "pushtune-train", "pushtune-notify"  # as named in jenkins/jobs/
 BUILD_URL_OPTION = "jenkins_build_url"  # read by notify.summary for the mail's link
 
 
@@ -175,7 +176,7 @@ def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
             if found.kind == "unsupported":
                 skipped.append((path, found.reason))
                 continue
-        run_id = start_run(store, path, dataclasses.replace(options))
+        run_id = start_run(store, path, dataclasses.replace(options, chain=True))
         run = store.get_run(run_id)
         if git_commit and not run["git_commit"]:
             store.update_run(run_id, git_commit=git_commit)

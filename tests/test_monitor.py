@@ -174,3 +174,57 @@ def _kill_resume_driver(home: Path) -> None:
             continue
         if b"resume" in cmdline and f"PUSHTUNE_HOME={home}".encode() in environ:
             os.kill(int(proc.name), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_chain_run_is_resumed_and_handed_back_to_its_chain(tmp_path):
+    home = tmp_path / "home"
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_KERAS.replace("EPOCHS", "12"))
+    start = subprocess.run([sys.executable, "-m", "jobs", "start", str(model), "--runtime", "local",
+                            "--threshold", "0.99", "--max-attempts", "2"],
+                           cwd=ROOT, env=env_for(home), capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    train = subprocess.Popen([sys.executable, "-m", "jobs", "train", "1"], cwd=ROOT, env=env_for(home),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    attempt = home / "runs" / "1" / "attempt-1"
+    wait_for(lambda: epoch_of(attempt / "output") >= 3, 240, "a checkpoint at epoch 3")
+    train.send_signal(signal.SIGKILL)
+    train.wait()
+    kill_training("local", attempt)
+
+    assert "resumed" in monitor_once(home).stdout
+    store = RunStore.open(home / "pushtune.db")
+    wait_for(lambda: store.get_attempt(1, 1)["status"] != "running", 180, "the resumed attempt")
+    assert store.get_attempt(1, 1)["status"] == "ok"
+    # the chain plans attempt 2 (its tweak job); the monitor neither trains it nor ends the run
+    wait_for(lambda: "attempt 2/2 next" in (home / "runs" / "1" / "resume.log").read_text(), 30, "the decision")
+    assert len(store.attempts(1)) == 1 and store.get_run(1)["status"] == "running"
+    assert "nothing to do" in monitor_once(home).stdout
+
+
+TRIVIAL = textwrap.dedent("""\
+    import json, os
+    if False:  # classified as a regression model; trains nothing, reports at once
+        from sklearn.linear_model import LogisticRegression
+        LogisticRegression(C=1.0)
+    json.dump({"accuracy": 1.0}, open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "metrics.json"), "w"))
+""")
+
+
+def test_a_run_whose_driver_died_between_attempts_is_continued_but_a_chain_run_is_not(
+        tmp_path, pushtune_home, monkeypatch):
+    from jobs import monitor
+    from jobs.loop import RunOptions, start_run
+
+    model = tmp_path / "trivial.py"
+    model.write_text(TRIVIAL)
+    store = RunStore.open()
+    orphan = start_run(store, model, RunOptions(runtime="local", threshold=0.5))
+    chained = start_run(store, model, RunOptions(runtime="local", threshold=0.5, chain=True))
+    monkeypatch.setattr(monitor, "IDLE_GRACE", 0.0)
+
+    actions = monitor.sweep(store)
+    assert [(a.run_id, a.what) for a in actions] == [(orphan, "continued")]
+    wait_for(lambda: store.get_run(orphan)["status"] == "passed", 60, "the continued run")
+    assert store.get_run(chained)["status"] == "running" and store.attempts(chained) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs import steps
 from jobs.errors import UserError
 from jobs.loop import EXIT_CODES, drive, notify_if_asked, resume_attempt, run_options
 from jobs.monitor import sweep, watch
@@ -50,6 +51,13 @@ def resume(args: argparse.Namespace) -> int:
     runtime = get_runtime(run["runtime"], **run_options(run).runtime_options)
     if args.attempt is not None:
         resume_attempt(store, args.run_id, args.attempt, runtime)
+    if run_options(run).chain:  # the chain plans what follows: hand back to it
+        decision = steps.tweak_step(store, args.run_id)
+        print(decision.message, file=sys.stderr)
+        triggered = steps.dispatch(decision, {"train": steps.TRAIN_JOB, "notify": steps.NOTIFY_JOB})
+        if triggered:
+            print(triggered, file=sys.stderr)
+        return 0
     summary = drive(store, args.run_id, runtime)
     notify_if_asked(store, args.run_id)
     print(f"run {args.run_id}: {summary['status']}", file=sys.stderr)

@@ -54,8 +54,8 @@ def add_parser(subparsers) -> None:
                                           "tweaks left) or is finished. Inside Jenkins, trigger the "
                                           "train or notify job accordingly. Exit 0 either way.")
     p.add_argument("run_id", type=int, metavar="RUN_ID")
-    p.add_argument("--train-job", default="pushtune-train", help="Jenkins job of another attempt")
-    p.add_argument("--notify-job", default="pushtune-notify", help="Jenkins job that mails the result")
+    p.add_argument("--train-job", default=steps.TRAIN_JOB, help="Jenkins job of another attempt")
+    p.add_argument("--notify-job", default=steps.NOTIFY_JOB, help="Jenkins job that mails the result")
     p.add_argument("--properties", metavar="FILE", help="write RUN_ID and NEXT (train, notify, none) there")
     p.add_argument("--no-trigger", action="store_true", help="only decide, even inside Jenkins (Pipeline loop)")
     p.set_defaults(func=tweak)
