@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from jobs import tweaks
-from jobs.classify import classify_file
+from jobs.classify import Classification, classify_file
 from jobs.errors import UserError
 from jobs.metrics import find_artifact, is_better, log_tail, meets, read_metrics
 from jobs.runtime import AttemptOutcome, AttemptSpec, DriverLock, Restart, Runtime, metric_written
@@ -94,11 +94,13 @@ def git_commit_of(path: Path) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
 
 
-def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> int:
-    """Classify the pushed file and record a new run; returns its id."""
+def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classification, str]:
+    """The pushed file's classification and source, or a UserError saying why it cannot run."""
     path = Path(model_path)
     if not path.is_file():
         raise UserError(f"no such model file: {model_path}")
@@ -115,6 +117,13 @@ def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> i
             f"--strategy {options.strategy} sets parameters through PUSHTUNE_PARAMS, which "
             f"{path.name} does not read (use jobs.kit.params(...) in the script)"
         )
+    return found, source
+
+
+def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> int:
+    """Classify the pushed file and record a new run; returns its id."""
+    path = Path(model_path)
+    found, source = check_model(path, options)
     run_id = store.create_run(
         model_path=str(path.resolve()), model_name=path.name, model_sha256=sha256_of(path),
         kind=found.kind, framework=found.framework, git_commit=git_commit_of(path.resolve()),
@@ -137,8 +146,9 @@ def run_options(run: dict) -> RunOptions:
 def history_of(store: RunStore, run: dict) -> History:
     run_dir = Path(run["run_dir"])
     attempts = store.attempts(run["id"])
-    for attempt in attempts:
-        attempt["source"] = (Path(attempt["dir"]) / "model.py").read_text(encoding="utf-8")
+    for attempt in attempts:  # an attempt recorded without its directory has no source to build on
+        script = Path(attempt["dir"]) / "model.py" if attempt["dir"] else None
+        attempt["source"] = script.read_text(encoding="utf-8") if script and script.exists() else ""
     options = run_options(run)
     return History(
         kind=run["kind"], mode=run["mode"],
@@ -147,7 +157,7 @@ def history_of(store: RunStore, run: dict) -> History:
     )
 
 
-def stop_reason(store: RunStore, run: dict, history: History) -> str | None:
+def stop_reason(run: dict, history: History) -> str | None:
     """Why the loop must stop now, or None while it may go on."""
     options = run_options(run)
     best = history.best()
@@ -164,7 +174,7 @@ def plan_next(store: RunStore, run_id: int) -> tuple[Candidate | None, str | Non
     """The next configuration to train, or (None, why the loop stops)."""
     run = store.get_run(run_id)
     history = history_of(store, run)
-    reason = stop_reason(store, run, history)
+    reason = stop_reason(run, history)
     if reason:
         return None, reason
     if not history.attempts:

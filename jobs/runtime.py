@@ -150,6 +150,10 @@ class Runtime(Protocol):
     def training_state(self, spec: AttemptSpec) -> TrainingState: ...
 
 
+CONTRACT_VARIABLES = ("PUSHTUNE_OUTPUT", "PUSHTUNE_DATA", "PUSHTUNE_PARAMS", "PUSHTUNE_RESUME",
+                      "PUSHTUNE_CACHE", "PUSHTUNE_RUN", "PUSHTUNE_ATTEMPT")
+
+
 def contract_env(
     spec: AttemptSpec,
     *,
@@ -277,8 +281,11 @@ class LocalRuntime:
         return TrainingState(alive=local_process_alive(spec.workdir))
 
     def _run_once(self, spec: AttemptSpec, log: TextIO, deadline: float | None, resume: bool):
+        # The contract's variables come from this attempt only, never from pushtune's own
+        # environment (a PUSHTUNE_DATA exported in the shell must not reach a run without --data).
+        inherited = {k: v for k, v in os.environ.items() if k not in CONTRACT_VARIABLES}
         env = {
-            **os.environ,
+            **inherited,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
             **contract_env(
                 spec,
@@ -288,8 +295,6 @@ class LocalRuntime:
                 resume=resume,
             ),
         }
-        if not resume:
-            env.pop("PUSHTUNE_RESUME", None)
         try:
             child = subprocess.Popen(
                 [self.python, spec.script.name], cwd=spec.workdir, env=env,

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from jobs.commands import output_console
 from jobs.errors import UserError
-from jobs.loop import EXIT_CODES, RunOptions, notify_if_asked, run_model
+from jobs.loop import EXIT_CODES, RunOptions, check_model, notify_if_asked, run_model
 from jobs.runtime import get_runtime
 from jobs.store import RunStore
 from jobs.strategies import STRATEGIES, load_space
@@ -141,7 +141,7 @@ def print_summary(summary: dict, console: Console) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
-    options.validate()  # bad input is refused before anything is started
+    check_model(args.model, options)  # bad input is refused before anything is started
     if options.notify:  # bad mail settings are found before any training, not after it
         from notify import load_settings
 
