@@ -150,10 +150,13 @@ def history_of(store: RunStore, run: dict) -> History:
         script = Path(attempt["dir"]) / "model.py" if attempt["dir"] else None
         attempt["source"] = script.read_text(encoding="utf-8") if script and script.exists() else ""
     options = run_options(run)
+    pushed = (run_dir / "pushed.py").read_text(encoding="utf-8")
+    # A script that reads PUSHTUNE_PARAMS runs with its declared defaults spelled out, so that
+    # "as pushed" and a search point with the same values are seen as the same configuration.
+    declared = tweaks.declared_params(pushed) if tweaks.reads_params(pushed) else {}
     return History(
-        kind=run["kind"], mode=run["mode"],
-        pushed_source=(run_dir / "pushed.py").read_text(encoding="utf-8"),
-        base_params=dict(options.params), attempts=attempts, space=options.space,
+        kind=run["kind"], mode=run["mode"], pushed_source=pushed,
+        base_params={**declared, **options.params}, attempts=attempts, space=options.space,
     )
 
 

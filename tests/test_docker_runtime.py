@@ -19,7 +19,7 @@ import docker
 import pytest
 from docker.errors import NotFound
 
-from conftest import requires_engine
+from conftest import ROOT, requires_engine
 from jobs.docker_runtime import IMAGE_USER, DockerRuntime, container_name, select
 from jobs.errors import UserError
 from jobs.loop import RunOptions, run_model
@@ -361,3 +361,28 @@ def test_select_auto_picks_docker_when_an_engine_answers():
 def test_bad_runtime_options_are_user_errors(engine, options, message):
     with pytest.raises(UserError, match=re.escape(message)):
         DockerRuntime(engine, **options)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@requires_engine
+@pytest.mark.parametrize("example, kind, threshold, needs_faces", [
+    ("regression_logistic.py", "regression", 0.95, False),
+    ("ann_digits.py", "ann", 0.5, False),
+    ("face_vgg16.py", "cnn", 0.75, True),
+])
+def test_each_example_trains_in_its_kind_container_and_reaches_its_threshold(
+        pushtune_home, engine, request, example, kind, threshold, needs_faces):
+    data = str(request.getfixturevalue("faces_dir")) if needs_faces else None
+    store = RunStore.open()
+    # network none: the face example's imagenet download fails at once, as it would offline
+    runtime = DockerRuntime(engine, memory="4g", cpus=2, network="none")
+    summary = run_model(ROOT / "models" / example,
+                        RunOptions(threshold=threshold, max_attempts=3, runtime="docker", data=data),
+                        runtime, store)
+    assert summary["kind"] == kind and summary["status"] == "passed", summary
+    best = store.get_attempt(summary["run_id"], summary["best"]["attempt"])
+    assert best["container"] == f"pushtune-{summary['run_id']}-{best['n']}"
+    assert Path(best["artifact_path"]).exists()
+    if needs_faces:
+        assert best["metrics"]["weights"] == "none"

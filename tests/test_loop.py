@@ -164,3 +164,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, cli, args, message):
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_optuna_searches_the_space_without_repeating_itself(tmp_path, store):
+    model = write(tmp_path, "params.py", PARAMS_SCRIPT)
+    space = {"alpha": [1.0, 0.5, 0.0], "C": [1, 5, 10]}
+    options = RunOptions(threshold=0.99, max_attempts=10, strategy="optuna", space=space)
+    summary = run_model(model, options, LocalRuntime(), store)
+    points = [store.get_attempt(summary["run_id"], a["n"])["params"] for a in summary["attempts"]]
+    assert points[0] == {"alpha": 1.0, "C": 1}  # as pushed, with its declared defaults
+    assert all(p["alpha"] in space["alpha"] and p["C"] in space["C"] for p in points)
+    assert len({(p["alpha"], p["C"]) for p in points}) == len(points)  # never the same twice
+    assert summary["status"] == "passed" and points[-1] == {"alpha": 0.0, "C": 10}
+
+    again = run_model(model, options, LocalRuntime(), store)  # replayed from the store: reproducible
+    assert [store.get_attempt(again["run_id"], a["n"])["params"] for a in again["attempts"]] == points
