@@ -34,7 +34,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pushtune", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="pushtune", description="Turn a git push of a model training script into a "
+                     "trained, tuned model and an email.")
     parser.add_argument("--version", action="version", version=f"pushtune {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
