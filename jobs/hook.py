@@ -40,6 +40,7 @@ exit $status
 
 
 def _git(repo: Path, *args: str) -> str:
+    # Not jobs.steps.run_git: this module runs inside `git push` and must import nothing heavy.
     result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         message = (result.stderr.strip().splitlines() or ["no message"])[-1]
