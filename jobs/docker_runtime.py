@@ -17,7 +17,6 @@ import math
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from jobs.runtime import (
     OnRestart,
     Runtime,
     TrainingState,
+    append_log,
     contract_env,
     supervise,
 )
@@ -126,17 +126,10 @@ class _LogStream(threading.Thread):
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
             for chunk in self.container.logs(stream=True, follow=True):
-                self._write(decoder.decode(chunk))
+                append_log(self.log, decoder.decode(chunk), self.echo)
         except (DockerException, requests.RequestException):
             pass  # the container is gone: its output ends here
-        self._write(decoder.decode(b"", final=True))
-
-    def _write(self, text: str) -> None:
-        if text:
-            self.log.write(text)
-            self.log.flush()
-            if self.echo:
-                sys.stderr.write(text)
+        append_log(self.log, decoder.decode(b"", final=True), self.echo)
 
 
 class DockerRuntime:

@@ -242,6 +242,15 @@ def supervise(spec: AttemptSpec, run_once: RunOnce, log: TextIO,
             on_restart(Restart(end.killed, end.code, epoch))
 
 
+def append_log(log: TextIO, text: str, echo: bool) -> None:
+    """Training output goes into the attempt's log, and to the terminal when verbose."""
+    if text:
+        log.write(text)
+        log.flush()
+        if echo:
+            sys.stderr.write(text)
+
+
 class _LogPump(threading.Thread):
     """Copies a child's output into the attempt log (and to the terminal when verbose)."""
 
@@ -251,10 +260,7 @@ class _LogPump(threading.Thread):
 
     def run(self) -> None:
         for line in iter(self.stream.readline, ""):
-            self.log.write(line)
-            self.log.flush()
-            if self.echo:
-                sys.stderr.write(line)
+            append_log(self.log, line, self.echo)
 
 
 class LocalRuntime:

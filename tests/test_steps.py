@@ -4,30 +4,18 @@ real git, a tiny scikit-learn model, and the fake controller for the retriggers.
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from jobs.store import RunStore
+import test_loop
 from test_jenkins_client import TRIGGER_TOKEN, fake_jenkins, pushtune  # noqa: F401 (fixture)
 
-# C=0.001 scores ~0.916 on this split; the ladder's first tweak (C×10) scores ~0.951
-LOGISTIC = textwrap.dedent("""\
-    import json, os
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    X, y = load_breast_cancer(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.001, max_iter=200))
-    model.fit(X_train, y_train)
-    with open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "metrics.json"), "w") as f:
-        json.dump({"accuracy": model.score(X_test, y_test)}, f)
-""")
+# The script of test_loop with C=0.001, which scores ~0.916 on its split; the ladder's first
+# tweak (C×10) scores ~0.951
+LOGISTIC = test_loop.LOGISTIC.replace("LogisticRegression(C=0.0001", "LogisticRegression(C=0.001")
+assert "C=0.001," in LOGISTIC
 NOT_A_MODEL = "print('hello')\n"
 
 
