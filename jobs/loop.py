@@ -23,7 +23,7 @@ from typing import Callable
 from jobs import tweaks
 from jobs.classify import Classification, classify_file
 from jobs.errors import UserError
-from jobs.metrics import find_artifact, is_better, log_tail, meets, read_metrics
+from jobs.metrics import best_attempt, find_artifact, log_tail, meets, read_metrics
 from jobs.runtime import AttemptOutcome, AttemptSpec, DriverLock, Restart, Runtime, metric_written
 from jobs.store import RunStore
 from jobs.strategies import Candidate, History, first_candidate, get_strategy
@@ -297,11 +297,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
 def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool = False) -> dict:
     """Decide the run's status from its attempts, record it, write the report; the summary."""
     run = store.get_run(run_id)
-    attempts = store.attempts(run_id)
-    best = None
-    for attempt in attempts:
-        if attempt["status"] == "ok" and is_better(attempt["metric_value"], best and best["metric_value"], run["mode"]):
-            best = attempt
+    best = best_attempt(store.attempts(run_id), run["mode"])
     if interrupted:
         status = "interrupted"
     elif best and meets(best["metric_value"], run["threshold"], run["mode"]):

@@ -87,6 +87,16 @@ def is_better(value: float, than: float | None, mode: str) -> bool:
     return value > than if mode == "max" else value < than
 
 
+def best_attempt(attempts: list[dict], mode: str) -> dict | None:
+    """The succeeded attempt with the best metric (the first of equals), or None."""
+    best = None
+    for attempt in attempts:
+        if attempt["status"] == "ok" and attempt["metric_value"] is not None:
+            if best is None or is_better(attempt["metric_value"], best["metric_value"], mode):
+                best = attempt
+    return best
+
+
 def meets(value: float | None, threshold: float, mode: str) -> bool:
     if value is None:
         return False

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from jobs import tweaks
 from jobs.errors import UserError
-from jobs.metrics import is_better
+from jobs.metrics import best_attempt, is_better
 
 
 def config_key(source: str, params: dict) -> str:
@@ -55,11 +55,7 @@ class History:
         return [a for a in self.attempts if a["status"] == "ok" and a["metric_value"] is not None]
 
     def best(self) -> dict | None:
-        best = None
-        for attempt in self.succeeded():
-            if best is None or is_better(attempt["metric_value"], best["metric_value"], self.mode):
-                best = attempt
-        return best
+        return best_attempt(self.attempts, self.mode)
 
 
 class Strategy(Protocol):

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.metrics import best_attempt, meets
 from jobs.store import RunStore
 
 STATUS_WORDS = {
@@ -139,19 +140,11 @@ class RunSummary:
         return tips
 
 
-def meets(value: float, threshold: float, mode: str) -> bool:
-    return value <= threshold if mode == "min" else value >= threshold
-
-
 def _best_attempt(run: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
     by_number = {a["n"]: a for a in attempts}
     if run.get("best_attempt") in by_number and by_number[run["best_attempt"]]["metric_value"] is not None:
         return by_number[run["best_attempt"]]
-    scored = [a for a in attempts if a["status"] == "ok" and a["metric_value"] is not None]
-    if not scored:
-        return None
-    pick = min if run["mode"] == "min" else max
-    return pick(scored, key=lambda a: a["metric_value"])
+    return best_attempt(attempts, run["mode"])
 
 
 def load_summary(store: RunStore, run_id: int) -> RunSummary:
