@@ -10,6 +10,7 @@ Importing this module is cheap: only `callbacks()` imports Keras, and only when 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 METRICS_FILE = "metrics.json"
 PROGRESS_FILE = "progress.json"
+HISTORY_FILE = "history.json"
 CHECKPOINT_DIR = "checkpoints"
 
 # Parameter names that mean the same thing (architecture.md: `learning_rate` (or `lr`)).
@@ -128,8 +130,15 @@ def report(**metrics: Any) -> Path:
 
 
 def progress() -> dict | None:
-    """The last <output>/progress.json written by `callbacks()`: {"epoch": n, "logs": {...}}."""
+    """The last <output>/progress.json written by `callbacks()`:
+    {"epoch": n, "epochs": N, "logs": {...}}."""
     return _read_json(output_dir() / PROGRESS_FILE)
+
+
+def history() -> dict | None:
+    """The training curve written by `callbacks()`, <output>/history.json:
+    {"epochs": N, "steps": steps per epoch, "history": [{"epoch": 1, "loss": …, …}, …]}."""
+    return _read_json(output_dir() / HISTORY_FILE)
 
 
 def _plain(value: Any) -> Any:
@@ -137,6 +146,12 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return value
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """A loss of NaN or inf is written as null: JSON has no such numbers."""
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _json_default(value: Any) -> Any:
@@ -189,23 +204,35 @@ def callbacks(*, backup: bool = True) -> list:
     else:
         shutil.rmtree(backup_dir, ignore_errors=True)
         (out / PROGRESS_FILE).unlink(missing_ok=True)
+        (out / HISTORY_FILE).unlink(missing_ok=True)
 
     class ProgressFile(keras.callbacks.Callback):
-        """Writes {"epoch": <epochs completed>, "logs": {...}} after every epoch."""
+        """After every epoch: progress.json {"epoch": <epochs completed>, "epochs": <of>, "logs"}
+        and the epoch's logs appended to history.json (the curve pushtune diagnoses)."""
 
         def __init__(self) -> None:
             super().__init__()
             self._first_epoch: int | None = None
+            self._curve: dict = {}
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self._curve = {"epochs": self.params.get("epochs"), "steps": self.params.get("steps"),
+                           "history": (history() or {}).get("history", [])}
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             if self._first_epoch is None:
                 self._first_epoch = epoch
                 if epoch > 0:
                     print(f"kit: resumed at epoch {epoch}", file=sys.stderr, flush=True)
+                # a resumed training repeats the epochs after its checkpoint: drop them
+                self._curve["history"] = [e for e in self._curve["history"] if e.get("epoch", 0) <= epoch]
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            plain_logs = {name: float(value) for name, value in (logs or {}).items()}
-            _write_json_atomic(out / PROGRESS_FILE, {"epoch": epoch + 1, "logs": plain_logs})
+            plain_logs = {name: _finite_or_none(value) for name, value in (logs or {}).items()}
+            self._curve["history"].append({"epoch": epoch + 1, **plain_logs})
+            _write_json_atomic(out / HISTORY_FILE, self._curve)
+            _write_json_atomic(out / PROGRESS_FILE, {"epoch": epoch + 1, "epochs": self._curve["epochs"],
+                                                     "logs": plain_logs})
 
     # Order matters: the checkpoint is written before progress.json, so progress never claims
     # an epoch that a resume could not restore.

@@ -23,7 +23,7 @@ from typing import Callable
 from jobs import tweaks
 from jobs.classify import Classification, classify_file
 from jobs.errors import UserError
-from jobs.metrics import best_attempt, find_artifact, log_tail, meets, read_metrics
+from jobs.metrics import best_attempt, find_artifact, log_tail, meets, read_curve, read_metrics
 from jobs.runtime import AttemptOutcome, AttemptSpec, DriverLock, Restart, Runtime, metric_written
 from jobs.store import RunStore
 from jobs.strategies import Candidate, History, first_candidate, get_strategy
@@ -41,7 +41,7 @@ class RunOptions:
     attempt_timeout: float | None = None
     data: str | None = None
     params: dict = field(default_factory=dict)
-    strategy: str = "ladder"
+    strategy: str = "diagnose"
     space: dict | None = None
     runtime: str = "auto"
     runtime_options: dict = field(default_factory=dict)
@@ -50,6 +50,7 @@ class RunOptions:
     verbose: bool = False
     jenkins_build_url: str | None = None
     chain: bool = False  # driven one step at a time by a job chain, which plans the next attempt
+    min_delta: float = 0.0  # a smaller change of the metric is noise
 
     def validate(self) -> None:
         if not math.isfinite(self.threshold):
@@ -62,12 +63,14 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UserError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+        if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
+            raise UserError("--min-delta must be a finite number, 0 or more")
         if self.max_restarts < 0:
             raise UserError("--max-restarts must be 0 or more")
         if self.data is not None and not Path(self.data).is_dir():
             raise UserError(f"--data: no such directory: {self.data}")
         get_strategy(self.strategy)
-        if self.strategy in ("grid", "optuna") and not self.space:
+        if self.strategy == "grid" and not self.space:  # optuna may derive one: check_model
             raise UserError(f"--strategy {self.strategy} needs a search space (--space FILE)")
 
 
@@ -117,6 +120,14 @@ def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classifica
             f"--strategy {options.strategy} sets parameters through PUSHTUNE_PARAMS, which "
             f"{path.name} does not read (use jobs.kit.params(...) in the script)"
         )
+    if options.strategy == "optuna" and not options.space:
+        from jobs.strategies import derived_space
+
+        if not derived_space(source, {**tweaks.declared_params(source), **options.params}):
+            raise UserError(
+                f"--strategy optuna needs a search space (--space FILE): {path.name} declares no "
+                f"parameter it can search in kit.params(...) (such as learning_rate, C, alpha, epochs)"
+            )
     return found, source
 
 
@@ -147,8 +158,10 @@ def history_of(store: RunStore, run: dict) -> History:
     run_dir = Path(run["run_dir"])
     attempts = store.attempts(run["id"])
     for attempt in attempts:  # an attempt recorded without its directory has no source to build on
-        script = Path(attempt["dir"]) / "model.py" if attempt["dir"] else None
+        workdir = Path(attempt["dir"]) if attempt["dir"] else None
+        script = workdir / "model.py" if workdir else None
         attempt["source"] = script.read_text(encoding="utf-8") if script and script.exists() else ""
+        attempt["log"] = log_tail(workdir / "log.txt", lines=200) if workdir else ""
     options = run_options(run)
     pushed = (run_dir / "pushed.py").read_text(encoding="utf-8")
     # A script that reads PUSHTUNE_PARAMS runs with its declared defaults spelled out, so that
@@ -157,6 +170,7 @@ def history_of(store: RunStore, run: dict) -> History:
     return History(
         kind=run["kind"], mode=run["mode"], pushed_source=pushed,
         base_params={**declared, **options.params}, attempts=attempts, space=options.space,
+        metric=run["metric"], threshold=run["threshold"], min_delta=options.min_delta,
     )
 
 
@@ -212,11 +226,16 @@ def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate) -> int:
         run_id, parent=candidate.parent, tweak_name=candidate.tweak_name, tweak=candidate.tweak,
         tweaks=candidate.tweaks, params=candidate.params, dir="",
         source_sha256=hashlib.sha256(candidate.source.encode()).hexdigest(),
-        config_key=candidate.key,
+        config_key=candidate.key, reason=candidate.reason,
     )
     workdir = run_dir / f"attempt-{n}"
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "output").mkdir(parents=True)
+    parent = store.get_attempt(run_id, candidate.parent) if candidate.parent else None
+    epoch = warm_start_epoch(parent, candidate) if parent else None
+    if epoch:
+        copy_checkpoint(Path(parent["dir"]) / "output", workdir / "output")
+        store.update_attempt(run_id, n, warm_from=parent["n"], warm_epoch=epoch)
     (workdir / "model.py").write_text(candidate.source, encoding="utf-8")
     (workdir / "params.json").write_text(json.dumps(candidate.params, indent=2) + "\n")
     diff = "".join(difflib.unified_diff(
@@ -226,6 +245,49 @@ def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate) -> int:
     (workdir / "diff.patch").write_text(diff, encoding="utf-8")
     store.update_attempt(run_id, n, dir=str(workdir), diff=diff)
     return n
+
+
+WARM_START_FILES = ("progress.json", "history.json")  # with the checkpoints directory
+
+
+def warm_start_epoch(parent: dict, candidate: Candidate) -> int | None:
+    """The epoch the candidate can continue its parent's training from, or None.
+
+    Only when the one change is more epochs, and the parent trained every epoch it asked for
+    and left the kit's checkpoint of its last one: continuing from it then gives the very model
+    a training of the new total from scratch would (weights and optimizer state are restored).
+    """
+    if candidate.tweak_name != "double_epochs" or parent["status"] != "ok" or not parent["dir"]:
+        return None
+    curve = parent.get("curve") or {}
+    history = curve.get("history") or []
+    epochs = curve.get("epochs")
+    if not isinstance(epochs, int) or len(history) != epochs or history[-1].get("epoch") != epochs:
+        return None
+    checkpoints = Path(parent["dir"]) / "output" / "checkpoints"
+    try:
+        saved = json.loads((checkpoints / "training_metadata.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if saved != epochs or not (checkpoints / "latest.weights.h5").is_file():
+        return None
+    parent_source = (Path(parent["dir"]) / "model.py").read_text(encoding="utf-8")
+    return epochs if _only_epochs_differ(parent_source, parent["params"], candidate) else None
+
+
+def _only_epochs_differ(source: str, params: dict, candidate: Candidate) -> bool:
+    changed_keys = {k for k in {*params, *candidate.params} if params.get(k) != candidate.params.get(k)}
+    changed_lines = [line for line in difflib.ndiff(source.splitlines(), candidate.source.splitlines())
+                     if line[:2] in ("- ", "+ ")]
+    return all("epoch" in text.lower() for text in [*changed_keys, *changed_lines])
+
+
+def copy_checkpoint(parent_output: Path, output: Path) -> None:
+    """The parent's checkpoint and curve, for a training that continues where it stopped."""
+    shutil.copytree(parent_output / "checkpoints", output / "checkpoints")
+    for name in WARM_START_FILES:
+        if (parent_output / name).is_file():
+            shutil.copy2(parent_output / name, output / name)
 
 
 def attempt_spec(store: RunStore, run: dict, attempt: dict, *, resume: bool = False) -> AttemptSpec:
@@ -238,7 +300,7 @@ def attempt_spec(store: RunStore, run: dict, attempt: dict, *, resume: bool = Fa
         timeout=_remaining_budget(run, options),
         max_restarts=max(options.max_restarts - attempt["restarts"], 0),
         previous_restarts=attempt["restarts"],
-        verbose=options.verbose, resume=resume,
+        verbose=options.verbose, resume=resume or attempt["warm_from"] is not None,
     )
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
     return spec
@@ -290,6 +352,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
         exit_code=outcome.exit_code, oom_killed=int(outcome.oom_killed), container=outcome.container,
         artifact_path=str(artifact) if artifact else None,
         artifact_sha256=sha256_of(artifact) if artifact else None,
+        curve=read_curve(spec.output_dir),
         finished_at=time.time(), seconds=previous + seconds,
     )
 
@@ -336,7 +399,8 @@ def summarize(store: RunStore, run_id: int) -> dict:
         },
         "attempts": [
             {"n": a["n"], **({metric: a["metric_value"]} if a["status"] == "ok" else {"error": a["error"]}),
-             "tweak": a["tweak"], "seconds": round(a["seconds"] or 0.0, 3)}
+             "tweak": a["tweak"], "reason": a["reason"], "warm_from": a["warm_from"],
+             "warm_epoch": a["warm_epoch"], "seconds": round(a["seconds"] or 0.0, 3)}
             for a in attempts
         ],
         "report": str(Path(run["run_dir"]) / "report.html"),
@@ -369,9 +433,10 @@ def drive(store: RunStore, run_id: int, runtime: Runtime, progress: Progress = _
                 candidate, reason = plan_next(store, run_id)
                 if candidate is None:
                     break
-                progress("attempt", {"run_id": run_id, "candidate": candidate,
-                                     "n": len(store.attempts(run_id)) + 1})
-                attempt = train_attempt(store, run_id, candidate, runtime)
+                n = prepare_attempt(store, run_id, candidate)
+                progress("attempt", {"run_id": run_id, "candidate": candidate, "n": n,
+                                     "output": Path(store.get_attempt(run_id, n)["dir"]) / "output"})
+                attempt = execute_attempt(store, run_id, n, runtime)
                 progress("attempted", {"run_id": run_id, "attempt": attempt})
         except BaseException:
             finish_run(store, run_id, "interrupted", interrupted=True)

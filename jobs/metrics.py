@@ -59,6 +59,18 @@ def read_metrics(output_dir: Path, log_path: Path | None, metric: str) -> tuple[
     return {}, f"the script reported no {metric!r} (metrics.json, accuracy.txt or a last line '{metric}: N')"
 
 
+def read_curve(output_dir: Path) -> dict | None:
+    """The per-epoch training curve the kit's callbacks wrote (history.json), when there is one:
+    {"epochs": N, "steps": S, "history": [{"epoch": 1, "loss": …, "val_accuracy": …}, …]}."""
+    try:
+        curve = json.loads((output_dir / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(curve, dict) or not isinstance(curve.get("history"), list):
+        return None
+    return curve
+
+
 def _last_line(log_path: Path | None) -> str | None:
     if log_path is None or not log_path.exists():
         return None

@@ -1,8 +1,10 @@
-"""The metric-per-attempt chart shared by the mail and report.html."""
+"""The charts of a run: the metric per attempt (the mail and report.html) and the training
+curves per epoch (report.html)."""
 
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -12,6 +14,9 @@ from matplotlib.ticker import MaxNLocator
 PASS_COLOR = "#1a7f37"
 LINE_COLOR = "#0969da"
 FAIL_COLOR = "#cf222e"
+# one colour per attempt in the curves chart (matplotlib's tab10, which prints and projects well)
+CURVE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def metric_plot_png(attempts: list[dict[str, Any]], metric: str, threshold: float) -> bytes:
@@ -55,6 +60,103 @@ def metric_plot_png(attempts: list[dict[str, Any]], metric: str, threshold: floa
     axes.set_ylabel(metric)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _curve_series(attempt: dict[str, Any], key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of one log key in an attempt's curve; a null (non-finite) value is NaN,
+    which leaves a gap in the line."""
+    history = ((attempt.get("curve") or {}).get("history")) or []
+    # A warm-started attempt's curve begins with its parent's epochs: drawn from where it took
+    # over (joining the parent's last point), it does not hide the parent's line.
+    first = attempt.get("warm_epoch") if attempt.get("warm_from") is not None else None
+    first = first if isinstance(first, int) else 0
+    xs, ys = [], []
+    for entry in history:
+        if not isinstance(entry, dict) or not isinstance(entry.get("epoch"), int) or key not in entry:
+            continue
+        if entry["epoch"] < first:
+            continue
+        value = entry[key]
+        xs.append(entry["epoch"])
+        ys.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan)
+    return xs, ys
+
+
+def _has(attempts: list[dict[str, Any]], key: str) -> bool:
+    return any(any(math.isfinite(y) for y in _curve_series(a, key)[1]) for a in attempts)
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def curves_plot_png(attempts: list[dict[str, Any]], metric: str, best: int | None = None) -> bytes | None:
+    """A PNG of the training curves, one line per attempt: on the left the gated metric's
+    validation twin per epoch (`val_<metric>`, or the train metric when no curve has the twin),
+    on the right the loss (solid) and val_loss (dashed). The best attempt is drawn thicker; a
+    warm-started attempt from the epoch it continued at.
+    None when no attempt left a curve with any of them.
+    """
+    with_curve = [a for a in attempts if (a.get("curve") or {}).get("history")]
+    base = metric[4:] if metric.startswith("val_") else metric
+    metric_key = next((k for k in (f"val_{base}", base) if base != "loss" and _has(with_curve, k)), None)
+    loss_keys = [k for k in ("loss", "val_loss") if _has(with_curve, k)]
+    panels = [p for p in (metric_key, "loss" if loss_keys else None) if p]
+    if not panels:
+        return None
+
+    figure = Figure(figsize=(4.8 * len(panels) + 0.6, 3.4), dpi=100)
+    FigureCanvasAgg(figure)
+    colors = CURVE_COLORS  # by attempt number, so an attempt keeps its colour in both panels
+    handles: dict[int, Any] = {}
+    for index, panel in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), index)
+        keys = [metric_key] if panel == metric_key else loss_keys
+        drawn: list[float] = []
+        for position, attempt in enumerate(with_curve):
+            n = attempt.get("n")
+            color = colors[((n - 1) if isinstance(n, int) else position) % len(colors)]
+            is_best = attempt.get("n") == best
+            for key in keys:
+                xs, ys = _curve_series(attempt, key)
+                if not xs:
+                    continue
+                line, = axes.plot(
+                    xs, ys, color=color, linewidth=2.8 if is_best else 1.3,
+                    linestyle="--" if key == "val_loss" else "-", alpha=1.0 if is_best else 0.85,
+                    marker="o" if len(xs) == 1 else None, zorder=4 if is_best else 3,
+                )
+                drawn.extend(_finite(ys))
+                handles.setdefault(attempt.get("n"), line)  # the legend's sample: a solid line
+        if panel == "loss":
+            positive = [v for v in drawn if v > 0]
+            if positive and len(positive) == len(drawn) and max(positive) / min(positive) > 100:
+                axes.set_yscale("log")  # a diverged attempt would flatten everyone else's line
+            axes.set_ylabel(" / ".join(loss_keys))
+            axes.set_title("loss" + (" (dashed: val_loss)" if loss_keys == ["loss", "val_loss"] else ""),
+                           fontsize="medium")
+        else:
+            axes.set_ylabel(metric_key)
+            axes.set_title(f"{metric_key} per epoch", fontsize="medium")
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+
+    labels = []
+    ordered = [a for a in with_curve if a.get("n") in handles]
+    for attempt in ordered:
+        label = f"attempt {attempt.get('n')}"
+        if attempt.get("n") == best:
+            label += " (best)"
+        elif attempt.get("status") == "failed":
+            label += " (failed)"
+        labels.append(label)
+    figure.axes[0].legend([handles[a.get("n")] for a in ordered], labels, loc="best", fontsize="small")
     figure.tight_layout()
 
     buffer = io.BytesIO()

@@ -22,7 +22,8 @@ from typing import Mapping
 
 from jobs.classify import classify_file
 from jobs.errors import UserError
-from jobs.loop import EXIT_CODES, RunOptions, finish_run, plan_next, run_options, start_run, summarize, train_attempt
+from jobs.loop import (EXIT_CODES, Progress, RunOptions, execute_attempt, finish_run, plan_next, prepare_attempt,
+                       run_options, start_run, summarize)
 from jobs.metrics import meets
 from jobs.runtime import Runtime, get_runtime
 from jobs.store import RunStore
@@ -195,9 +196,12 @@ def _running(store: RunStore, run_id: int) -> dict:
     return run
 
 
-def train_step(store: RunStore, run_id: int, runtime: Runtime | None = None) -> tuple[int, str]:
+def train_step(store: RunStore, run_id: int, runtime: Runtime | None = None,
+               progress: Progress | None = None) -> tuple[int, str]:
     """Plan and train one attempt: (exit code, one line). Finishes the run when it passes or
-    when there is nothing left to try."""
+    when there is nothing left to try. `progress` gets the events `drive` sends around an
+    attempt: ("attempt", {run_id, candidate, n, output}) before it trains, ("attempted",
+    {run_id, attempt}) after."""
     run = _running(store, run_id)
     record_build_url(store, run_id)
     candidate, reason = plan_next(store, run_id)
@@ -207,10 +211,16 @@ def train_step(store: RunStore, run_id: int, runtime: Runtime | None = None) -> 
     options = run_options(run)
     runtime = runtime or get_runtime(options.runtime, **options.runtime_options)
     try:
-        attempt = train_attempt(store, run_id, candidate, runtime)
+        n = prepare_attempt(store, run_id, candidate)
+        if progress:
+            progress("attempt", {"run_id": run_id, "candidate": candidate, "n": n,
+                                 "output": Path(store.get_attempt(run_id, n)["dir"]) / "output"})
+        attempt = execute_attempt(store, run_id, n, runtime)
     except BaseException:
         finish_run(store, run_id, "interrupted", interrupted=True)
         raise
+    if progress:
+        progress("attempted", {"run_id": run_id, "attempt": attempt})
     label = f"run {run_id} attempt {attempt['n']} ({candidate.tweak or 'as pushed'})"
     if attempt["status"] != "ok":
         return TRAIN_FAILED, f"{label}: failed: {attempt['error']}"

@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     started_at      REAL NOT NULL,
     finished_at     REAL,
     seconds         REAL,
+    curve           TEXT,
+    reason          TEXT,
+    warm_from       INTEGER,
+    warm_epoch      INTEGER,
     PRIMARY KEY (run_id, n)
 );
 CREATE TABLE IF NOT EXISTS restarts (
@@ -88,7 +92,15 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 """
 
-JSON_COLUMNS = {"options", "tweaks", "params", "metrics", "recipients"}
+# Columns added after the first release, for stores created before them: (table, column, type).
+ADDED_COLUMNS = (
+    ("attempts", "curve", "TEXT"),  # the kit's history.json: per-epoch loss and metrics
+    ("attempts", "reason", "TEXT"),  # why the strategy chose this attempt
+    ("attempts", "warm_from", "INTEGER"),  # continued from this attempt's checkpoint …
+    ("attempts", "warm_epoch", "INTEGER"),  # … at this epoch
+)
+
+JSON_COLUMNS = {"options", "tweaks", "params", "metrics", "recipients", "curve"}
 RUN_STATUSES = ("running", "passed", "below_threshold", "failed", "interrupted")
 
 
@@ -123,6 +135,17 @@ def _update(db: sqlite3.Connection, table: str, fields: dict[str, Any], where: s
     db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", [*values.values(), *key])
 
 
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            try:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 @dataclass
 class RunStore:
     path: Path
@@ -134,6 +157,7 @@ class RunStore:
             store.path.parent.mkdir(parents=True, exist_ok=True)
             with store._connect() as db:
                 db.executescript(SCHEMA)
+                _add_missing_columns(db)
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open the run store {store.path}: {exc}") from None
         return store

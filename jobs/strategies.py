@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
-from jobs import tweaks
+from jobs import diagnosis, tweaks
 from jobs.errors import UserError
 from jobs.metrics import best_attempt, is_better
 
@@ -31,6 +32,7 @@ class Candidate:
     tweak: str | None = None  # one line: what changed against the parent
     tweaks: list[str] = field(default_factory=list)  # every change since the pushed file
     parent: int | None = None
+    reason: str | None = None  # why the strategy chose it (the evidence, then the move)
 
     @property
     def key(self) -> str:
@@ -45,8 +47,11 @@ class History:
     mode: str
     pushed_source: str
     base_params: dict
-    attempts: list[dict]  # store rows plus "source"
+    attempts: list[dict]  # store rows plus "source" and "log" (the log's tail)
     space: dict[str, list] | None = None
+    metric: str = "accuracy"
+    threshold: float = 0.9
+    min_delta: float = 0.0
 
     def tried(self) -> set[str]:
         return {a["config_key"] for a in self.attempts}
@@ -110,6 +115,77 @@ class LadderStrategy:
         return None
 
 
+class DiagnoseStrategy:
+    """Read what went wrong in the best attempts' curves and logs and make the move that fixes
+    it (jobs.diagnosis); repeat moves that helped, judged against the evaluation's noise; then
+    every other tweak, from every attempt, before saying that nothing is left."""
+
+    name = "diagnose"
+
+    def next_candidate(self, history: History) -> Candidate | None:
+        tolerance = diagnosis.noise(history.attempts, history.metric, history.min_delta)
+        by_n = {a["n"]: a for a in history.attempts}
+        verdicts = {
+            a["n"]: diagnosis.judge(a, by_n[a["parent"]], history.mode, tolerance)
+            for a in history.attempts if a["tweak_name"] and a["parent"] in by_n
+        }
+        helped = self._helped_moves(history, verdicts, by_n)
+        tried = history.tried()
+        for base in self._bases(history, verdicts, tolerance):
+            found = diagnosis.diagnose(base, history.metric, history.mode, history.kind, history.threshold)
+            moves = dict.fromkeys([*found.moves, *helped, *diagnosis.moves_for(history.kind)])
+            for name in moves:
+                result = tweaks.apply_tweak(name, base["source"], base["params"])
+                if result is None:
+                    continue
+                named = f"{found.problem}: {found.evidence}" if found.moves else found.evidence
+                if name in found.moves:
+                    why = f"{named} → {result.description}"
+                elif name in helped:
+                    why = f"{helped[name]} → {result.description}"
+                else:
+                    why = f"{named}; next move → {result.description}"
+                candidate = Candidate(
+                    result.source, result.params, name, result.description,
+                    [*base["tweaks"], result.description], base["n"], f"attempt {base['n']}: {why}",
+                )
+                if candidate.key not in tried:
+                    return candidate
+        return None
+
+    @staticmethod
+    def _helped_moves(history: History, verdicts: dict[int, str], by_n: dict[int, dict]) -> dict[str, str]:
+        """Moves that helped, the one that helped most first: name -> the evidence in words."""
+        gains: dict[str, tuple[float, str]] = {}
+        for a in history.attempts:
+            if verdicts.get(a["n"]) != "helped":
+                continue
+            parent = by_n[a["parent"]]
+            gain = (a["metric_value"] or 0.0) - (parent["metric_value"] or 0.0)
+            gain = gain if history.mode == "max" else -gain
+            words = (f"{a['tweak_name']} helped at attempt {a['n']} "
+                     f"({parent['metric_value'] or 0:.4g} → {a['metric_value']:.4g})")
+            if a["tweak_name"] not in gains or gain > gains[a["tweak_name"]][0]:
+                gains[a["tweak_name"]] = (gain, words)
+        ranked = sorted(gains.items(), key=lambda item: -item[1][0])
+        return {name: words for name, (_, words) in ranked}
+
+    @staticmethod
+    def _bases(history: History, verdicts: dict[int, str], tolerance: float) -> list[dict]:
+        """Attempts to build on, in order: the best (or, within noise of it, the latest attempt
+        whose move helped), the other succeeded attempts best first, then the failed ones."""
+        succeeded = history.succeeded()
+        sign = 1 if history.mode == "max" else -1
+        ranked = sorted(succeeded, key=lambda a: (-sign * a["metric_value"], a["n"]))
+        last = history.attempts[-1]
+        if (ranked and verdicts.get(last["n"]) == "helped" and last in ranked
+                and sign * (ranked[0]["metric_value"] - last["metric_value"]) <= tolerance):
+            ranked.remove(last)
+            ranked.insert(0, last)
+        failed = [a for a in reversed(history.attempts) if a not in succeeded]
+        return ranked + failed
+
+
 def _space_points(space: dict[str, list]) -> list[dict]:
     keys = list(space)
     return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
@@ -135,8 +211,12 @@ class GridStrategy:
 
 
 class OptunaStrategy:
-    """Optuna's TPE sampler over the (categorical) search space, replayed from the store's
-    history each time with a fixed seed, so the next suggestion is reproducible."""
+    """Optuna's TPE sampler over the search space, replayed from the store's history each time
+    with a fixed seed, so the next suggestion is reproducible (a Jenkins step in a fresh process
+    decides as `pushtune run` does).
+
+    The space is `--space` (categorical, every value listed), or else one derived from the
+    defaults the script declares with `kit.params` (see SEARCH_RULES)."""
 
     name = "optuna"
 
@@ -144,18 +224,31 @@ class OptunaStrategy:
         self.seed, self.max_asks = seed, max_asks
 
     def next_candidate(self, history: History) -> Candidate | None:
+        if history.space:
+            return self._from_listed_space(history)
+        return self._from_declared_defaults(history)
+
+    def _study(self, history: History, distributions: dict, **sampler_options):
+        """A fresh study holding every succeeded attempt whose params lie in the space."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        space = history.space or {}
-        distributions = {k: optuna.distributions.CategoricalDistribution(v) for k, v in space.items()}
         direction = "maximize" if history.mode == "max" else "minimize"
-        study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=self.seed))
+        sampler = optuna.samplers.TPESampler(seed=self.seed, **sampler_options)
+        study = optuna.create_study(direction=direction, sampler=sampler)
         for attempt in history.succeeded():
-            point = {k: attempt["params"].get(k) for k in space}
-            if all(point[k] in space[k] for k in space):
+            point = {k: attempt["params"].get(k) for k in distributions}
+            if all(_within(distributions[k], v) for k, v in point.items()):
                 study.add_trial(optuna.trial.create_trial(
                     params=point, distributions=distributions, value=attempt["metric_value"]))
+        return study
+
+    def _from_listed_space(self, history: History) -> Candidate | None:
+        import optuna
+
+        space = history.space or {}
+        distributions = {k: optuna.distributions.CategoricalDistribution(v) for k, v in space.items()}
+        study = self._study(history, distributions)
         tried = history.tried()
         untried = [p for p in _space_points(space)
                    if config_key(history.pushed_source, {**history.base_params, **p}) not in tried]
@@ -170,8 +263,107 @@ class OptunaStrategy:
         params = {**history.base_params, **point}
         return Candidate(history.pushed_source, params, "optuna", _describe(point), [_describe(point)], None)
 
+    def _from_declared_defaults(self, history: History) -> Candidate | None:
+        distributions = derived_space(history.pushed_source, history.base_params)
+        if not distributions:
+            return None
+        # a few attempts is the usual budget: let TPE model the results after three of them
+        study = self._study(history, distributions, n_startup_trials=_STARTUP_TRIALS)
+        tried = history.tried()
+        for _ in range(self.max_asks):
+            trial = study.ask(distributions)
+            point = {k: _readable(distributions[k], v) for k, v in trial.params.items()}
+            params = {**history.base_params, **point}
+            if config_key(history.pushed_source, params) not in tried:
+                changed = {k: v for k, v in point.items() if v != history.base_params.get(k)}
+                text = _describe_readably(changed)
+                return Candidate(history.pushed_source, params, "optuna", text, [text], None)
+        return None  # the sampler keeps proposing what was tried: the space is spent for it
 
-STRATEGIES = {"ladder": LadderStrategy, "grid": GridStrategy, "optuna": OptunaStrategy}
+
+_STARTUP_TRIALS = 3
+
+# How `--strategy optuna` searches a parameter declared with kit.params(name=d) when no --space
+# is given: parameter name (lower case) -> (scale, bounds from the declared default d). The
+# bounds are widened to take in d; an int default is searched as ints (kit.params casts to it);
+# "log" needs d > 0. Other declared parameters keep their declared values.
+SEARCH_RULES: dict[str, tuple[str, Callable[[Any], tuple[float, float]]]] = {
+    **dict.fromkeys(
+        ("learning_rate", "lr", "c", "alpha", "l1", "l2", "weight_decay", "reg_alpha", "reg_lambda"),
+        ("log", lambda d: (d / 100, d * 100)),
+    ),
+    "epochs": ("log", lambda d: (max(1, d // 2), d * 16)),
+    "batch_size": ("powers of two", lambda d: (8, max(d, 512))),
+    **dict.fromkeys(("dense_width", "units"), ("log", lambda d: (max(2, d // 4), max(d * 8, 64)))),
+    "dense_layers": ("linear", lambda d: (0, max(d + 2, 3))),
+    "dropout": ("linear", lambda d: (0.0, 0.6)),
+    "max_iter": ("log", lambda d: (d, d * 100)),
+}
+
+
+def _distribution(name: str, default: Any):
+    """The Optuna distribution SEARCH_RULES gives `name` around `default`, or None."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    rule = SEARCH_RULES.get(name.lower())
+    if rule is None or not isinstance(default, (int, float)) or isinstance(default, bool):
+        return None
+    if not math.isfinite(default):
+        return None
+    scale, bounds = rule
+    if scale != "linear" and default <= 0:
+        return None
+    low, high = bounds(default)
+    low, high = min(low, default), max(high, default)
+    if scale == "powers of two":
+        if not isinstance(default, int):
+            return None
+        choices = {2 ** k for k in range(int(high).bit_length()) if low <= 2 ** k <= high}
+        return CategoricalDistribution(sorted(choices | {default}))
+    if isinstance(default, int):
+        low, high = max(math.ceil(low), 1) if scale == "log" else math.ceil(low), math.floor(high)
+        return IntDistribution(low, high, log=scale == "log") if low < high else None
+    low, high = float(f"{low:.10g}"), float(f"{high:.10g}")
+    return FloatDistribution(low, high, log=scale == "log") if low < high else None
+
+
+def derived_space(source: str, base_params: dict) -> dict:
+    """The Optuna space of the parameters the script declares with kit.params that SEARCH_RULES
+    knows, around their values in `base_params` (the declared defaults, or --param values)."""
+    declared = {name.lower() for name in tweaks.declared_params(source)}
+    space = {}
+    for name, value in base_params.items():
+        if name.lower() in declared and (distribution := _distribution(name, value)) is not None:
+            space[name] = distribution
+    return space
+
+
+def _within(distribution, value: Any) -> bool:
+    """Whether `value` is a point of the Optuna distribution (so a trial can hold it)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    if isinstance(distribution, IntDistribution) and not isinstance(value, int):
+        return False
+    return distribution.low <= value <= distribution.high
+
+
+def _readable(distribution, value: Any) -> Any:
+    """A sampled float to 4 significant digits (kept inside the distribution); others as they are."""
+    if not isinstance(value, float) or not hasattr(distribution, "low"):
+        return value
+    return min(max(float(f"{value:.4g}"), distribution.low), distribution.high)
+
+
+def _describe_readably(point: dict) -> str:
+    values = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+    return "set " + ", ".join(values) + " (parameter)"
+
+
+STRATEGIES = {"diagnose": DiagnoseStrategy, "ladder": LadderStrategy, "grid": GridStrategy, "optuna": OptunaStrategy}
 
 
 def get_strategy(name: str) -> Strategy:

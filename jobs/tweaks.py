@@ -6,9 +6,10 @@ it never pretends. A script that reads PUSHTUNE_PARAMS (through `jobs.kit.params
 gets its tweaks as parameter changes instead: its source is left alone.
 
 Where a file holds several candidates the rules are:
-- `add_dense` acts on the Dense layer that comes last in the file among the recognised forms
-  (a `Sequential([...])` list, a `model.add(Dense(...))` chain, a functional
+- `add_dense` and `add_dropout` act on the Dense layer that comes last in the file among the
+  recognised forms (a `Sequential([...])` list, a `model.add(Dense(...))` chain, a functional
   `y = Dense(...)(x)` assignment): the output layer of the model defined last.
+- `widen_dense` acts on the narrowest hidden Dense layer (not the last of its model) of the file.
 - the other tweaks change every site they recognise (every `epochs=` literal, every optimizer,
   every estimator), so one tweak means the same thing to every model in the file.
 """
@@ -19,7 +20,7 @@ import ast
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -63,6 +64,22 @@ class TweakResult:
     source: str  # the new source (unchanged in parameter mode)
     params: dict  # the new params (unchanged in source mode)
     description: str  # one line: what changed and where
+    old: int | float | None = None  # numeric tweaks: the first changed value, before
+    new: int | float | None = None  # … and after
+    sites: int = 0  # double_epochs: how many places were changed
+
+
+@dataclass(frozen=True)
+class Tweak:
+    """One tweak: its source rewrite, and the parameter change it makes instead when the script
+    reads PUSHTUNE_PARAMS (the first of `parameters`, lower case, the script declares or is
+    given; no parameter mode when `change` is None)."""
+
+    name: str
+    rewrite: SourceTweak
+    parameters: tuple[str, ...] = ()
+    change: Change | None = None
+    counts_sites: bool = False  # fill TweakResult.sites
 
 
 # --- numbers --------------------------------------------------------------------------------
@@ -104,6 +121,18 @@ def _halve_count(value: Any) -> int | None:
 
 def _add_one_layer(value: Any) -> int | None:
     return value + 1 if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _at_most_32(value: Any) -> int | None:
+    return 32 if isinstance(value, int) and not isinstance(value, bool) and value > 32 else None
+
+
+def _raise_dropout(value: Any) -> float | None:
+    """0 -> 0.2, then steps of 0.1 up to 0.5."""
+    if not _is_number(value) or not 0 <= value < 0.5:
+        return None
+    new = 0.2 if value == 0 else _tidy(value + 0.1)
+    return new if new <= 0.5 else None
 
 
 # --- reading a script (ast, never executed) -------------------------------------------------
@@ -208,19 +237,6 @@ def declared_params(source: str) -> dict:
 
 _ALIASES = {"lr": "learning_rate", "learning_rate": "lr"}  # as jobs.kit.params matches them
 
-# tweak -> (parameter names it acts on, lower case, in order of preference; the change)
-_PARAMETER_TWEAKS: dict[str, tuple[tuple[str, ...], Change]] = {
-    "add_dense": (("dense_layers",), _add_one_layer),
-    "double_epochs": (("epochs",), _scale(2, integer=True)),
-    "halve_learning_rate": (("learning_rate", "lr"), _scale(0.5)),
-    "double_learning_rate": (("learning_rate", "lr"), _scale(2)),
-    "halve_batch_size": (("batch_size",), _halve_count),
-    "c_times_10": (("c",), _scale(10)),
-    "alpha_div_10": (("alpha",), _scale(0.1)),
-    "double_max_iter": (("max_iter",), _scale(2, integer=True)),
-}
-
-
 def _overlay(declared: dict, given: dict) -> dict:
     """`given` over `declared`, keys matched case-insensitively, keeping the declared spelling."""
     merged = dict(declared)
@@ -231,17 +247,18 @@ def _overlay(declared: dict, given: dict) -> dict:
     return merged
 
 
-def _apply_to_params(name: str, source: str, params: dict) -> TweakResult | None:
-    names, change = _PARAMETER_TWEAKS[name]
+def _apply_to_params(tweak: Tweak, source: str, params: dict) -> TweakResult | None:
+    if tweak.change is None:
+        return None
     merged = _overlay(declared_params(source), params)
-    key = next((k for wanted in names for k in merged if k.lower() == wanted), None)
+    key = next((k for wanted in tweak.parameters for k in merged if k.lower() == wanted), None)
     if key is None:
         return None
-    new = change(merged[key])
-    if new is None or new == merged[key]:
+    old, new = merged[key], tweak.change(merged[key])
+    if new is None or new == old:
         return None
-    description = f"set {key} {format_number(merged[key])} → {format_number(new)} (parameter)"
-    return TweakResult(source, {**merged, key: new}, description)
+    description = f"set {key} {format_number(old)} → {format_number(new)} (parameter)"
+    return TweakResult(source, {**merged, key: new}, description, old, new, int(tweak.counts_sites))
 
 
 # --- source mode: the parsed file -----------------------------------------------------------
@@ -408,11 +425,22 @@ class _Source:
         return edits, done
 
 
-def _described(header: str, done: list[_Done]) -> str:
-    return f"{header} " + ", ".join(item.text() for item in sorted(done, key=lambda item: item.line))
+class _Rewrite(NamedTuple):
+    source: str
+    description: str
+    done: tuple[_Done, ...] = ()  # the numbers changed, in line order
 
 
-SourceTweak = Callable[[_Source], "tuple[str, str] | None"]  # -> (new source, description)
+def _rewritten(src: _Source, header: str, edits: dict[int, Edit], done: list[_Done]) -> _Rewrite | None:
+    """The rewrite that changes the numbers in `done`, described under `header`; None if none."""
+    if not done:
+        return None
+    ordered = tuple(sorted(done, key=lambda item: item.line))
+    description = f"{header} " + ", ".join(item.text() for item in ordered)
+    return _Rewrite(src.rewrite(edits), description, ordered)
+
+
+SourceTweak = Callable[[_Source], _Rewrite | None]
 
 
 # --- layout helpers: inserting into bracketed lists without losing comments -----------------
@@ -481,9 +509,14 @@ def _is_dense(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Call) and _callee(node) == "Dense"
 
 
-def _units(dense: cst.Call) -> int | None:
+def _units_node(dense: cst.Call) -> cst.Integer | None:
     arg = _keyword(dense, "units") or next(iter(_positional(dense)), None)
-    return arg.value.evaluated_value if arg and isinstance(arg.value, cst.Integer) else None
+    return arg.value if arg and isinstance(arg.value, cst.Integer) else None
+
+
+def _units(dense: cst.Call) -> int | None:
+    node = _units_node(dense)
+    return node.evaluated_value if node else None
 
 
 @dataclass(frozen=True)
@@ -491,12 +524,14 @@ class _DenseLayer:
     """A recognised Dense layer: where it sits and how to insert a layer before it."""
 
     dense: cst.Call
-    group: object  # layers of one model share it
+    group: object  # layers of one model share it; the last of them is the model's output
     anchor: cst.CSTNode  # the node the insertion edits
-    insert: Callable[[Any, str], Any]  # (updated anchor, new Dense code) -> replacement
+    insert: Callable[[Any, str], Any]  # (updated anchor, new layer code) -> replacement
+    previous: cst.BaseExpression | None  # the layer right before it, in the same form
 
 
 def _dense_layers(src: _Source) -> list[_DenseLayer]:
+    """The recognised Dense layers, in source order."""
     found: list[_DenseLayer] = []
     for node in src.nodes:
         if isinstance(node, cst.Call) and _callee(node) == "Sequential":
@@ -508,43 +543,54 @@ def _dense_layers(src: _Source) -> list[_DenseLayer]:
                         found.append(_DenseLayer(
                             element.value, id(listed), listed,
                             lambda updated, code, index=index: _insert_element(
-                                updated, index, cst.parse_expression(code))))
-        elif isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1:
-            found.extend(_statement_dense_layer(src, node))
-    return found
+                                updated, index, cst.parse_expression(code)),
+                            listed.elements[index - 1].value if index else None))
+        elif isinstance(node, (cst.Module, cst.IndentedBlock)):
+            for previous, statement in zip([None, *node.body], node.body):
+                found.extend(_statement_dense_layer(src, statement, _statement_layer(previous)))
+    return sorted(found, key=lambda layer: src.start(layer.dense))
 
 
-def _statement_dense_layer(src: _Source, statement: cst.SimpleStatementLine) -> list[_DenseLayer]:
+def _statement_layer(statement: cst.CSTNode | None) -> cst.Call | None:
+    """The layer of a `model.add(Layer(...))` or `y = Layer(...)(x)` statement."""
+    if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1):
+        return None
+    small = statement.body[0]
+    if isinstance(small, cst.Expr) and isinstance(call := small.value, cst.Call):
+        if (isinstance(call.func, cst.Attribute) and call.func.attr.value == "add"
+                and len(call.args) == 1 and isinstance(call.args[0].value, cst.Call)):
+            return call.args[0].value
+    if isinstance(small, cst.Assign) and isinstance(outer := small.value, cst.Call):
+        if (isinstance(outer.func, cst.Call) and len(outer.args) == 1 and not outer.args[0].keyword
+                and isinstance(outer.args[0].value, cst.Name)):
+            return outer.func
+    return None
+
+
+def _statement_dense_layer(
+    src: _Source, statement: cst.CSTNode, previous: cst.Call | None,
+) -> list[_DenseLayer]:
+    layer = _statement_layer(statement)
+    if layer is None or not _is_dense(layer):
+        return []
     small = statement.body[0]
 
     def insert_statement(code_for: Callable[[str], str]) -> Callable[[Any, str], Any]:
-        return lambda updated, dense: cst.FlattenSentinel(
-            [cst.parse_statement(code_for(dense)), updated])
+        return lambda updated, code: cst.FlattenSentinel([cst.parse_statement(code_for(code)), updated])
 
-    # model.add(Dense(...))
-    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
-        call = small.value
-        if (isinstance(call.func, cst.Attribute) and call.func.attr.value == "add"
-                and len(call.args) == 1 and _is_dense(call.args[0].value)):
-            receiver = src.code(call.func.value)
-            return [_DenseLayer(call.args[0].value, ("add", receiver), statement,
-                                insert_statement(lambda dense: f"{receiver}.add({dense})\n"))]
-    # y = Dense(...)(x)
-    if isinstance(small, cst.Assign) and isinstance(small.value, cst.Call):
-        outer = small.value
-        if (_is_dense(outer.func) and len(outer.args) == 1 and not outer.args[0].keyword
-                and isinstance(outer.args[0].value, cst.Name)):
-            source_name = outer.args[0].value.value
-            new_statement = insert_statement(lambda dense: f"{source_name} = {dense}({source_name})\n")
-            return [_DenseLayer(outer.func, ("functional",), statement, new_statement)]
-    return []
+    if isinstance(small, cst.Expr):  # model.add(Dense(...))
+        receiver = src.code(small.value.func.value)
+        new_statement = insert_statement(lambda code: f"{receiver}.add({code})\n")
+        return [_DenseLayer(layer, ("add", receiver), statement, new_statement, previous)]
+    source_name = small.value.args[0].value.value  # y = Dense(...)(x)
+    new_statement = insert_statement(lambda code: f"{source_name} = {code}({source_name})\n")
+    return [_DenseLayer(layer, ("functional",), statement, new_statement, previous)]
 
 
-def _add_dense(src: _Source) -> tuple[str, str] | None:
+def _add_dense(src: _Source) -> _Rewrite | None:
     layers = _dense_layers(src)
     if not layers:
         return None
-    layers.sort(key=lambda layer: src.start(layer.dense))
     output = layers[-1]
     hidden = next((layer for layer in reversed(layers[:-1]) if layer.group == output.group), None)
     width = (_units(hidden.dense) if hidden else None) or DEFAULT_DENSE_WIDTH
@@ -553,21 +599,89 @@ def _add_dense(src: _Source) -> tuple[str, str] | None:
     new_dense = f"{src.code(output.dense.func)}({width}, activation={quote}relu{quote})"
     new_source = src.rewrite({id(output.anchor): lambda updated: output.insert(updated, new_dense)})
     line = src.line(output.dense)
-    return new_source, f"add Dense({width}, relu) before the output layer (line {line})"
+    return _Rewrite(new_source, f"add Dense({width}, relu) before the output layer (line {line})")
 
 
-def _double_epochs(src: _Source) -> tuple[str, str] | None:
+def _widen_dense(src: _Source) -> _Rewrite | None:
+    """The narrowest hidden Dense layer with a literal width gets twice that width, or the
+    output's width when that is more (a bottleneck narrower than the output loses information)."""
+    layers = _dense_layers(src)
+    outputs = {layer.group: layer for layer in layers}  # the last one of each group
+    hidden = [layer for layer in layers if layer is not outputs[layer.group] and _units(layer.dense)]
+    if not hidden:
+        return None
+    narrowest = min(hidden, key=lambda layer: _units(layer.dense))
+    units = _units(narrowest.dense)
+    width = max(2 * units, _units(outputs[narrowest.group].dense) or 0)
+    site = _Site(_units_node(narrowest.dense), "Dense")
+    return _rewritten(src, "widen", *src.change_sites([site], lambda _old: width))
+
+
+_KERAS_LAYER_MODULES = ("keras.layers", "tensorflow.keras.layers")
+
+
+def _import_dropout(src: _Source) -> dict[int, Edit] | None:
+    """The edit that makes a bare `Dropout` importable: none when it already is, `Dropout` added
+    to the `from … import Dense`; None when Dense is not imported that way."""
+    dense_import: tuple[cst.ImportFrom, int] | None = None
+    for node in src.nodes:
+        if not (isinstance(node, cst.ImportFrom) and not node.relative and node.module is not None
+                and _cst_dotted(node.module) in _KERAS_LAYER_MODULES):
+            continue
+        if isinstance(node.names, cst.ImportStar):
+            return {}
+        for index, alias in enumerate(node.names):
+            if alias.asname is None and alias.evaluated_name == "Dropout":
+                return {}
+            if alias.asname is None and alias.evaluated_name == "Dense":
+                dense_import = dense_import or (node, index)
+    if dense_import is None:
+        return None
+    statement, index = dense_import
+
+    def add(updated: cst.ImportFrom) -> cst.ImportFrom:
+        names = list(updated.names)
+        dense = names[index]
+        names[index:index + 1] = [
+            dense.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
+            cst.ImportAlias(cst.Name("Dropout"), comma=dense.comma),
+        ]
+        return updated.with_changes(names=names)
+
+    return {id(statement): add}
+
+
+def _add_dropout(src: _Source) -> _Rewrite | None:
+    layers = _dense_layers(src)
+    if not layers:
+        return None
+    output = layers[-1]
+    if output.previous is not None and _callee(output.previous) == "Dropout":
+        return None
+    func = output.dense.func
+    if isinstance(func, cst.Attribute):  # layers.Dense -> layers.Dropout
+        edits, dropout = {}, f"{src.code(func.value)}.Dropout(0.3)"
+    elif (edits := _import_dropout(src)) is not None:
+        dropout = "Dropout(0.3)"
+    else:
+        return None
+    edits[id(output.anchor)] = lambda updated: output.insert(updated, dropout)
+    line = src.line(output.dense)
+    return _Rewrite(src.rewrite(edits), f"add Dropout(0.3) before the output layer (line {line})")
+
+
+def _double_epochs(src: _Source) -> _Rewrite | None:
     edits, done = src.change_sites(src.keyword_sites("epochs"), _scale(2, integer=True))
-    return (src.rewrite(edits), _described("double epochs", done)) if done else None
+    return _rewritten(src, "double epochs", edits, done)
 
 
 _INFERENCE_CALLS = frozenset({"predict", "predict_on_batch", "evaluate", "test_on_batch"})
 
 
-def _halve_batch_size(src: _Source) -> tuple[str, str] | None:
+def _change_batch_size(src: _Source, change: Change, header: str) -> _Rewrite | None:
     """Training batch sizes only: an inference batch size does not change what is learnt."""
-    edits, done = src.change_sites(src.keyword_sites("batch_size", _INFERENCE_CALLS), _halve_count)
-    return (src.rewrite(edits), _described("halve batch size", done)) if done else None
+    edits, done = src.change_sites(src.keyword_sites("batch_size", _INFERENCE_CALLS), change)
+    return _rewritten(src, header, edits, done)
 
 
 def _is_optimizer(call: cst.Call) -> bool:
@@ -626,7 +740,7 @@ def _uses_keras(src: _Source) -> bool:
     return any((module or name).split(".")[0] in ("keras", "tensorflow") for module, name, _ in _imports(src))
 
 
-def _change_learning_rate(src: _Source, factor: float, header: str) -> tuple[str, str] | None:
+def _change_learning_rate(src: _Source, factor: float, header: str) -> _Rewrite | None:
     """Rates given as numbers (optimizer arguments, `learning_rate=`/`lr=` anywhere, constants
     named like them) are scaled; a Keras optimizer built without a rate, or named by a string
     in compile(), gets its default rate scaled, written out."""
@@ -665,12 +779,10 @@ def _change_learning_rate(src: _Source, factor: float, header: str) -> tuple[str
         edits[id(arg.value)] = lambda _updated, replacement=replacement: replacement
         done.append(_Done(src.line(arg.value), default, change(default),
                           note=f", optimizer {src.code(arg.value)} → {spelling}"))
-    if not done:
-        return None
     if import_to_add:
         anchor = _last_import_statement(src)
         edits[id(anchor)] = lambda updated: cst.FlattenSentinel([updated, cst.parse_statement(import_to_add)])
-    return src.rewrite(edits), _described(header, done)
+    return _rewritten(src, header, edits, done)
 
 
 # --- scikit-learn tweaks --------------------------------------------------------------------
@@ -678,7 +790,7 @@ def _change_learning_rate(src: _Source, factor: float, header: str) -> tuple[str
 
 def _estimator_keyword(
     src: _Source, keyword: str, defaults: dict[str, int | float], change: Change, header: str,
-) -> tuple[str, str] | None:
+) -> _Rewrite | None:
     """`keyword=` in estimator constructors (CapWords calls, so also inside Pipeline or
     GridSearchCV) changed; estimators in `defaults` that leave it out get it, from the default."""
     sites: list[_Site] = []
@@ -699,33 +811,62 @@ def _estimator_keyword(
         text = format_number(new)
         edits[id(call)] = lambda updated, text=text: _with_keyword(updated, keyword, text)
         done.append(_Done(src.line(call), default, new, f"{estimator} default", f", added {keyword}={text}"))
-    return (src.rewrite(edits), _described(header, done)) if done else None
+    return _rewritten(src, header, edits, done)
 
 
-_SOURCE_TWEAKS: dict[str, SourceTweak] = {
-    "add_dense": _add_dense,
-    "double_epochs": _double_epochs,
-    "halve_learning_rate": lambda src: _change_learning_rate(src, 0.5, "halve learning rate"),
-    "double_learning_rate": lambda src: _change_learning_rate(src, 2, "double learning rate"),
-    "halve_batch_size": _halve_batch_size,
-    "c_times_10": lambda src: _estimator_keyword(src, "C", C_DEFAULTS, _scale(10), "C ×10:"),
-    "alpha_div_10": lambda src: _estimator_keyword(src, "alpha", ALPHA_DEFAULTS, _scale(0.1), "alpha ÷10:"),
-    "double_max_iter": lambda src: _estimator_keyword(
-        src, "max_iter", MAX_ITER_DEFAULTS, _scale(2, integer=True), "max_iter ×2:"),
-}
-TWEAK_NAMES: tuple[str, ...] = tuple(_SOURCE_TWEAKS)
+# --- the registry ---------------------------------------------------------------------------
+
+
+def _learning_rate_tweak(name: str, factor: float, header: str) -> Tweak:
+    return Tweak(name, lambda src: _change_learning_rate(src, factor, header), ("learning_rate", "lr"),
+                 _scale(factor))
+
+
+def _batch_size_tweak(name: str, change: Change, header: str) -> Tweak:
+    return Tweak(name, lambda src: _change_batch_size(src, change, header), ("batch_size",), change)
+
+
+def _estimator_tweak(
+    name: str, keyword: str, defaults: dict[str, int | float], change: Change, header: str,
+) -> Tweak:
+    return Tweak(name, lambda src: _estimator_keyword(src, keyword, defaults, change, header),
+                 (keyword.lower(),), change)
+
+
+TWEAKS: dict[str, Tweak] = {tweak.name: tweak for tweak in (
+    Tweak("add_dense", _add_dense, ("dense_layers",), _add_one_layer),
+    Tweak("widen_dense", _widen_dense, ("dense_width",), _scale(2, integer=True)),
+    Tweak("add_dropout", _add_dropout, ("dropout",), _raise_dropout),
+    Tweak("double_epochs", _double_epochs, ("epochs",), _scale(2, integer=True), counts_sites=True),
+    _learning_rate_tweak("halve_learning_rate", 0.5, "halve learning rate"),
+    _learning_rate_tweak("double_learning_rate", 2, "double learning rate"),
+    _learning_rate_tweak("divide_learning_rate_by_10", 0.1, "divide learning rate by 10"),
+    _batch_size_tweak("halve_batch_size", _halve_count, "halve batch size"),
+    _batch_size_tweak("batch_size_32", _at_most_32, "set batch size"),
+    _estimator_tweak("c_times_10", "C", C_DEFAULTS, _scale(10), "C ×10:"),
+    _estimator_tweak("c_div_10", "C", C_DEFAULTS, _scale(0.1), "C ÷10:"),
+    _estimator_tweak("alpha_div_10", "alpha", ALPHA_DEFAULTS, _scale(0.1), "alpha ÷10:"),
+    _estimator_tweak("alpha_times_10", "alpha", ALPHA_DEFAULTS, _scale(10), "alpha ×10:"),
+    _estimator_tweak(
+        "double_max_iter", "max_iter", MAX_ITER_DEFAULTS, _scale(2, integer=True), "max_iter ×2:"),
+    _estimator_tweak(
+        "max_iter_times_10", "max_iter", MAX_ITER_DEFAULTS, _scale(10, integer=True), "max_iter ×10:"),
+)}
+TWEAK_NAMES: tuple[str, ...] = tuple(TWEAKS)
 
 
 def apply_tweak(name: str, source: str, params: dict) -> TweakResult | None:
     """Apply tweak `name`: to the parameters when the script reads PUSHTUNE_PARAMS (working on
     its declared defaults overlaid with `params`), else to its source. None when it does not
     apply. An unknown name is a programming error: ValueError."""
-    if name not in _SOURCE_TWEAKS:
+    tweak = TWEAKS.get(name)
+    if tweak is None:
         raise ValueError(f"unknown tweak {name!r} (known: {', '.join(TWEAK_NAMES)})")
     if reads_params(source):
-        return _apply_to_params(name, source, params)
-    outcome = _SOURCE_TWEAKS[name](_Source(source))
-    if outcome is None:
+        return _apply_to_params(tweak, source, params)
+    rewrite = tweak.rewrite(_Source(source))
+    if rewrite is None:
         return None
-    new_source, description = outcome
-    return TweakResult(new_source, dict(params), description)
+    old, new = (rewrite.done[0].old, rewrite.done[0].new) if rewrite.done else (None, None)
+    sites = len(rewrite.done) if tweak.counts_sites else 0
+    return TweakResult(rewrite.source, dict(params), rewrite.description, old, new, sites)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from jobs.errors import UserError
-from jobs.tweaks import LADDERS, TweakResult, apply_tweak, declared_params, reads_params
+from jobs.tweaks import (
+    LADDERS, TWEAK_NAMES, TWEAKS, TweakResult, apply_tweak, declared_params, reads_params,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +61,16 @@ def test_unknown_tweak_is_a_value_error_and_bad_source_a_user_error():
         apply_tweak("make_it_better", "x = 1\n", {})
     with pytest.raises(UserError, match="does not parse"):
         apply_tweak("double_epochs", "def broken(:\n", {})
+
+
+def test_registry_holds_one_record_per_tweak_and_every_tweak_skips_when_nothing_fits():
+    assert TWEAK_NAMES == tuple(TWEAKS)
+    assert all(record.name == name for name, record in TWEAKS.items())
+    assert set(TWEAK_NAMES) >= {
+        "divide_learning_rate_by_10", "widen_dense", "add_dropout", "batch_size_32",
+        "c_div_10", "alpha_times_10", "max_iter_times_10"}
+    for name in TWEAK_NAMES:
+        assert apply_tweak(name, "print('hello')\n", {}) is None
 
 
 # --- add_dense ------------------------------------------------------------------------------
@@ -179,6 +191,132 @@ def test_add_dense_skips_files_without_a_recognisable_output_layer(source):
     assert apply_tweak("add_dense", source, {}) is None
 
 
+# --- widen_dense ----------------------------------------------------------------------------
+
+NARROW = src('''
+    from tensorflow import keras
+    from tensorflow.keras import layers
+
+    model = keras.Sequential([
+        keras.Input(shape=(8,)),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(3,   activation="relu"),  # bottleneck: odd spacing kept
+        # the output layer
+        layers.Dense(10, activation="softmax"),
+    ])
+''')
+
+
+def test_widen_dense_widens_the_narrowest_hidden_layer_up_to_the_output_width():
+    result = tweak("widen_dense", NARROW)
+    assert result.source == NARROW.replace('Dense(3,   activation="relu"),', 'Dense(10,   activation="relu"),')
+    assert result.description == "widen Dense 3 → 10 (line 7)"
+    assert (result.old, result.new, result.params) == (3, 10, {})
+
+
+@pytest.mark.parametrize(("layers", "widened"), [
+    ("Dense(16), Dense(10)", "Dense(32), Dense(10)"),
+    ("Dense(units=8), Dense(N_CLASSES)", "Dense(units=16), Dense(N_CLASSES)"),
+    ("Dense(WIDTH), Dense(5), Dense(2)", "Dense(WIDTH), Dense(10), Dense(2)"),
+])
+def test_widen_dense_doubles_a_literal_width(layers, widened):
+    assert tweak("widen_dense", f"m = Sequential([{layers}])\n").source == f"m = Sequential([{widened}])\n"
+
+
+def test_widen_dense_in_an_add_chain_and_a_functional_chain():
+    chain = tweak("widen_dense", ADD_CHAIN)
+    assert chain.source == ADD_CHAIN.replace("net.add(Dense(32,", "net.add(Dense(64,")
+    assert chain.description == "widen Dense 32 → 64 (line 8)"
+    functional = tweak("widen_dense", FUNCTIONAL)
+    assert functional.source == FUNCTIONAL.replace("Dense(24,", "Dense(48,")
+
+
+def test_widen_dense_takes_the_narrowest_hidden_layer_of_any_model_never_an_output():
+    source = "a = Sequential([Dense(4), Dense(2)])\nb = Sequential([Dense(6), Dense(1)])\n"
+    assert tweak("widen_dense", source).source == (
+        "a = Sequential([Dense(8), Dense(2)])\nb = Sequential([Dense(6), Dense(1)])\n")
+
+
+@pytest.mark.parametrize("source", [
+    "model = Sequential([Flatten(), Dense(10, activation='softmax')])\n",  # only the output
+    "model = Sequential([Dense(WIDTH), Dense(10)])\n",  # hidden width not a literal
+    "from sklearn.svm import SVC\nmodel = SVC()\n",
+])
+def test_widen_dense_skips_without_a_hidden_literal_width(source):
+    assert apply_tweak("widen_dense", source, {}) is None
+
+
+# --- add_dropout ----------------------------------------------------------------------------
+
+
+def test_add_dropout_in_a_sequential_list_keeps_comments_and_spacing():
+    result = tweak("add_dropout", SEQUENTIAL)
+    lines = result.source.splitlines()
+    new = lines.index("    layers.Dropout(0.3),")
+    assert lines[new - 1] == '    layers.Dense(16,   activation="relu"),  # hidden: odd spacing kept'
+    assert lines[new + 1:new + 3] == ["    # the output layer", '    layers.Dense(3, activation="softmax"),']
+    assert added_lines(SEQUENTIAL, result.source) == ["    layers.Dropout(0.3),"]
+    assert result.description == "add Dropout(0.3) before the output layer (line 8)"
+    assert (result.old, result.new) == (None, None)
+
+
+def test_add_dropout_in_an_add_chain_imports_dropout_beside_dense():
+    result = tweak("add_dropout", ADD_CHAIN)
+    lines = result.source.splitlines()
+    assert lines[1] == "from keras.layers import Dense, Dropout, Flatten"
+    new = lines.index("    net.add(Dropout(0.3))")
+    assert lines[new - 1] == "    net.add(Dense(32, activation='relu'))"
+    assert lines[new + 1:new + 4] == ["", "    # output", "    net.add(Dense(10, activation='softmax'))"]
+    assert result.description == "add Dropout(0.3) before the output layer (line 11)"
+
+
+def test_add_dropout_in_a_functional_chain_feeds_the_output_from_the_dropout():
+    result = tweak("add_dropout", FUNCTIONAL)
+    assert added_lines(FUNCTIONAL, result.source) == ["h = tf.keras.layers.Dropout(0.3)(h)"]
+    lines = result.source.splitlines()
+    new = lines.index("h = tf.keras.layers.Dropout(0.3)(h)")
+    assert lines[new + 1] == 'outputs = tf.keras.layers.Dense(3, activation="softmax")(h)  # head'
+
+
+@pytest.mark.parametrize("prefix", ["layers.", "keras.layers.", "tf.keras.layers.", "L."])
+def test_add_dropout_spells_the_layer_like_the_dense(prefix):
+    source = f"model = Sequential([{prefix}Dense(8), {prefix}Dense(2)])\n"
+    assert tweak("add_dropout", source).source == (
+        f"model = Sequential([{prefix}Dense(8), {prefix}Dropout(0.3), {prefix}Dense(2)])\n")
+
+
+@pytest.mark.parametrize(("imports", "imports_after"), [
+    ("from tensorflow.keras.layers import Dense", "from tensorflow.keras.layers import Dense, Dropout"),
+    ("from keras.layers import Flatten, Dense", "from keras.layers import Flatten, Dense, Dropout"),
+    ("from keras.layers import (\n    Dense,  # fully connected\n    Flatten,\n)",
+     "from keras.layers import (\n    Dense, Dropout,  # fully connected\n    Flatten,\n)"),
+    ("from keras.layers import Dense\nfrom keras.layers import Dropout",
+     "from keras.layers import Dense\nfrom keras.layers import Dropout"),  # already importable
+])
+def test_add_dropout_with_a_bare_dense_makes_dropout_importable(imports, imports_after):
+    result = tweak("add_dropout", f"{imports}\n\nmodel = Sequential([Dense(8), Dense(2)])\n")
+    assert result.source == f"{imports_after}\n\nmodel = Sequential([Dense(8), Dropout(0.3), Dense(2)])\n"
+
+
+def test_add_dropout_when_a_dropout_is_elsewhere_than_right_before_the_output():
+    source = "m = Sequential([Dense(64), Dropout(0.2), Dense(32), Dense(10)])\nfrom keras.layers import *\n"
+    assert "Dense(32), Dropout(0.3), Dense(10)" in tweak("add_dropout", source).source
+
+
+@pytest.mark.parametrize("source", [
+    "model = Sequential([layers.Dense(8), layers.Dropout(0.5), layers.Dense(2)])\n",
+    "from keras.layers import Dense, Dropout\nnet.add(Dense(8))\nnet.add(Dropout(0.2))\n# out\nnet.add(Dense(2))\n",
+    "h = layers.Dense(8)(x)\nh = layers.Dropout(0.4)(h)\ny = layers.Dense(2)(h)\n",
+    "from mylib import Dense\nmodel = Sequential([Dense(8), Dense(2)])\n",  # not a Keras Dense
+    "model = Sequential([Dense(8), Dense(2)])\n",  # Dense from nowhere: Dropout neither
+    "from keras.layers import Dense as D\nmodel = Sequential([Dense(8), Dense(2)])\n",
+    "model = Sequential([Conv2D(8, 3), Flatten()])\n",
+])
+def test_add_dropout_skips_a_second_dropout_and_an_unimportable_one(source):
+    assert apply_tweak("add_dropout", source, {}) is None
+
+
+
 # --- epochs and batch size ------------------------------------------------------------------
 
 
@@ -224,6 +362,42 @@ def test_halve_batch_size():
         "features = base.predict(images, batch_size=64)\nmodel.fit(features, y, batch_size=32)\n")
     assert apply_tweak("halve_batch_size", "scores = model.evaluate(x, y, batch_size=8)\n", {}) is None
     assert apply_tweak("halve_batch_size", "model.fit(x, y)\n", {}) is None
+
+
+def test_batch_size_32_caps_training_batch_sizes_only():
+    source = "model.fit(x,  y, batch_size=1347,  epochs=3)  # full batch\n"
+    result = tweak("batch_size_32", source)
+    assert result.source == "model.fit(x,  y, batch_size=32,  epochs=3)  # full batch\n"
+    assert result.description == "set batch size 1347 → 32 (line 1)"
+    assert (result.old, result.new) == (1347, 32)
+    constant = tweak("batch_size_32", "BATCH_SIZE = 256  # big\nmodel.fit(x, y, batch_size=BATCH_SIZE)\n")
+    assert constant.source == "BATCH_SIZE = 32  # big\nmodel.fit(x, y, batch_size=BATCH_SIZE)\n"
+    inference = "p = model.predict(x, batch_size=512)\nmodel.fit(x, y, batch_size=64)\n"
+    assert tweak("batch_size_32", inference).source == (
+        "p = model.predict(x, batch_size=512)\nmodel.fit(x, y, batch_size=32)\n")
+
+
+@pytest.mark.parametrize("source", [
+    "model.fit(x, y, batch_size=32)\n",
+    "model.fit(x, y, batch_size=8)\n",
+    "scores = model.evaluate(x, y, batch_size=1024)\n",
+    "model.fit(x, y)\n",
+])
+def test_batch_size_32_skips_at_or_below_32_and_inference(source):
+    assert apply_tweak("batch_size_32", source, {}) is None
+
+
+def test_double_epochs_result_says_old_new_and_how_many_sites():
+    single = tweak("double_epochs", "model.fit(x, y, epochs=2)\n")
+    assert (single.old, single.new, single.sites) == (2, 4, 1)
+    two = tweak("double_epochs", "EPOCHS = 3\nmodel.fit(x, y, epochs=EPOCHS)\nhead.fit(x, y, epochs=5)\n")
+    assert (two.old, two.new, two.sites) == (3, 6, 2)  # old and new: the first site
+    in_params = tweak("double_epochs", "from jobs import kit\np = kit.params(epochs=2)\n")
+    assert (in_params.old, in_params.new, in_params.sites) == (2, 4, 1)
+    halved = tweak("halve_batch_size", "model.fit(x, y, batch_size=64)\n")
+    assert (halved.old, halved.new, halved.sites) == (64, 32, 0)
+    assert (tweak("add_dense", SEQUENTIAL).old, tweak("add_dense", SEQUENTIAL).sites) == (None, 0)
+
 
 
 # --- learning rate --------------------------------------------------------------------------
@@ -284,6 +458,40 @@ def test_string_optimizer_default_rates(name, rate):
 def test_learning_rate_skips_when_there_is_no_rate_to_change(source):
     assert apply_tweak("halve_learning_rate", source, {}) is None
     assert apply_tweak("double_learning_rate", source, {}) is None
+
+
+@pytest.mark.parametrize(("call", "divided"), [
+    ("Adam(learning_rate=0.001)", "Adam(learning_rate=0.0001)"),
+    ("optimizers.SGD(lr=1e-2, momentum=0.9)", "optimizers.SGD(lr=0.001, momentum=0.9)"),
+    ("keras.optimizers.RMSprop(3e-4)", "keras.optimizers.RMSprop(3e-05)"),
+])
+def test_divide_learning_rate_by_10_of_an_optimizer_constructor(call, divided):
+    source = f"model.compile(optimizer={call},  loss='mse')  # compile\n"
+    result = tweak("divide_learning_rate_by_10", source)
+    assert result.source == f"model.compile(optimizer={divided},  loss='mse')  # compile\n"
+    assert result.description.startswith("divide learning rate by 10 ")
+
+
+def test_divide_learning_rate_by_10_writes_out_string_and_default_rates():
+    source = "from tensorflow import keras\n\nmodel.compile(optimizer='sgd', loss='mse')\n"
+    result = tweak("divide_learning_rate_by_10", source)
+    assert "model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.001), loss='mse')" in result.source
+    assert result.description == (
+        "divide learning rate by 10 0.01 → 0.001 (line 3, optimizer 'sgd' → keras.optimizers.SGD)")
+    assert (result.old, result.new) == (0.01, 0.001)
+    default = tweak("divide_learning_rate_by_10", "import keras\nopt = keras.optimizers.Adam()\n")
+    assert default.source == "import keras\nopt = keras.optimizers.Adam(learning_rate=0.0001)\n"
+    constant = tweak("divide_learning_rate_by_10", "LR = 3e-3  # tuned\nopt = Adam(learning_rate=LR)\n")
+    assert constant.source.startswith("LR = 0.0003  # tuned\n")
+
+
+@pytest.mark.parametrize("source", [
+    "import keras\nmodel.compile(optimizer=my_optimizer, loss='mse')\n",
+    "import torch\nopt = torch.optim.Adam(model.parameters())\n",
+])
+def test_divide_learning_rate_by_10_skips_without_a_rate(source):
+    assert apply_tweak("divide_learning_rate_by_10", source, {}) is None
+
 
 
 # --- scikit-learn ---------------------------------------------------------------------------
@@ -360,6 +568,55 @@ def test_sklearn_rewrites_still_build_the_estimators():
     assert (logistic.C, logistic.max_iter) == (10.0, 200)
     assert (namespace["regressor"].alpha, namespace["regressor"].max_iter) == (1e-05, 2000)
     assert namespace["search"].estimator.C == 20
+
+
+def test_c_div_10_alpha_times_10_and_max_iter_times_10_literals_and_defaults():
+    c_default = tweak("c_div_10", PIPELINE)
+    assert '    solver="lbfgs",  # the default solver\n    C=0.1,\n))\n' in c_default.source
+    assert c_default.description == "C ÷10: LogisticRegression default 1.0 → 0.1 (line 5, added C=0.1)"
+    c_literal = tweak("c_div_10", 'search = GridSearchCV(SVC(C=5,  kernel="rbf"), grid)\n')
+    assert c_literal.source == 'search = GridSearchCV(SVC(C=0.5,  kernel="rbf"), grid)\n'
+    assert c_literal.description == "C ÷10: SVC 5 → 0.5 (line 1)"
+    alpha = tweak("alpha_times_10", "model = Lasso(alpha=0.3)  # sparse\n")
+    assert alpha.source == "model = Lasso(alpha=3.0)  # sparse\n"
+    assert alpha.description == "alpha ×10: Lasso 0.3 → 3.0 (line 1)"
+    assert tweak("alpha_times_10", "model = SGDRegressor()\n").source == "model = SGDRegressor(alpha=0.001)\n"
+    max_iter = tweak("max_iter_times_10", "m = LinearSVC(max_iter=500)\n")
+    assert max_iter.source == "m = LinearSVC(max_iter=5000)\n"
+    assert max_iter.description == "max_iter ×10: LinearSVC 500 → 5000 (line 1)"
+    elastic = tweak("max_iter_times_10", "m = ElasticNet(alpha=0.5)\n")
+    assert elastic.source == "m = ElasticNet(alpha=0.5, max_iter=10000)\n"
+
+
+@pytest.mark.parametrize(("name", "source"), [
+    ("c_div_10", "m = RandomForestClassifier(n_estimators=10)\n"),
+    ("c_div_10", "m = LogisticRegression(C=strength)\n"),
+    ("alpha_times_10", "m = LinearRegression()\n"),
+    ("alpha_times_10", "m = Ridge(**settings)\n"),
+    ("max_iter_times_10", "m = SVC(max_iter=-1)\n"),
+    ("max_iter_times_10", "m = Ridge()\n"),
+])
+def test_reverse_sklearn_tweaks_skip_when_not_applicable(name, source):
+    assert apply_tweak(name, source, {}) is None
+
+
+def test_reverse_sklearn_rewrites_still_build_the_estimators():
+    source = src('''
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.svm import SVC
+
+        classifier = LogisticRegression(C=2.0)
+        regressor = Ridge()
+        svm = SVC()
+    ''')
+    for name in ("c_div_10", "alpha_times_10", "max_iter_times_10"):
+        source = tweak(name, source).source
+    namespace: dict = {}
+    exec(compile(source, "model.py", "exec"), namespace)
+    assert (namespace["classifier"].C, namespace["classifier"].max_iter) == (0.2, 1000)
+    assert namespace["regressor"].alpha == 10.0
+    assert namespace["svm"].C == 0.1
+
 
 
 # --- parameter mode -------------------------------------------------------------------------
@@ -445,6 +702,54 @@ def test_reads_params_variants(source, expected):
     assert reads_params(source) is expected
 
 
+NEW_PARAMS_SCRIPT = src('''
+    from jobs.kit import params
+
+    p = params(lr=0.01, batch_size=128, dense_width=64, dropout=0, C=1.0, alpha=0.5, max_iter=100)
+''')
+
+
+@pytest.mark.parametrize(("name", "key", "old", "new", "description"), [
+    ("divide_learning_rate_by_10", "lr", 0.01, 0.001, "set lr 0.01 → 0.001 (parameter)"),
+    ("widen_dense", "dense_width", 64, 128, "set dense_width 64 → 128 (parameter)"),
+    ("add_dropout", "dropout", 0, 0.2, "set dropout 0 → 0.2 (parameter)"),
+    ("batch_size_32", "batch_size", 128, 32, "set batch_size 128 → 32 (parameter)"),
+    ("c_div_10", "C", 1.0, 0.1, "set C 1.0 → 0.1 (parameter)"),
+    ("alpha_times_10", "alpha", 0.5, 5.0, "set alpha 0.5 → 5.0 (parameter)"),
+    ("max_iter_times_10", "max_iter", 100, 1000, "set max_iter 100 → 1000 (parameter)"),
+])
+def test_new_tweaks_in_parameter_mode(name, key, old, new, description):
+    result = tweak(name, NEW_PARAMS_SCRIPT)
+    assert result.source == NEW_PARAMS_SCRIPT
+    assert result.params == {**declared_params(NEW_PARAMS_SCRIPT), key: new}
+    assert (result.description, result.old, result.new, result.sites) == (description, old, new, 0)
+
+
+def test_add_dropout_parameter_rises_in_tidy_steps_up_to_half():
+    seen, params = [], {"dropout": 0.0}
+    while result := apply_tweak("add_dropout", NEW_PARAMS_SCRIPT, params):
+        params = result.params
+        seen.append(params["dropout"])
+    assert seen == [0.2, 0.3, 0.4, 0.5]  # 0.2 + 0.1 is 0.30000000000000004 in floats
+    assert apply_tweak("add_dropout", NEW_PARAMS_SCRIPT, {"dropout": 0.45}) is None  # 0.55: too much
+
+
+def test_new_tweaks_in_parameter_mode_skip_and_never_edit_source():
+    assert apply_tweak("batch_size_32", NEW_PARAMS_SCRIPT, {"batch_size": 32}) is None
+    assert apply_tweak("widen_dense", NEW_PARAMS_SCRIPT, {"dense_width": 0}) is None
+    keras_with_params = src('''
+        from jobs import kit
+        from keras.layers import Dense
+
+        p = kit.params(epochs=3)
+        model = Sequential([Dense(4), Dense(10)])
+        model.fit(x, y, batch_size=1347)
+    ''')
+    for name in ("widen_dense", "add_dropout", "batch_size_32", "divide_learning_rate_by_10"):
+        assert apply_tweak(name, keras_with_params, {}) is None  # no such parameter: no source edit
+
+
+
 # --- rewritten Keras models really build ----------------------------------------------------
 
 KERAS_MODELS = {
@@ -470,6 +775,44 @@ KERAS_MODELS = {
         model = models.Sequential([layers.Input(shape=(5,)), layers.Dense(7), layers.Dense(2)])
         model.compile(optimizer="rmsprop", loss="mse")
     '''), ("add_dense", "halve_learning_rate")),
+    # trained on 64 rows, so the steps per epoch tell the batch size
+    "narrow_sequential": (src('''
+        import numpy as np
+        from tensorflow import keras
+        from tensorflow.keras import layers
+
+        model = keras.Sequential([
+            keras.Input(shape=(4,)),
+            layers.Dense(3, activation="relu"),  # bottleneck
+            layers.Dense(10, activation="softmax"),
+        ])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        history = model.fit(np.zeros((64, 4)), np.zeros(64), epochs=1, batch_size=1347, verbose=0)
+    '''), ("widen_dense", "add_dropout", "divide_learning_rate_by_10", "batch_size_32")),
+    "narrow_add_chain": (src('''
+        import numpy as np
+        from keras import Input
+        from keras.models import Sequential
+        from keras.layers import Dense
+        from keras.optimizers import SGD
+
+        model = Sequential()
+        model.add(Input(shape=(6,)))
+        model.add(Dense(16, activation='relu'))
+        model.add(Dense(10, activation='softmax'))
+        model.compile(optimizer=SGD(learning_rate=0.05), loss='categorical_crossentropy')
+        history = model.fit(np.zeros((64, 6)), np.zeros((64, 10)), batch_size=64, verbose=0)
+    '''), ("widen_dense", "add_dropout", "divide_learning_rate_by_10", "batch_size_32")),
+    "narrow_functional": (src('''
+        import tensorflow as tf
+
+        inputs = tf.keras.Input(shape=(8,))
+        h = tf.keras.layers.Dense(64, activation="relu")(inputs)
+        h = tf.keras.layers.Dense(8, activation="relu")(h)
+        outputs = tf.keras.layers.Dense(3, activation="softmax")(h)
+        model = tf.keras.Model(inputs, outputs)
+        model.compile(optimizer=tf.keras.optimizers.Adam(), loss="mse")
+    '''), ("widen_dense", "add_dropout", "divide_learning_rate_by_10")),
 }
 
 BUILD_SCRIPT = '''
@@ -483,6 +826,8 @@ for path in sys.argv[1:]:
     results[path] = {
         "dense_units": [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)],
         "learning_rate": float(model.optimizer.learning_rate),
+        "layers": [type(layer).__name__ for layer in model.layers],
+        "steps": namespace["history"].params["steps"] if "history" in namespace else None,
     }
 print(json.dumps(results))
 '''
@@ -513,6 +858,9 @@ def built_models(tmp_path_factory) -> dict:
     ("add_chain", [12, 4], [12, 12, 4], 0.01, 0.02),
     ("functional", [24, 3], [24, 24, 3], 0.001, 0.0005),
     ("tf_keras_names", [7, 2], [7, 7, 2], 0.001, 0.0005),
+    ("narrow_sequential", [3, 10], [10, 10], 0.001, 0.0001),
+    ("narrow_add_chain", [16, 10], [32, 10], 0.05, 0.005),
+    ("narrow_functional", [64, 8, 3], [64, 16, 3], 0.001, 0.0001),
 ])
 def test_tweaked_keras_models_build_with_the_described_changes(
         built_models, label, pushed_units, tweaked_units, pushed_rate, tweaked_rate):
@@ -521,3 +869,8 @@ def test_tweaked_keras_models_build_with_the_described_changes(
     assert tweaked["dense_units"] == tweaked_units
     assert pushed["learning_rate"] == pytest.approx(pushed_rate)
     assert tweaked["learning_rate"] == pytest.approx(tweaked_rate)
+    names = KERAS_MODELS[label][1]
+    assert "Dropout" not in pushed["layers"]
+    assert tweaked["layers"][-2:] == (["Dropout", "Dense"] if "add_dropout" in names else ["Dense", "Dense"])
+    if "batch_size_32" in names:  # 64 rows: one batch as pushed, two of 32 once tweaked
+        assert (pushed["steps"], tweaked["steps"]) == (1, 2)

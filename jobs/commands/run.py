@@ -8,11 +8,15 @@ import math
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from jobs.commands import output_console
 from jobs.errors import UserError
 from jobs.loop import EXIT_CODES, RunOptions, check_model, notify_if_asked, run_model
+from jobs.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
 from jobs.runtime import get_runtime
 from jobs.store import RunStore
 from jobs.strategies import STRATEGIES, load_space
@@ -52,7 +56,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-restarts", type=int, default=3, help="restarts of a killed attempt (default 3)")
     p.add_argument("--data", metavar="DIR", help="data directory, given to the script as PUSHTUNE_DATA")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a hyperparameter (repeatable)")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="ladder")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="diagnose",
+                   help="diagnose (default): read the training curves and fix what they show")
+    p.add_argument("--min-delta", type=float, default=0.0, metavar="D",
+                   help="a smaller change of the metric is noise (default 0; at least one test example)")
     p.add_argument("--space", metavar="FILE", help="JSON search space for grid/optuna")
     p.add_argument("--runtime", choices=("local", "docker", "auto"), default="auto",
                    help="auto (default): Docker when an engine answers, else a local process")
@@ -78,6 +85,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         attempt_timeout=args.attempt_timeout, max_restarts=args.max_restarts,
         data=str(Path(args.data).resolve()) if args.data else None,
         params=dict(parse_param(p) for p in args.param), strategy=args.strategy, space=space,
+        min_delta=args.min_delta,
         runtime=args.runtime, notify=list(args.notify), verbose=args.verbose,
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},
@@ -85,47 +93,105 @@ def options_from(args: argparse.Namespace) -> RunOptions:
 
 
 class TerminalProgress:
-    """Progress on stderr: each attempt, its change, its metric, the best so far, elapsed."""
+    """Progress on stderr: each attempt, its change and why, its epochs, its metric.
+
+    In a terminal the running attempt is a Rich progress line (epoch n/N with the loss, the
+    gated metric and its val_ twin); in a pipe, a Jenkins console or with -v, one plain line per
+    epoch. The epochs come from the kit's progress.json, read by a `jobs.progress.EpochWatcher`.
+    """
 
     def __init__(self, console: Console, options: RunOptions):
         self.console, self.options, self.best = console, options, None
-        self.status = None
+        self.plain = options.verbose or not console.is_terminal
+        self.bar: Progress | None = None
+        self.task = None
+        self.watcher: EpochWatcher | None = None
 
     def __call__(self, event: str, data: dict) -> None:
         metric = self.options.metric
         if event == "started":
             self.console.print(f"run {data['run_id']}: {data['model_name']}: {data['kind']} model "
                                f"({data['framework']}); target {metric} "
-                               f"{'≥' if self.options.mode == 'max' else '≤'} {self.options.threshold:g}")
+                               f"{'≥' if self.options.mode == 'max' else '≤'} {self.options.threshold:g}",
+                               markup=False)
         elif event == "attempt":
-            change = data["candidate"].tweak or "as pushed"
-            label = f"attempt {data['n']}/{self.options.max_attempts}: {change}"
-            if self.options.verbose or not self.console.is_terminal:
-                self.console.print(f"{label} …")
+            self.close()
+            candidate = data["candidate"]
+            label = f"attempt {data['n']}/{self.options.max_attempts}: {candidate.tweak or 'as pushed'}"
+            reason = getattr(candidate, "reason", None)
+            if self.plain or reason:
+                self.console.print(f"{label} …" if self.plain else label, markup=False)
+            if reason:
+                self.console.print(f"  why: {reason}", markup=False)
+            if self.plain:
+                on_epoch = self._epoch_line
             else:
-                self.status = self.console.status(label)
-                self.status.start()
+                self.bar = Progress(
+                    SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(bar_width=20),
+                    TextColumn("{task.fields[epoch]}", markup=False), TimeElapsedColumn(),
+                    console=self.console, transient=True,
+                )
+                self.task = self.bar.add_task(label, total=None, epoch="starting …")
+                self.bar.start()
+                on_epoch = self._epoch_bar
+            if data.get("output") is not None:
+                self.watcher = EpochWatcher(data["output"], on_epoch).start()
         elif event == "attempted":
-            if self.status:
-                self.status.stop()
-                self.status = None
+            self.close()
             a = data["attempt"]
             if a["status"] == "ok":
                 self.console.print(f"attempt {a['n']}: {metric} {a['metric_value']:.4f} ({a['seconds']:.1f} s)")
             else:
-                self.console.print(f"attempt {a['n']}: [red]failed[/red]: {a['error']} ({a['seconds']:.1f} s)")
+                self.console.print(f"attempt {a['n']}: [red]failed[/red]: {escape(a['error'] or '')} "
+                                   f"({a['seconds']:.1f} s)")
+
+    def _epoch_line(self, epoch: int, epochs: int | None, logs: dict) -> None:
+        self.console.print(epoch_line(epoch, epochs, logs), markup=False, highlight=False)
+
+    def _epoch_bar(self, epoch: int, epochs: int | None, logs: dict) -> None:
+        names = shown_logs(logs, self.options.metric) or list(logs)[:4]
+        text = epoch_text(epoch, epochs, logs, names, digits=3, sep=" ").replace(":", "", 1)
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, total=epochs, completed=epoch, epoch=text)
+
+    def close(self) -> None:
+        """End the attempt's display: the watcher's last read first (so its last epoch is
+        shown), then the progress line. Safe to call at any time, and more than once."""
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar, self.task = None, None
+
+
+def warm_text(attempt: dict) -> str | None:
+    """`warm-started from attempt N at epoch E`, for an attempt that continued its parent's."""
+    if attempt.get("warm_from") is None:
+        return None
+    epoch = attempt.get("warm_epoch")
+    return f"warm-started from attempt {attempt['warm_from']}" + (f" at epoch {epoch}" if epoch is not None else "")
 
 
 def print_summary(summary: dict, console: Console) -> None:
     metric = summary["metric"]
     table = Table(title=f"run {summary['run_id']}: {Path(summary['model']).name}")
-    for column in ("attempt", "change", metric, "seconds"):
-        table.add_column(column)
+    with_why = any(a.get("reason") for a in summary["attempts"])
+    table.add_column("attempt", no_wrap=True)
+    table.add_column("change", overflow="fold")
+    if with_why:  # the strategy's evidence can be long: it wraps, the attempt numbers never do
+        table.add_column("why", overflow="fold", min_width=16)
+    table.add_column(metric, overflow="fold")
+    table.add_column("seconds", no_wrap=True)
     best_n = summary["best"] and summary["best"]["attempt"]
     for a in summary["attempts"]:
         value = f"{a[metric]:.4f}" if metric in a else f"failed: {a['error']}"
         mark = " ★" if a["n"] == best_n else ""
-        table.add_row(f"{a['n']}{mark}", a["tweak"] or "as pushed", value, f"{a['seconds']:.1f}")
+        change = a["tweak"] or "as pushed"
+        if warm_text(a):
+            change += f"\n({warm_text(a)})"
+        cells = [f"{a['n']}{mark}", Text(change)] + ([Text(a.get("reason") or "")] if with_why else [])
+        table.add_row(*cells, Text(value), f"{a['seconds']:.1f}")
     console.print(table)
     status = summary["status"].replace("_", " ")
     if summary["best"]:
@@ -152,8 +218,12 @@ def run(args: argparse.Namespace) -> int:
     if options.runtime == "auto":
         err.print(f"runtime: {runtime.name}")
     options.runtime = runtime.name  # what a monitor uses if it has to resume an attempt
-    summary = run_model(args.model, options, runtime, store,
-                        progress=None if args.json else TerminalProgress(err, options))
+    progress = None if args.json else TerminalProgress(err, options)
+    try:
+        summary = run_model(args.model, options, runtime, store, progress=progress)
+    finally:
+        if progress is not None:  # an interrupted attempt leaves no progress line behind
+            progress.close()
     result = notify_if_asked(store, summary["run_id"])  # a failure is recorded and printed
     if result and result.sent:
         err.print(result.describe(summary["run_id"]))

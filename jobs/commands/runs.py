@@ -6,6 +6,7 @@ import argparse
 import json
 from datetime import datetime
 
+from rich.markup import escape
 from rich.table import Table
 
 from jobs.commands import output_console
@@ -55,8 +56,9 @@ def show_run(args: argparse.Namespace) -> int:
     attempts = store.attempts(args.run_id)
     if args.json:
         summary["attempts"] = [
-            {**s, "diff": a["diff"], "params": a["params"], "status": a["status"], "restarts": a["restarts"],
-             "log_tail": a["log_tail"], "dir": a["dir"]}
+            {**s, "reason": a.get("reason"), "warm_from": a.get("warm_from"), "warm_epoch": a.get("warm_epoch"),
+             "diff": a["diff"], "params": a["params"], "status": a["status"], "restarts": a["restarts"],
+             "log_tail": a["log_tail"], "dir": a["dir"], "curve": a.get("curve")}
             for s, a in zip(summary["attempts"], attempts)
         ]
         print(json.dumps(summary, indent=2))
@@ -67,6 +69,6 @@ def show_run(args: argparse.Namespace) -> int:
     print_summary(summary, console)
     for a in attempts:
         if a["diff"]:
-            console.print(f"\n[bold]attempt {a['n']}[/bold]: {a['tweak']}")
+            console.print(f"\n[bold]attempt {a['n']}[/bold]: {escape(a['tweak'] or '')}")
             console.print(a["diff"], markup=False, highlight=False)
     return 0

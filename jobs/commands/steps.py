@@ -15,6 +15,8 @@ from pathlib import Path
 
 from jobs.commands import run as run_command
 from jobs.errors import UserError
+from jobs.loop import run_options
+from jobs.progress import EpochWatcher, epoch_line
 from jobs.store import RunStore
 from jobs import steps
 
@@ -116,9 +118,44 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+class ChainProgress:
+    """What `pushtune train` prints while its attempt trains, on stdout (the Jenkins console):
+    the attempt and why it was chosen, then one plain line per epoch the kit records."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self.watcher: EpochWatcher | None = None
+
+    def __call__(self, event: str, data: dict) -> None:
+        if event == "attempt":
+            self.close()
+            candidate = data["candidate"]
+            limit = run_options(self.store.get_run(data["run_id"])).max_attempts
+            print(f"run {data['run_id']} attempt {data['n']}/{limit}: {candidate.tweak or 'as pushed'} …", flush=True)
+            if getattr(candidate, "reason", None):
+                print(f"  why: {candidate.reason}", flush=True)
+            self.watcher = EpochWatcher(data["output"], self._epoch).start()
+        elif event == "attempted":
+            self.close()
+
+    @staticmethod
+    def _epoch(epoch: int, epochs: int | None, logs: dict) -> None:
+        print(epoch_line(epoch, epochs, logs), flush=True)
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+
 def train(args: argparse.Namespace) -> int:
     _stop_on_sigterm()
-    code, line = steps.train_step(RunStore.open(), args.run_id)
+    store = RunStore.open()
+    progress = ChainProgress(store)
+    try:
+        code, line = steps.train_step(store, args.run_id, progress=progress)
+    finally:
+        progress.close()
     print(line)
     return code
 
