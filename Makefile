@@ -22,6 +22,7 @@ run: install
 	$(BIN)/python scripts/run_examples.py
 
 bench: install
+	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -38,6 +38,7 @@ def machine() -> str:
 def load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"bench_{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their class's module up while it is made
     spec.loader.exec_module(module)
     return module
 

@@ -138,13 +138,12 @@ class DiagnoseStrategy:
                 result = tweaks.apply_tweak(name, base["source"], base["params"])
                 if result is None:
                     continue
-                named = f"{found.problem}: {found.evidence}" if found.moves else found.evidence
                 if name in found.moves:
-                    why = f"{named} → {result.description}"
+                    why = f"{found.problem}: {found.evidence}"
                 elif name in helped:
-                    why = f"{helped[name]} → {result.description}"
+                    why = f"{helped[name]}: again"
                 else:
-                    why = f"{named}; next move → {result.description}"
+                    why = f"{found.evidence}: next untried move"
                 candidate = Candidate(
                     result.source, result.params, name, result.description,
                     [*base["tweaks"], result.description], base["n"], f"attempt {base['n']}: {why}",

@@ -122,9 +122,9 @@ class RunSummary:
             "More or cleaner training data (or augmentation) usually moves the metric more than "
             "hyperparameters" + (f" — the run used `--data {options['data']}`." if options.get("data") else ".")
         )
-        if options.get("strategy", "ladder") != "optuna":
-            tips.append("A different search strategy: `--strategy optuna --space space.json` with the "
-                        "parameters and ranges to explore.")
+        if options.get("strategy") != "optuna":
+            tips.append("A different search strategy: `--strategy optuna`, over the parameters the "
+                        "script declares with `kit.params(...)` or the ranges in `--space space.json`.")
         budget = options.get("max_attempts")
         stop = self.run.get("stop_reason")
         tips.append(
