@@ -87,7 +87,8 @@ def diagnose(attempt: dict, metric: str, mode: str, kind: str, threshold: float)
     if _stuck_at_chance(loss, train):
         return Diagnosis("diverged", f"loss stuck at {loss[-1]:.4g} with train {metric} {train[-1]:.3f}, "
                                      f"chance level", DIVERGED_MOVES)
-    if train and val and len(train) == len(val):
+    val_rising = len(val) >= 2 and _gain(val, mode) > STILL_IMPROVING
+    if train and val and len(train) == len(val) and not val_rising:  # while it rises, train on
         gap = (train[-1] - val[-1]) if mode == "max" else (val[-1] - train[-1])
         if gap > OVERFIT_GAP and _unit_scale(train + val):
             return Diagnosis("over-fitting", f"train {metric} {train[-1]:.3f} vs validation {val[-1]:.3f} "

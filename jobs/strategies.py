@@ -142,6 +142,8 @@ class DiagnoseStrategy:
                     why = f"{found.problem}: {found.evidence}"
                 elif name in helped:
                     why = f"{helped[name]}: again"
+                elif found.moves:
+                    why = f"{found.problem}, its moves tried: next untried move"
                 else:
                     why = f"{found.evidence}: next untried move"
                 candidate = Candidate(

@@ -90,6 +90,13 @@ def test_train_far_above_validation_is_over_fitting():
     assert "train accuracy 1.000 vs validation 0.710" in found.evidence
 
 
+def test_a_gap_while_validation_still_rises_is_under_training_first():
+    # the face example after 3 epochs: train 0.946, validation 0.833 and still climbing
+    found = keras_diagnosis(curve(loss=[3.2, 1.1, 0.4], accuracy=[0.3, 0.8, 0.946],
+                                  val_accuracy=[0.45, 0.75, 0.833]))
+    assert found.problem == "under-trained"
+
+
 def test_validation_loss_turning_up_while_loss_falls_is_over_fitting():
     found = keras_diagnosis(curve(loss=[1.0, 0.6, 0.4, 0.3, 0.2], accuracy=[0.6, 0.7, 0.75, 0.78, 0.8],
                                   val_loss=[1.0, 0.7, 0.8, 0.95, 1.1], val_accuracy=[0.6, 0.7, 0.72, 0.72, 0.72]))
