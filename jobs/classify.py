@@ -12,10 +12,12 @@ Kinds, by precedence: `cnn` (a convolution layer or a pretrained convolutional b
 from __future__ import annotations
 
 import ast
+import errno
 import gc
 import io
 import os
 import re
+import stat
 import tokenize
 from collections import deque
 from contextlib import contextmanager
@@ -648,7 +650,10 @@ def classify_source(source: str | bytes, path: str = "<string>") -> Classificati
         tree = parse_source(text)
     except NotPython as exc:
         return Classification(path, "unsupported", "none", str(exc))
-    analyzer = Analyzer().run(tree)
+    try:
+        analyzer = Analyzer().run(tree)
+    except RecursionError:  # e.g. a thousand nested lambdas: Python parses them, we recurse
+        return Classification(path, "unsupported", "none", "source too deeply nested to analyse")
     kind, framework, reason = _verdict(analyzer, tree, text)
     return Classification(path, kind, framework, reason)
 
@@ -739,10 +744,41 @@ def _is_model_symbol(qualname: str) -> bool:
 # --- files and directories ----------------------------------------------------------------------
 
 
+MAX_FILE_BYTES = 32 * 2**20  # a model script is far smaller; more is data, not source
+_SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                  stat.S_IFSOCK: "a socket"}
+
+
+class Skipped(Exception):
+    """The file is not read (not a regular file, too large); the message says why."""
+
+
+def read_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes (at most `limit`), or Skipped; never blocks on a FIFO or device."""
+    _check_regular(os.stat(path).st_mode)  # a FIFO, device or socket is not even opened …
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        _check_regular(os.fstat(fd).st_mode)  # … nor one put there since
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise Skipped(f"file too large to be a model script (over {limit // 2**20} MiB)")
+    return data
+
+
+def _check_regular(mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+    if not stat.S_ISREG(mode):
+        raise Skipped(f"not a regular file ({_SPECIAL_FILES.get(stat.S_IFMT(mode), 'a special file')})")
+
+
 def classify_file(path: str | Path) -> Classification:
-    """Classify one file, read whole; an unreadable file is `unsupported` with the reason."""
+    """Classify one regular file, read whole up to MAX_FILE_BYTES; an unreadable, special or
+    oversized file is `unsupported` with the reason."""
     try:
-        data = Path(path).read_bytes()
+        data = read_file(path)
+    except Skipped as exc:
+        return Classification(str(path), "unsupported", "none", str(exc))
     except OSError as exc:
         return Classification(str(path), "unsupported", "none", f"cannot read file: {exc.strerror or exc}")
     return classify_source(data, str(path))

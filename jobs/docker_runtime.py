@@ -2,8 +2,9 @@
 
 A container is named `pushtune-<run>-<attempt>` (`-r<n>` for the n-th restart) and labelled with
 what a monitor needs to recreate it. It runs as the invoking user (the image's unprivileged user
-when that is root), with every capability dropped, memory and CPU limits, the attempt's
-`model.py` and `params.json` and the data read-only, and only the output and cache writable.
+when that is root), with every capability dropped, memory, CPU and process limits, a read-only
+root filesystem (tmpfs `/tmp` and `/work`), the attempt's `model.py` and `params.json` and the
+data read-only, and only the output and cache writable.
 Its output streams into the attempt's log. Like `LocalRuntime`, a container killed from outside
 (a signal, the OOM killer, a lost container) before a metric is written is started again with
 `PUSHTUNE_RESUME=1`, a bounded number of times, and the attempt timeout stops it.
@@ -40,6 +41,7 @@ from jobs.runtime import (
     TrainingState,
     append_log,
     contract_env,
+    passed_env,
     supervise,
 )
 
@@ -47,6 +49,8 @@ WORKDIR, OUTPUT, DATA, CACHE = "/work", "/output", "/data", "/cache"
 IMAGE_USER = (1000, 1000)  # the unprivileged `pushtune` user of dockerfiles/*.Dockerfile
 STOP_GRACE_SECONDS = 5
 MIN_MEMORY = 6 * 2**20  # Docker refuses less
+PIDS_LIMIT = 2048  # processes and threads: TensorFlow starts a few per CPU; a fork bomb stops here
+TMPFS = ("/tmp", WORKDIR)  # writable on the read-only root, as the image's HOME=/tmp and /work were
 REFUSED_NETWORKS = ("host",)  # would share the host's network stack
 
 
@@ -181,12 +185,30 @@ class DockerRuntime:
         return TrainingState(alive=False, exit_code=code, oom_killed=oom,
                              killed=death_by_signal(code, oom) or f"exited with code {code}")
 
-    def run(self, spec: AttemptSpec, on_restart: OnRestart | None = None) -> AttemptOutcome:
-        image = self.image_for(spec.kind)
-        if spec.resume and not self.keep:  # taking over: the dead driver's containers go
-            for container in self._attempt_containers(spec):
+    def collect(self, spec: AttemptSpec) -> AttemptOutcome:
+        """How the attempt's latest container ended, when it finished with no driver waiting for
+        it (a monitor records it); the attempt's finished containers are removed unless --keep."""
+        containers = self._attempt_containers(spec)
+        if not containers:
+            return AttemptOutcome(exit_code=None)
+        latest = max(containers, key=lambda c: c.attrs["Created"])
+        state = latest.attrs["State"]
+        ended = latest.status in ("exited", "dead")
+        outcome = AttemptOutcome(exit_code=state.get("ExitCode") if ended else None,
+                                 oom_killed=bool(state.get("OOMKilled")), container=latest.name)
+        self._remove_finished(containers)
+        return outcome
+
+    def _remove_finished(self, containers: list) -> None:
+        if not self.keep:
+            for container in containers:
                 if container.status not in ("running", "paused", "restarting"):
                     self._remove(container, force=True)
+
+    def run(self, spec: AttemptSpec, on_restart: OnRestart | None = None) -> AttemptOutcome:
+        image = self.image_for(spec.kind)
+        if spec.resume:  # taking over: the dead driver's finished containers go
+            self._remove_finished(self._attempt_containers(spec))
         spec.output_dir.mkdir(parents=True, exist_ok=True)
         spec.cache_dir.mkdir(parents=True, exist_ok=True)
         user = container_user()
@@ -203,8 +225,11 @@ class DockerRuntime:
                          resume: bool, restart: int) -> dict:
         """The arguments of `containers.create` for one container of the attempt."""
         mounts = mounts_of(spec)
-        environment = contract_env(spec, output=OUTPUT, data=DATA if spec.data_dir else None,
-                                   cache=CACHE, resume=resume)
+        environment = {
+            **passed_env(os.environ, host=False),
+            **contract_env(spec, output=OUTPUT, data=DATA if spec.data_dir else None, cache=CACHE,
+                           resume=resume),
+        }
         labels = {
             "pushtune.role": "train",
             "pushtune.run": str(spec.run_id),
@@ -231,6 +256,10 @@ class DockerRuntime:
             nano_cpus=int(self.cpus * 1e9), network_mode=self.network,
             privileged=False, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             init=True,  # a real PID 1 forwards `docker stop`'s SIGTERM to python
+            read_only=True, pids_limit=PIDS_LIMIT,
+            # exec: the script runs code of its own anyway, and libraries load what they build
+            # in /tmp; size: tmpfs is memory, which the memory limit counts too
+            tmpfs={path: f"rw,exec,nosuid,nodev,mode=1777,size={self.memory}" for path in TMPFS},
         )
 
     def _create(self, config: dict):

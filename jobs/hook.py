@@ -27,7 +27,7 @@ CHAINED_SUFFIX = ".pushtune-chained"
 HOOK_TEMPLATE = """\
 #!/bin/sh
 {marker}: trains the model files a push changed, in the background.
-# It never blocks or fails the push; see {log}.
+# It never blocks or fails the push; see {log}
 input=$(cat)
 status=0
 if [ -x "$0{chained}" ]; then
@@ -61,17 +61,43 @@ def hook_path(repo: Path) -> tuple[Path, str]:
     return (hooks if hooks.is_absolute() else repo / hooks) / kind, kind
 
 
+def split_run_args(text: str) -> list[str]:
+    """`--run-args` as the words the hook passes to `pushtune run`."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:  # an unclosed quote, a trailing backslash
+        raise UserError(f"--run-args {text!r}: {exc}") from None
+
+
 def validate_run_args(run_args: list[str]) -> None:
-    """Fail at install time, not at every push, when the `pushtune run` options are wrong."""
+    """Fail at install time, not at every push, when the `pushtune run` options are wrong: they
+    are parsed and checked as `pushtune run` does (--data and --space name paths in the pushed
+    checkout, so only they are left to the run)."""
     from jobs.commands import run as run_command
 
     class Strict(argparse.ArgumentParser):
         def error(self, message: str) -> None:
             raise UserError(f"--run-args: {message}")
 
+        def exit(self, status: int = 0, message: str | None = None) -> None:  # after -h
+            raise UserError("--run-args: -h/--help is not an option for a run")
+
     parser = Strict(add_help=False)
     run_command.add_parser(parser.add_subparsers(parser_class=Strict))
-    parser.parse_args(["run", "model.py", *run_args])
+    args = parser.parse_args(["run", "model.py", *run_args])
+    try:
+        options = run_command.options_from(argparse.Namespace(**{**vars(args), "data": None, "space": None}))
+        options.space = {"--space": args.space} if args.space else None  # read at run time
+        options.validate()
+    except UserError as exc:
+        raise UserError(f"--run-args: {exc}") from None
+
+
+def _refuse_control_characters(what: str, text: str) -> None:
+    """Everything written into the hook is one shell word on one line: no newline can end a
+    comment or a command there."""
+    if not text.isprintable():
+        raise UserError(f"{what} {text!r} contains control characters; the hook cannot hold it safely")
 
 
 def install_hook(repo: Path, *, home: Path, run_args: list[str] | None = None,
@@ -79,6 +105,9 @@ def install_hook(repo: Path, *, home: Path, run_args: list[str] | None = None,
     """Write the hook; an existing foreign hook is kept and run first (chain), replaced
     (force), or makes this fail."""
     run_args = list(run_args or [])
+    for what, text in [("PUSHTUNE_HOME", str(home)), ("the pushtune directory", str(PROJECT_ROOT)),
+                       ("the Python executable", sys.executable), *(("--run-args", a) for a in run_args)]:
+        _refuse_control_characters(what, text)
     validate_run_args(run_args)
     path, kind = hook_path(repo.resolve())
     if path.exists() and MARKER not in path.read_text(errors="replace"):
@@ -88,7 +117,7 @@ def install_hook(repo: Path, *, home: Path, run_args: list[str] | None = None,
             raise UserError(f"{path} exists and is not pushtune's: use --chain to run it first, "
                             "or --force to replace it")
     script = HOOK_TEMPLATE.format(
-        marker=MARKER, log=home / "hooks" / "hook.log", chained=CHAINED_SUFFIX,
+        marker=MARKER, log=shlex.quote(str(log_path(home))), chained=CHAINED_SUFFIX,
         home=shlex.quote(str(home)), pythonpath=shlex.quote(str(PROJECT_ROOT)),
         python=shlex.quote(sys.executable), kind=kind,
         run_args=f" --run-args {shlex.quote(shlex.join(run_args))}" if run_args else "",
@@ -161,7 +190,7 @@ def work(repo: Path, pushes: list[tuple[str, str]], run_args: list[str], home: P
             print(f"{_now()} skipped {path}@{new[:10]}: {why}", flush=True)
         for path in models:
             print(f"{_now()} pushtune run {path}@{new[:10]}", flush=True)
-            command = [sys.executable, "-m", "jobs", "run", path, *run_args]
+            command = [sys.executable, "-m", "jobs", "run", *run_args, "--", path]  # a path may start with -
             code = subprocess.run(command, cwd=tree, stdin=subprocess.DEVNULL).returncode
             print(f"{_now()} pushtune run {path}@{new[:10]} exited {code}", flush=True)
             failures += code not in (0, 3)
@@ -200,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     pushes = [tuple(p.split("..", 1)) for p in args.push]
     try:
-        return min(work(Path(args.repo), pushes, shlex.split(args.run_args), home), 1)
+        return min(work(Path(args.repo), pushes, split_run_args(args.run_args), home), 1)
     except UserError as exc:
         print(f"{_now()} pushtune: error: {exc}", flush=True)
         return 2

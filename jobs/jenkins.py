@@ -153,7 +153,12 @@ class JenkinsSettings:
         url = (env.get("JENKINS_URL") or "").strip()
         if not url:
             raise UserError("JENKINS_URL is not set (e.g. export JENKINS_URL=http://localhost:8080/)")
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # a port that is not a number from 0 to 65535 raises
+        except ValueError as exc:  # `http://[::1`, `http://host:99999/`
+            raise UserError(f"JENKINS_URL is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UserError(f"JENKINS_URL must be an http(s) URL, not {_without_userinfo(url)!r}")
         user = env.get("JENKINS_USER") or None
         api_token = env.get("JENKINS_API_TOKEN") or None

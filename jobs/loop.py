@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import time
@@ -23,9 +24,12 @@ from typing import Callable
 from jobs import tweaks
 from jobs.classify import Classification, classify_file
 from jobs.errors import UserError
-from jobs.metrics import best_attempt, find_artifact, log_tail, meets, read_curve, read_metrics
+from jobs.metrics import (
+    best_attempt, find_artifact, is_regular_file, log_tail, meets, read_curve, read_json_output, read_metrics,
+)
 from jobs.runtime import AttemptOutcome, AttemptSpec, DriverLock, Restart, Runtime, metric_written
 from jobs.store import RunStore
+from jobs.store import run_dir as store_run_dir
 from jobs.strategies import Candidate, History, first_candidate, get_strategy
 
 EXIT_CODES = {"passed": 0, "below_threshold": 3, "failed": 1, "interrupted": 130}
@@ -75,9 +79,20 @@ class RunOptions:
 
 
 def read_source(path: Path) -> str:
-    """The file's text in its declared (PEP 263) encoding."""
+    """The file's text in its declared (PEP 263) encoding. The text is kept and run as UTF-8,
+    so a coding line that declares another encoding is rewritten to declare utf-8."""
+    import codecs
+    import re
+
     with tokenize.open(path) as handle:
-        return handle.read()
+        text, encoding = handle.read(), handle.encoding
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
+        return text
+    head = text.split("\n", 2)  # the declaration is on line 1 or 2 (PEP 263)
+    cookie = re.compile(r"^([ \t\f]*#.*?coding[:=][ \t]*)[-\w.]+", re.ASCII)
+    n = 0 if cookie.match(head[0]) else 1  # not utf-8, so one of them declares it
+    head[n] = cookie.sub(r"\g<1>utf-8", head[n], count=1)
+    return "\n".join(head)
 
 
 def sha256_of(path: Path) -> str:
@@ -140,11 +155,8 @@ def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> i
         kind=found.kind, framework=found.framework, git_commit=git_commit_of(path.resolve()),
         metric=options.metric, mode=options.mode, threshold=options.threshold,
         strategy=options.strategy, runtime=options.runtime, options=asdict(options),
+        files={"pushed.py": source},  # in runs/<id>/, made with the run in one step
     )
-    run_dir = store.path.parent / "runs" / str(run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "pushed.py").write_text(source, encoding="utf-8")
-    store.update_run(run_id, run_dir=str(run_dir))
     return run_id
 
 
@@ -155,7 +167,7 @@ def run_options(run: dict) -> RunOptions:
 
 
 def history_of(store: RunStore, run: dict) -> History:
-    run_dir = Path(run["run_dir"])
+    run_dir = store_run_dir(run)
     attempts = store.attempts(run["id"])
     for attempt in attempts:  # an attempt recorded without its directory has no source to build on
         workdir = Path(attempt["dir"]) if attempt["dir"] else None
@@ -220,11 +232,12 @@ def train_attempt(store: RunStore, run_id: int, candidate: Candidate, runtime: R
 def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate) -> int:
     """Record a new attempt and lay out its directory: model.py, params.json, diff.patch."""
     run = store.get_run(run_id)
-    run_dir = Path(run["run_dir"])
+    run_dir = store_run_dir(run)
     pushed = (run_dir / "pushed.py").read_text(encoding="utf-8")
     n = store.add_attempt(
-        run_id, parent=candidate.parent, tweak_name=candidate.tweak_name, tweak=candidate.tweak,
-        tweaks=candidate.tweaks, params=candidate.params, dir="",
+        run_id, dir_of=lambda n: str(run_dir / f"attempt-{n}"),
+        parent=candidate.parent, tweak_name=candidate.tweak_name, tweak=candidate.tweak,
+        tweaks=candidate.tweaks, params=candidate.params,
         source_sha256=hashlib.sha256(candidate.source.encode()).hexdigest(),
         config_key=candidate.key, reason=candidate.reason,
     )
@@ -243,7 +256,7 @@ def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate) -> int:
         f"a/{run['model_name']}", f"b/{run['model_name']}",
     ))
     (workdir / "diff.patch").write_text(diff, encoding="utf-8")
-    store.update_attempt(run_id, n, dir=str(workdir), diff=diff)
+    store.update_attempt(run_id, n, diff=diff)
     return n
 
 
@@ -265,11 +278,11 @@ def warm_start_epoch(parent: dict, candidate: Candidate) -> int | None:
     if not isinstance(epochs, int) or len(history) != epochs or history[-1].get("epoch") != epochs:
         return None
     checkpoints = Path(parent["dir"]) / "output" / "checkpoints"
-    try:
-        saved = json.loads((checkpoints / "training_metadata.json").read_text())["epoch"]
+    try:  # written by the script: never followed through a link, never blocking on a FIFO
+        saved = read_json_output(checkpoints / "training_metadata.json")["epoch"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if saved != epochs or not (checkpoints / "latest.weights.h5").is_file():
+    if saved != epochs or not is_regular_file(checkpoints / "latest.weights.h5"):
         return None
     parent_source = (Path(parent["dir"]) / "model.py").read_text(encoding="utf-8")
     return epochs if _only_epochs_differ(parent_source, parent["params"], candidate) else None
@@ -283,11 +296,15 @@ def _only_epochs_differ(source: str, params: dict, candidate: Candidate) -> bool
 
 
 def copy_checkpoint(parent_output: Path, output: Path) -> None:
-    """The parent's checkpoint and curve, for a training that continues where it stopped."""
-    shutil.copytree(parent_output / "checkpoints", output / "checkpoints")
-    for name in WARM_START_FILES:
-        if (parent_output / name).is_file():
-            shutil.copy2(parent_output / name, output / name)
+    """The parent's checkpoint and curve, for a training that continues where it stopped. Only
+    regular files: a link the script planted must not bring a host file into the next attempt."""
+    checkpoints = parent_output / "checkpoints"
+    (output / "checkpoints").mkdir()
+    files = [checkpoints / entry.name for entry in os.scandir(checkpoints)]
+    files += [parent_output / name for name in WARM_START_FILES]
+    for path in filter(is_regular_file, files):
+        target = output / path.relative_to(parent_output)
+        shutil.copy2(path, target, follow_symlinks=False)
 
 
 def attempt_spec(store: RunStore, run: dict, attempt: dict, *, resume: bool = False) -> AttemptSpec:
@@ -427,7 +444,7 @@ def run_model(model_path: str | Path, options: RunOptions, runtime: Runtime,
 def drive(store: RunStore, run_id: int, runtime: Runtime, progress: Progress = _quiet) -> dict:
     """Plan and train attempts until the loop stops, then finish the run. The run's driver lock
     is held throughout, so a monitor knows the run is looked after."""
-    with DriverLock(Path(store.get_run(run_id)["run_dir"])).held():
+    with DriverLock(store_run_dir(store.get_run(run_id))).held():
         try:
             while True:
                 candidate, reason = plan_next(store, run_id)
@@ -454,7 +471,7 @@ def resume_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime) -> di
     if not metric_written(spec.output_dir):
         return execute_attempt(store, run_id, n, runtime, resume=True, actor="monitor")
     with DriverLock(spec.workdir).held():
-        record_outcome(store, run, n, spec, AttemptOutcome(exit_code=None), 0.0)
+        record_outcome(store, run, n, spec, runtime.collect(spec), 0.0)
     return store.get_attempt(run_id, n)
 
 

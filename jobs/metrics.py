@@ -2,17 +2,90 @@
 
 In order: `$PUSHTUNE_OUTPUT/metrics.json` (a JSON object), `accuracy.txt` holding a number (for
 scripts written for the old recipe), or a last stdout line such as `accuracy: 0.91`.
+
+The script may be hostile, and whatever it leaves in its output directory is read by pushtune on
+the host: `read_output` follows no symbolic link (a container could point one at a host file),
+opens only regular files without blocking (a FIFO would wait forever) and reads a bounded size.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 _LINE = re.compile(r"^\s*([A-Za-z_][\w.\- ]*?)\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 ARTIFACT_NAMES = ("model.keras", "model.h5", "model.joblib", "model.pkl", "model.pt", "model.onnx")
+OUTPUT_LIMIT = 1 << 20  # metrics.json, accuracy.txt, progress.json
+CURVE_LIMIT = 16 << 20  # history.json: thousands of epochs of a dozen metrics
+LOG_TAIL_BYTES = 64 << 10  # what of log.txt goes into the store; the whole log stays in the file
+
+# Metrics with a known range, by name (case-insensitive; `val_`, `test_`, `train_` twins and
+# scikit-learn's averaging suffixes included). A value outside it is a bug in the script.
+_PREFIX, _SUFFIX = r"(?:(?:val|valid|validation|test|train|training)_)?", r"(?:_(?:macro|micro|weighted|samples|binary|ovr|ovo))?(?:_\d+)?"
+RANGES = (
+    (re.compile(_PREFIX + r"(?:[a-z0-9_]*accuracy|acc|precision|recall|f1|f1_score|[a-z_]*auc|roc_auc_score"
+                          r"|average_precision|sensitivity|specificity)" + _SUFFIX), 0.0, 1.0, "[0, 1]"),
+    (re.compile(_PREFIX + r"(?:mse|mae|rmse|msle|mape|log_loss|mean_squared_error|mean_absolute_error"
+                          r"|root_mean_squared_error|mean_absolute_percentage_error)" + _SUFFIX), 0.0, math.inf, "[0, ∞)"),
+)
+
+
+class UnsafeOutput(OSError):
+    """A file of the output directory that pushtune will not read: a link, not a regular file, too big."""
+
+
+def _open_output(path: Path) -> BinaryIO:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeOutput(f"{path.name} is a symbolic link (not followed)") from None
+        raise
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise UnsafeOutput(f"{path.name} is not a regular file")
+    return handle
+
+
+def read_output(path: Path, limit: int = OUTPUT_LIMIT) -> bytes:
+    """The content of a file the script wrote: FileNotFoundError when there is none, UnsafeOutput
+    (saying why, never what it holds) for a link, a FIFO or other non-regular file, or over `limit` bytes."""
+    with _open_output(path) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeOutput(f"{path.name} is larger than {limit} bytes")
+    return data
+
+
+def read_json_output(path: Path, limit: int = OUTPUT_LIMIT):
+    """`read_output` parsed as JSON; ValueError (also for nesting too deep to parse) when it is not."""
+    try:
+        return json.loads(read_output(path, limit))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether the path is a regular file itself (a link to one is not)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def out_of_range(name: str, value: float) -> str | None:
+    """Why a reported value cannot be what its name says (e.g. an accuracy of 5), or None."""
+    for pattern, low, high, shown in RANGES:
+        if pattern.fullmatch(name.lower()) and not low <= value <= high:
+            return f"{name} = {value:g} is outside its range {shown}"
+    return None
 
 
 def _finite_numbers(values: dict) -> dict[str, float]:
@@ -20,41 +93,65 @@ def _finite_numbers(values: dict) -> dict[str, float]:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        if math.isfinite(value):
-            numbers[str(key)] = float(value)
+        try:
+            number = float(value)  # an int too big for a float is no usable metric
+        except OverflowError:
+            continue
+        if math.isfinite(number):
+            numbers[str(key)] = number
     return numbers
 
 
 def read_metrics(output_dir: Path, log_path: Path | None, metric: str) -> tuple[dict, str | None]:
     """Returns (everything reported, the reason the gated metric is missing or None)."""
-    metrics_file = output_dir / "metrics.json"
-    if metrics_file.exists():
-        try:
-            reported = json.loads(metrics_file.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as exc:
-            return {}, f"metrics.json is not valid JSON: {exc}"
+    try:
+        reported = read_json_output(output_dir / "metrics.json")
+    except FileNotFoundError:
+        pass
+    except UnsafeOutput as exc:
+        return {}, str(exc)
+    except OSError as exc:
+        return {}, f"metrics.json cannot be read: {exc.strerror}"
+    except ValueError as exc:
+        return {}, f"metrics.json is not valid JSON: {exc}"
+    else:
         if not isinstance(reported, dict):
             return {}, "metrics.json is not a JSON object"
         numbers = _finite_numbers(reported)
+        for name, value in numbers.items():
+            if problem := out_of_range(name, value):
+                return reported, f"metrics.json: {problem}"
         if metric not in numbers:
             return reported, f"metrics.json has no finite number {metric!r}"
         return {**reported, metric: numbers[metric]}, None
 
-    if metric == "accuracy" and (output_dir / "accuracy.txt").exists():
-        text = (output_dir / "accuracy.txt").read_text(encoding="utf-8", errors="replace").strip()
+    if metric == "accuracy":
         try:
-            value = float(text)
-        except ValueError:
-            return {}, f"accuracy.txt does not hold a number: {text[:40]!r}"
-        if math.isfinite(value):
+            text = read_output(output_dir / "accuracy.txt").decode("utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            pass
+        except UnsafeOutput as exc:
+            return {}, str(exc)
+        except OSError as exc:
+            return {}, f"accuracy.txt cannot be read: {exc.strerror}"
+        else:
+            try:
+                value = float(text)
+            except ValueError:
+                return {}, f"accuracy.txt does not hold a number: {text[:40]!r}"
+            if not math.isfinite(value):
+                return {}, "accuracy.txt does not hold a finite number"
+            if problem := out_of_range("accuracy", value):
+                return {"accuracy": value}, f"accuracy.txt: {problem}"
             return {"accuracy": value}, None
-        return {}, "accuracy.txt does not hold a finite number"
 
     last = _last_line(log_path)
     match = _LINE.match(last) if last else None
     if match and match.group(1).strip().lower() == metric.lower():
         value = float(match.group(2))
         if math.isfinite(value):
+            if problem := out_of_range(metric, value):
+                return {metric: value}, f"last line of the log: {problem}"
             return {metric: value}, None
     return {}, f"the script reported no {metric!r} (metrics.json, accuracy.txt or a last line '{metric}: N')"
 
@@ -63,7 +160,7 @@ def read_curve(output_dir: Path) -> dict | None:
     """The per-epoch training curve the kit's callbacks wrote (history.json), when there is one:
     {"epochs": N, "steps": S, "history": [{"epoch": 1, "loss": …, "val_accuracy": …}, …]}."""
     try:
-        curve = json.loads((output_dir / "history.json").read_text(encoding="utf-8"))
+        curve = read_json_output(output_dir / "history.json", CURVE_LIMIT)
     except (OSError, ValueError):
         return None
     if not isinstance(curve, dict) or not isinstance(curve.get("history"), list):
@@ -71,26 +168,42 @@ def read_curve(output_dir: Path) -> dict | None:
     return curve
 
 
+def _read_end(path: Path, limit: int) -> tuple[str, bool]:
+    """The text of the file's last `limit` bytes, and whether that cut it (its first line may
+    then be a part of one). Never reads more, however big the file."""
+    with _open_output(path) as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(size - limit, 0))
+        return handle.read(limit).decode("utf-8", errors="replace"), size > limit
+
+
 def _last_line(log_path: Path | None) -> str | None:
-    if log_path is None or not log_path.exists():
+    try:
+        text, cut = _read_end(log_path, LOG_TAIL_BYTES) if log_path else ("", False)
+    except OSError:
         return None
-    lines = [line for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith("[pushtune]")]
+    lines = text.splitlines()[1 if cut else 0:]
+    lines = [line for line in lines if line.strip() and not line.startswith("[pushtune]")]
     return lines[-1] if lines else None
 
 
 def find_artifact(output_dir: Path) -> Path | None:
     for name in ARTIFACT_NAMES:
-        if (output_dir / name).is_file():
+        if is_regular_file(output_dir / name):
             return output_dir / name
     return None
 
 
-def log_tail(log_path: Path, lines: int = 15) -> str:
-    if not log_path.exists():
+def log_tail(log_path: Path, lines: int = 15, limit: int = LOG_TAIL_BYTES) -> str:
+    """The log's last `lines` lines, from at most its last `limit` bytes ("…" marks a line cut short)."""
+    try:
+        text, cut = _read_end(log_path, limit)
+    except OSError:
         return ""
-    text = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return "\n".join(text[-lines:])
+    kept = text.splitlines()[-lines:]
+    if cut and kept and len(kept) == len(text.splitlines()):
+        kept[0] = "…" + kept[0]
+    return "\n".join(kept)
 
 
 def is_better(value: float, than: float | None, mode: str) -> bool:

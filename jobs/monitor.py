@@ -9,47 +9,63 @@ already wrote its metric), and lets the loop go on or end as it decides.
 
 Only one monitor acts at a time (`monitor.lock`), and it hands an attempt over only once the new
 driver holds the attempt's lock, so two monitors never restart the same training twice.
+
+Each run is looked after on its own: one the monitor cannot handle (its directory is gone, its
+Docker engine does not answer, its row is corrupt) is skipped with the reason, printed and kept
+as the run's `stop_reason`, and the sweep goes on with the others.
 """
 
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 from jobs.errors import UserError
 from jobs.loop import attempt_spec, run_options
 from jobs.runtime import PROJECT_ROOT, DriverLock, get_runtime, metric_written, resumable_epoch
-from jobs.store import RunStore
+from jobs.store import RunStore, attempt_dir, run_dir
 
 HANDOVER_TIMEOUT = 60.0
 # A run between attempts whose driver is gone is taken over only after this much quiet, so a
 # driver that is just starting (or between two attempts) is never raced.
 IDLE_GRACE = 30.0
+MAX_INTERVAL = 86400.0  # seconds between sweeps: at most a day
+SKIPPED = "the monitor skipped it: "  # a running run's stop_reason, until it is looked after again
 
 
 @dataclass
 class Action:
     run_id: int
-    attempt: int
-    what: str  # "resumed", "recorded", "gave up", "running"
+    attempt: int | None  # None: the run as a whole
+    what: str  # "resumed", "recorded", "gave up", "running", "continued", "skipped"
     detail: str
 
     def __str__(self) -> str:
-        return f"run {self.run_id} attempt {self.attempt}: {self.what} ({self.detail})"
+        which = f"run {self.run_id}" if self.attempt is None else f"run {self.run_id} attempt {self.attempt}"
+        return f"{which}: {self.what} ({self.detail})"
+
+
+def check_interval(interval: float) -> None:
+    if not (math.isfinite(interval) and 0 < interval <= MAX_INTERVAL):  # time.sleep takes no nan, inf or 1e300
+        raise UserError(f"--interval must be a positive number of seconds, at most {MAX_INTERVAL:g}")
 
 
 @contextmanager
 def monitor_lock(store: RunStore, timeout: float = 300.0) -> Iterator[None]:
     """Serialises monitors on one store; waits for another monitor's sweep to end."""
     path = store.path.parent / "monitor.lock"
-    with open(path, "a+") as handle:
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise UserError(f"cannot open {path}: {exc.strerror}") from None
+    with handle:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -64,7 +80,7 @@ def monitor_lock(store: RunStore, timeout: float = 300.0) -> Iterator[None]:
 
 def spawn_resume(store: RunStore, run_id: int, attempt: int | None) -> subprocess.Popen:
     """Start a detached `pushtune resume` that outlives the monitor."""
-    run_dir = Path(store.get_run(run_id)["run_dir"])
+    directory = run_dir(store.get_run(run_id))
     args = [sys.executable, "-m", "jobs", "resume", str(run_id)]
     if attempt is not None:
         args += ["--attempt", str(attempt)]
@@ -72,7 +88,7 @@ def spawn_resume(store: RunStore, run_id: int, attempt: int | None) -> subproces
            # Jenkins kills what a build leaves running unless its cookie says otherwise
            "JENKINS_NODE_COOKIE": "dontKillMe", "BUILD_ID": "dontKillMe",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(run_dir / "resume.log", "a") as log:
+    with open(directory / "resume.log", "a") as log:
         return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -90,19 +106,34 @@ def sweep(store: RunStore) -> list[Action]:
     """One pass over the running attempts of running runs; returns what was done."""
     actions = []
     with monitor_lock(store):
-        for run in store.list_runs(limit=10_000):
-            if run["status"] != "running":
-                continue
-            running = [a for a in store.attempts(run["id"]) if a["status"] == "running" and a["dir"]]
-            for attempt in running:
-                action = _look_after(store, run, attempt)
-                if action:
-                    actions.append(action)
-            if not running:
-                action = _look_after_run(store, run)
-                if action:
-                    actions.append(action)
+        for run_id in store.running_run_ids():
+            try:
+                run = store.get_run(run_id)
+                actions += _look_after_run_and_attempts(store, run)
+            except Exception as exc:  # this run only: record why, and go on with the others
+                problem = _one_line(exc)
+                store.note_running(run_id, f"{SKIPPED}{problem}")
+                actions.append(Action(run_id, None, "skipped", problem))
+            else:
+                if (run["stop_reason"] or "").startswith(SKIPPED):  # it is looked after again
+                    store.note_running(run_id, None)
     return actions
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def _look_after_run_and_attempts(store: RunStore, run: dict) -> list[Action]:
+    if run["status"] != "running":  # it ended since the sweep began
+        return []
+    run_dir(run)  # never a driver.lock or resume.log in the current directory
+    running = [a for a in store.attempts(run["id"]) if a["status"] == "running" and a["dir"]]
+    actions = [_look_after(store, run, attempt) for attempt in running]
+    if not running:
+        actions.append(_look_after_run(store, run))
+    return [action for action in actions if action]
 
 
 def _look_after_run(store: RunStore, run: dict) -> Action | None:
@@ -112,7 +143,7 @@ def _look_after_run(store: RunStore, run: dict) -> Action | None:
         return None
     attempts = store.attempts(run["id"])
     last_activity = max([run["started_at"], *(a["finished_at"] or 0 for a in attempts)])
-    lock = DriverLock(Path(run["run_dir"]))
+    lock = DriverLock(run_dir(run))
     if time.time() - last_activity < IDLE_GRACE or lock.is_held_elsewhere():
         return None
     child = spawn_resume(store, run["id"], None)
@@ -121,13 +152,14 @@ def _look_after_run(store: RunStore, run: dict) -> Action | None:
 
 
 def _look_after(store: RunStore, run: dict, attempt: dict) -> Action | None:
-    lock = DriverLock(Path(attempt["dir"]))
+    lock = DriverLock(attempt_dir(attempt))
     if not lock.try_acquire():
         return None  # its driver is alive and looks after it
     n, options = attempt["n"], run_options(run)
     try:
         spec = attempt_spec(store, run, attempt)
-        state = get_runtime(run["runtime"], **options.runtime_options).training_state(spec)
+        runtime = get_runtime(run["runtime"], **options.runtime_options)
+        state = runtime.training_state(spec)
         if state.alive:
             return Action(run["id"], n, "running", "training runs without a driver; checked again next time")
         if metric_written(spec.output_dir):
@@ -135,6 +167,7 @@ def _look_after(store: RunStore, run: dict, attempt: dict) -> Action | None:
         elif attempt["restarts"] >= options.max_restarts:
             reason = f"{state.reason}; gave up after {attempt['restarts']} restarts"
             store.update_attempt(run["id"], n, status="failed", error=reason, finished_at=time.time())
+            runtime.collect(spec)  # its finished containers go (unless --keep)
             what, detail, n = "gave up", reason, None
         else:
             epoch = resumable_epoch(spec.output_dir)
@@ -150,8 +183,13 @@ def _look_after(store: RunStore, run: dict, attempt: dict) -> Action | None:
 
 
 def watch(store: RunStore, interval: float, echo) -> None:
-    """Sweep every `interval` seconds until interrupted."""
+    """Sweep every `interval` seconds until interrupted; a sweep that fails as a whole (the store
+    is busy or damaged, another monitor holds the lock too long) is reported and tried again."""
+    check_interval(interval)
     while True:
-        for action in sweep(store):
-            echo(str(action))
+        try:
+            for action in sweep(store):
+                echo(str(action))
+        except Exception as exc:
+            echo(f"sweep failed: {_one_line(exc)}")
         time.sleep(interval)

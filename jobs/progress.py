@@ -20,6 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from jobs.metrics import CURVE_LIMIT, read_json_output
+
 PROGRESS_FILE = "progress.json"  # as in jobs.kit (not imported: the kit belongs to the scripts)
 HISTORY_FILE = "history.json"
 POLL_SECONDS = 0.5
@@ -28,9 +30,9 @@ OnEpoch = Callable[[int, "int | None", dict], None]
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # absent, unreadable, or caught half-written
+    try:  # a link or a FIFO the script planted is never followed, never blocks
+        data = read_json_output(path, CURVE_LIMIT)
+    except (OSError, ValueError):  # absent, unsafe, unreadable, or caught half-written
         return None
     return data if isinstance(data, dict) else None
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from jobs.plot import curves_plot_png, metric_plot_png
-from jobs.store import RunStore
+from jobs.store import RunStore, run_dir
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }
@@ -49,7 +49,7 @@ def _no_diff_html(best: dict) -> str:
 def render_report(store: RunStore, run_id: int) -> str:
     run = store.get_run(run_id)
     attempts = store.attempts(run_id)
-    metric = run["metric"]
+    metric = html.escape(run["metric"])  # shown only as HTML text; the store keeps the name
     best = next((a for a in attempts if a["n"] == run["best_attempt"]), None)
     with_why = any(a.get("reason") for a in attempts)
     rows = []
@@ -68,9 +68,9 @@ def render_report(store: RunStore, run_id: int) -> str:
             f'<tr class="{css}"><td>{a["n"]}</td><td>{change}</td>{why}'
             f'<td{value_css}>{value}</td><td class="num">{(a["seconds"] or 0):.1f} s</td><td>{a["restarts"]}</td></tr>'
         )
-    plot = base64.b64encode(metric_plot_png(attempts, metric, run["threshold"])).decode()
+    plot = base64.b64encode(metric_plot_png(attempts, run["metric"], run["threshold"])).decode()
     try:  # the curves come from the scripts' history.json: an odd one costs the chart, not the report
-        curves_png = curves_plot_png(attempts, metric, best["n"] if best else None)
+        curves_png = curves_plot_png(attempts, run["metric"], best["n"] if best else None)
     except Exception:
         curves_png = None
     curves_html = ""
@@ -101,8 +101,8 @@ def render_report(store: RunStore, run_id: int) -> str:
 <p>{html.escape(run['kind'])} model ({html.escape(run['framework'])}), {html.escape(run['strategy'])} strategy,
 {html.escape(run['runtime'])} runtime. Started {_when(run['started_at'])}, finished {_when(run['finished_at'])}.
 Stopped because: {html.escape(run['stop_reason'] or '')}.</p>
-<img alt="{html.escape(metric)} per attempt" src="data:image/png;base64,{plot}">
-<table><tr><th>attempt</th><th>change</th>{'<th>why</th>' if with_why else ''}<th>{html.escape(metric)}</th><th>time</th><th>restarts</th></tr>
+<img alt="{metric} per attempt" src="data:image/png;base64,{plot}">
+<table><tr><th>attempt</th><th>change</th>{'<th>why</th>' if with_why else ''}<th>{metric}</th><th>time</th><th>restarts</th></tr>
 {''.join(rows)}</table>
 {curves_html}
 {best_html}
@@ -111,7 +111,6 @@ Stopped because: {html.escape(run['stop_reason'] or '')}.</p>
 
 
 def write_report(store: RunStore, run_id: int) -> Path:
-    run = store.get_run(run_id)
-    path = Path(run["run_dir"]) / "report.html"
+    path = run_dir(store.get_run(run_id)) / "report.html"  # never the current directory
     path.write_text(render_report(store, run_id), encoding="utf-8")
     return path

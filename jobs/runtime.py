@@ -3,14 +3,19 @@
 `LocalRuntime` runs the script as a child process; `jobs.docker_runtime.DockerRuntime` runs it in
 a container. Both restart a training that was killed (by a signal, the OOM killer, a lost
 container) with `PUSHTUNE_RESUME=1`, a bounded number of times, so it resumes from its last
-checkpoint; a script that exits with an error of its own is not restarted.
+checkpoint; a script that exits with an error of its own is not restarted. Both give the script
+the contract's variables and an allow-listed part of pushtune's environment (`passed_env`), and
+end every process of the attempt when it ends.
 """
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import json
 import os
+import resource
+import selectors
 import signal
 import subprocess
 import sys
@@ -19,9 +24,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, TextIO
+from typing import Callable, Iterator, Mapping, NoReturn, Protocol, TextIO
 
 from jobs.errors import UserError
+from jobs.metrics import is_regular_file, read_json_output
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,9 +155,39 @@ class Runtime(Protocol):
 
     def training_state(self, spec: AttemptSpec) -> TrainingState: ...
 
+    def collect(self, spec: AttemptSpec) -> AttemptOutcome:
+        """How a training that ended while no driver waited for it went (a monitor records it),
+        clearing what it left behind."""
+        ...
 
-CONTRACT_VARIABLES = ("PUSHTUNE_OUTPUT", "PUSHTUNE_DATA", "PUSHTUNE_PARAMS", "PUSHTUNE_RESUME",
-                      "PUSHTUNE_CACHE", "PUSHTUNE_RUN", "PUSHTUNE_ATTEMPT")
+
+# All a script gets of pushtune's own environment (besides the contract's variables, which come
+# from the attempt): nothing else, so that no secret of pushtune's or Jenkins'
+# (PUSHTUNE_SMTP_PASSWORD, JENKINS_API_TOKEN, …) reaches a script, which may print its
+# environment into its log, the store and the report.
+PORTABLE_VARIABLES = frozenset({  # meaningful in a container too
+    "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+    "NUMEXPR_MAX_THREADS", "VECLIB_MAXIMUM_THREADS", "TF_NUM_INTEROP_THREADS",
+    "TF_NUM_INTRAOP_THREADS", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "KERAS_BACKEND",
+    "CUDA_VISIBLE_DEVICES", "MPLBACKEND", "PYTHONHASHSEED", "PYTHONWARNINGS",
+})
+HOST_VARIABLES = frozenset({  # this machine's paths, users and locales; the image sets its own
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TERM", "LANG", "LANGUAGE",
+    "KERAS_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONIOENCODING", "PYTHONUTF8",
+})
+HOST_PREFIXES = ("LC_",)
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "no_proxy"})  # any case
+
+
+def passed_env(environ: Mapping[str, str], *, host: bool) -> dict[str, str]:
+    """The allow-listed part of `environ` for a script: on this machine (`host`) or in a container."""
+    def passed(name: str) -> bool:
+        if name in PORTABLE_VARIABLES or name.lower() in PROXY_VARIABLES:
+            return True
+        return host and (name in HOST_VARIABLES or name.startswith(HOST_PREFIXES))
+
+    return {name: value for name, value in environ.items() if passed(name)}
 
 
 def contract_env(
@@ -180,15 +216,17 @@ def contract_env(
 
 
 def resumable_epoch(output_dir: Path) -> int | None:
-    """The epoch a resumed training starts from: what the kit's progress callback last wrote."""
+    """The epoch a resumed training starts from: what the kit's progress callback last wrote
+    (None when progress.json is missing, not a regular file, too big or not an epoch)."""
     try:
-        return int(json.loads((output_dir / "progress.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_json_output(output_dir / "progress.json")["epoch"])
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return None
 
 
 def metric_written(output_dir: Path) -> bool:
-    return (output_dir / "metrics.json").exists() or (output_dir / "accuracy.txt").exists()
+    """Whether the script wrote its metric file (a regular file: a link or a FIFO is not one)."""
+    return is_regular_file(output_dir / "metrics.json") or is_regular_file(output_dir / "accuracy.txt")
 
 
 def restart_delay(restart_number: int) -> float:
@@ -252,19 +290,38 @@ def append_log(log: TextIO, text: str, echo: bool) -> None:
 
 
 class _LogPump(threading.Thread):
-    """Copies a child's output into the attempt log (and to the terminal when verbose)."""
+    """Copies a child's output into the attempt log (and to the terminal when verbose), until
+    the pipe closes or, after `finish`, it has been quiet or busy past the given grace."""
 
     def __init__(self, stream, log: TextIO, echo: bool):
         super().__init__(daemon=True)
         self.stream, self.log, self.echo = stream, log, echo
+        self._finish_by: float | None = None
+
+    def finish(self, grace: float) -> None:
+        self._finish_by = time.monotonic() + grace
+        self.join(grace + 1)
 
     def run(self) -> None:
-        for line in iter(self.stream.readline, ""):
-            append_log(self.log, line, self.echo)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.stream, selectors.EVENT_READ)
+            while self._finish_by is None or time.monotonic() < self._finish_by:
+                if selector.select(timeout=0.1):
+                    chunk = os.read(self.stream.fileno(), 1 << 16)
+                    if not chunk:
+                        break
+                    append_log(self.log, decoder.decode(chunk), self.echo)
+        append_log(self.log, decoder.decode(b"", final=True), self.echo)
+
+
+STOP_GRACE_SECONDS = 5  # between SIGTERM and SIGKILL when an attempt is stopped
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # <linux/prctl.h>
 
 
 class LocalRuntime:
-    """Runs the script as `python model.py` in a child process of its own session."""
+    """Runs the script as `python model.py` under an attempt leader (`lead_attempt`) in a
+    session of its own: the leader ends every process of the attempt when the script ends."""
 
     name = "local"
 
@@ -286,12 +343,16 @@ class LocalRuntime:
     def training_state(self, spec: AttemptSpec) -> TrainingState:
         return TrainingState(alive=local_process_alive(spec.workdir))
 
+    def collect(self, spec: AttemptSpec) -> AttemptOutcome:
+        # Its leader reaped the script and ended what was left of the attempt; the exit code
+        # went with it.
+        return AttemptOutcome(exit_code=None)
+
     def _run_once(self, spec: AttemptSpec, log: TextIO, deadline: float | None, resume: bool):
-        # The contract's variables come from this attempt only, never from pushtune's own
-        # environment (a PUSHTUNE_DATA exported in the shell must not reach a run without --data).
-        inherited = {k: v for k, v in os.environ.items() if k not in CONTRACT_VARIABLES}
+        # Never the contract's variables of pushtune's own environment (a PUSHTUNE_DATA exported
+        # in the shell must not reach a run without --data): passed_env has none of them.
         env = {
-            **inherited,
+            **passed_env(os.environ, host=True),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
             **contract_env(
                 spec,
@@ -301,11 +362,14 @@ class LocalRuntime:
                 resume=resume,
             ),
         }
+        # -I: the leader imports nothing from the attempt directory or the script's environment.
+        leader = f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); " \
+                 "from jobs.runtime import lead_attempt; lead_attempt(sys.argv[1:])"
         try:
             child = subprocess.Popen(
-                [self.python, spec.script.name], cwd=spec.workdir, env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                encoding="utf-8", errors="replace", start_new_session=True,
+                [self.python, "-I", "-c", leader, self.python, spec.script.name],
+                cwd=spec.workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )
         except OSError as exc:
             raise UserError(f"cannot start {self.python}: {exc}") from None
@@ -317,14 +381,138 @@ class LocalRuntime:
             code = child.wait(timeout=remaining)
             timed_out = False
         except subprocess.TimeoutExpired:
-            _stop_group(child)
+            _stop(child)
             code, timed_out = child.returncode, True
         except BaseException:
-            _stop_group(child)
+            _stop(child)
             raise
         finally:
-            pump.join(timeout=5)
+            # The leader has ended every process that could hold the pipe: EOF is at hand.
+            pump.finish(grace=1.0)
+            child.stdout.close()
         return code, timed_out
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """SIGTERM the attempt's leader, which passes it on to the script's process group and kills
+    the whole attempt after a grace; SIGKILL the leader's group should the leader not end."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=STOP_GRACE_SECONDS + 5)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option})")
+
+
+def lead_attempt(command: list[str]) -> NoReturn:
+    """The first process of a local attempt: runs `command` (the script) and ends as it ended,
+    after killing every process the attempt left.
+
+    As the attempt's child subreaper (PR_SET_CHILD_SUBREAPER), every process the script starts
+    stays below it, however it detaches: a double fork, `setsid` or a new process group only
+    hand an orphan to the nearest subreaper, this process, never to init. So its descendants in
+    /proc are exactly what is left of the attempt, which no environment or process group a
+    script can change would hide. The script dies with it (PR_SET_PDEATHSIG), e.g. when the
+    leader is killed from outside. SIGTERM (the driver's stop) goes to the script's process
+    group; after a grace the script is killed.
+    """
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    leader = os.getpid()
+    script = os.fork()
+    if script == 0:
+        try:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != leader:  # the leader died before that took effect
+                os._exit(1)
+            for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
+                signal.signal(signum, signal.SIG_DFL)
+            os.execv(command[0], command)
+        except BaseException as exc:
+            os.write(2, f"[pushtune] cannot start {command[0]}: {exc}\n".encode())
+        finally:
+            os._exit(127)
+
+    stopping = False
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        if not stopping:  # not again for the SIGTERM it sends its own group
+            stopping = True
+            signal.alarm(STOP_GRACE_SECONDS)
+            os.killpg(leader, signal.SIGTERM)
+            try:
+                if os.getpgid(script) != leader:  # the script left the group
+                    os.kill(script, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def kill_script(signum, frame) -> None:
+        try:
+            os.kill(script, signal.SIGKILL)
+        except ProcessLookupError:  # reaped just now
+            pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGALRM, kill_script)
+    while True:
+        pid, status = os.waitpid(-1, 0)  # also reaps orphans handed over while the script runs
+        if pid == script:
+            break
+    signal.alarm(0)
+    _kill_descendants(leader)
+    if os.WIFSIGNALED(status):  # die by the same signal, so the driver sees how the script died
+        signum = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(signum, signal.SIG_DFL)
+        os.kill(leader, signum)
+        os._exit(128 + signum)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL every process below `pid` (the calling subreaper) and reap them, until none is
+    left. A killed process forks no more; what it forked before is found on the next pass."""
+    while True:
+        for victim in _descendants(pid):
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(-1, 0)
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            return
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -346,20 +534,6 @@ def local_process_alive(workdir: Path) -> bool:
         return False
     state = Path(f"/proc/{recorded['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
     return state != "Z"
-
-
-def _stop_group(child: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, SIGKILL it if it is still there after 5 s."""
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            child.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def get_runtime(name: str, **options) -> Runtime:

@@ -16,17 +16,19 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from jobs.classify import classify_file
 from jobs.errors import UserError
-from jobs.loop import (EXIT_CODES, Progress, RunOptions, execute_attempt, finish_run, plan_next, prepare_attempt,
-                       run_options, start_run, summarize)
+from jobs.loop import (EXIT_CODES, Progress, RunOptions, check_model, execute_attempt, finish_run, plan_next,
+                       prepare_attempt, run_options, start_run, summarize)
 from jobs.metrics import meets
 from jobs.runtime import Runtime, get_runtime
-from jobs.store import RunStore
+from jobs.store import RunStore, run_dir
 
 # `pushtune train` exit codes
 TRAIN_PASSED, TRAIN_BELOW, TRAIN_FAILED = 0, 3, 1
@@ -138,7 +140,38 @@ def write_properties(path: Path, values: Mapping[str, object]) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text("\n".join(lines) + "\n", encoding="latin-1")
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+        raise UserError(_cannot_write(path, exc)) from None
+
+
+def check_writable(path: Path, *, directory: bool = False) -> None:
+    """Raise now the UserError that writing properties to `path` (a file, or with `directory`
+    a folder for them) would raise later: a step checks this before it records anything."""
+    path = Path(path)
+    try:
+        if directory:
+            path.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=path).close()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            existed = path.exists()
+            open(path, "a").close()
+            if not existed:
+                path.unlink()
+    except OSError as exc:
+        raise UserError(_cannot_write(path, exc)) from None
+
+
+def remove_properties(path: Path) -> None:
+    """No properties file, so Jenkins triggers nothing."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError as exc:
+        raise UserError(_cannot_write(path, exc)) from None
+
+
+def _cannot_write(path: Path, exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return f"cannot write {path}: {exc.strerror}{where}"
 
 
 # --- the steps ----------------------------------------------------------------------------------
@@ -166,9 +199,11 @@ def build_image(kind: str) -> None:
 def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
                skip_unsupported: bool = False, git_commit: str | None = None,
                with_image: bool = False) -> tuple[list[Started], list[tuple[Path, str]]]:
-    """Classify each file and record a run for each supported one: (started, skipped)."""
+    """Classify each file and record a run for each supported one: (started, skipped). Every
+    file is checked, and the images built, before any run is recorded."""
+    options = dataclasses.replace(options, chain=True)
     options.validate()
-    started, skipped = [], []
+    chosen, skipped = [], []
     for path in paths:
         if not path.is_file():
             raise UserError(f"no such model file: {path}")
@@ -177,15 +212,18 @@ def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
             if found.kind == "unsupported":
                 skipped.append((path, found.reason))
                 continue
-        run_id = start_run(store, path, dataclasses.replace(options, chain=True))
+        chosen.append((path, check_model(path, options)[0].kind))
+    if with_image and options.runtime in ("docker", "auto"):
+        for kind in sorted({kind for _, kind in chosen}):
+            build_image(kind)
+    started = []
+    for path, _ in chosen:
+        run_id = start_run(store, path, options)
         run = store.get_run(run_id)
         if git_commit and not run["git_commit"]:
             store.update_run(run_id, git_commit=git_commit)
         record_build_url(store, run_id)
         started.append(Started(run_id, run["kind"], path))
-    if with_image and options.runtime in ("docker", "auto"):
-        for kind in sorted({s.kind for s in started}):
-            build_image(kind)
     return started, skipped
 
 
@@ -193,6 +231,7 @@ def _running(store: RunStore, run_id: int) -> dict:
     run = store.get_run(run_id)
     if run["status"] != "running":
         raise UserError(f"run {run_id} is finished ({run['status']}): nothing to train")
+    run_dir(run)  # it has one and it is there (never the current directory)
     return run
 
 
@@ -240,6 +279,7 @@ def tweak_step(store: RunStore, run_id: int) -> Decision:
         if store.notifications(run_id):
             return Decision("none", run_id, f"run {run_id} is finished ({run['status']}) and was reported")
         return Decision("notify", run_id, f"run {run_id} is finished ({run['status']})")
+    run_dir(run)
     candidate, reason = plan_next(store, run_id)
     if candidate is not None:
         n = len(store.attempts(run_id)) + 1
@@ -253,9 +293,13 @@ def finish_step(store: RunStore, run_id: int, reason: str = "finished by pushtun
     """Finish the run unless it already is; its summary either way."""
     run = store.get_run(run_id)
     record_build_url(store, run_id)
-    if run["status"] == "running":
-        return finish_run(store, run_id, reason)
-    return summarize(store, run_id)
+    if run["status"] != "running":
+        return summarize(store, run_id)
+    if not run["run_dir"]:  # its driver died while starting it: no attempt, no report to write
+        store.update_run(run_id, status="failed", finished_at=time.time(), stop_reason=reason)
+        return summarize(store, run_id)
+    run_dir(run)  # gone: a UserError rather than a report in the current directory
+    return finish_run(store, run_id, reason)
 
 
 def in_jenkins(env: Mapping[str, str] | None = None) -> bool:

@@ -17,6 +17,7 @@ Where a file holds several candidates the rules are:
 from __future__ import annotations
 
 import ast
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -102,14 +103,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(value: int | float) -> bool:
+    """Within float range and not inf or nan: a value a literal can be written back as, and a
+    script can compute with (1e308 ×10 is not; neither is a 400-digit integer)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 Change = Callable[[Any], "int | float | None"]  # new value, or None when it does not apply
 
 
 def _scale(factor: float, integer: bool = False) -> Change:
     def change(value: Any) -> int | float | None:
-        if not _is_number(value) or value <= 0 or (integer and not isinstance(value, int)):
+        if not _is_number(value) or not _finite(value) or value <= 0 or (integer and not isinstance(value, int)):
             return None
-        new = _tidy(value * factor)
+        new = value * factor
+        if not _finite(new):  # beyond float range: the change does not apply
+            return None
+        new = _tidy(new)
         return int(new) if integer else new
 
     return change
@@ -120,7 +133,7 @@ def _halve_count(value: Any) -> int | None:
 
 
 def _add_one_layer(value: Any) -> int | None:
-    return value + 1 if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return value + 1 if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53 else None
 
 
 def _at_most_32(value: Any) -> int | None:
@@ -138,11 +151,34 @@ def _raise_dropout(value: Any) -> float | None:
 # --- reading a script (ast, never executed) -------------------------------------------------
 
 
+class CannotRewrite(UserError):
+    """The source is Python, but nested too deeply (or too oddly) to analyse or rewrite: every
+    tweak is skipped."""
+
+
+MAX_DEPTH = 200  # syntax tree levels the rewriter takes (it recurses); real scripts nest a few dozen
+
+
 def _parse(source: str) -> ast.Module:
     try:
         return ast.parse(source)
     except SyntaxError as exc:
         raise UserError(f"model source does not parse (line {exc.lineno}: {exc.msg})") from None
+    except ValueError:  # Python 3.11 says so for a null byte
+        raise UserError("model source does not parse (it holds a null byte)") from None
+    except (RecursionError, MemoryError):
+        raise CannotRewrite("model source is nested too deeply to analyse") from None
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deeply the tree nests as libcst builds it, where `a and b and c` is nested too."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        depth += len(node.values) - 1 if isinstance(node, ast.BoolOp) else 0
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _dotted(node: ast.expr) -> str | None:
@@ -330,11 +366,14 @@ class _Source:
     """A parsed model file: its nodes in source order, their lines, and rewriting."""
 
     def __init__(self, source: str) -> None:
-        _parse(source)  # a clear UserError for a syntax error
+        # A clear UserError for a syntax error; and libcst never sees a tree deep enough to
+        # overflow its native parser's stack (which kills the process, as a 10,000-term `and` does).
+        if _depth(_parse(source)) > MAX_DEPTH:
+            raise CannotRewrite(f"model source nests more than {MAX_DEPTH} levels deep")
         try:
             wrapper = MetadataWrapper(cst.parse_module(source))
-        except cst.ParserSyntaxError as exc:
-            raise UserError(f"model source does not parse: {exc.message}") from None
+        except cst.ParserSyntaxError as exc:  # Python parses it (above): libcst's limits
+            raise CannotRewrite(f"libcst cannot parse the model source: {exc.message}") from None
         self.module = wrapper.module
         self.positions = wrapper.resolve(PositionProvider)
         self.nodes = list(self._walk(self.module))
@@ -656,7 +695,7 @@ def _add_dropout(src: _Source) -> _Rewrite | None:
     if not layers:
         return None
     output = layers[-1]
-    if output.previous is not None and _callee(output.previous) == "Dropout":
+    if isinstance(output.previous, cst.Call) and _callee(output.previous) == "Dropout":
         return None
     func = output.dense.func
     if isinstance(func, cst.Attribute):  # layers.Dense -> layers.Dropout
@@ -858,13 +897,17 @@ TWEAK_NAMES: tuple[str, ...] = tuple(TWEAKS)
 def apply_tweak(name: str, source: str, params: dict) -> TweakResult | None:
     """Apply tweak `name`: to the parameters when the script reads PUSHTUNE_PARAMS (working on
     its declared defaults overlaid with `params`), else to its source. None when it does not
-    apply. An unknown name is a programming error: ValueError."""
+    apply, also when the source is too deeply nested to rewrite. A source that does not parse
+    is a UserError; an unknown name is a programming error: ValueError."""
     tweak = TWEAKS.get(name)
     if tweak is None:
         raise ValueError(f"unknown tweak {name!r} (known: {', '.join(TWEAK_NAMES)})")
-    if reads_params(source):
-        return _apply_to_params(tweak, source, params)
-    rewrite = tweak.rewrite(_Source(source))
+    try:
+        if reads_params(source):
+            return _apply_to_params(tweak, source, params)
+        rewrite = tweak.rewrite(_Source(source))
+    except (CannotRewrite, RecursionError):  # too deeply nested to analyse or rewrite: skipped
+        return None
     if rewrite is None:
         return None
     old, new = (rewrite.done[0].old, rewrite.done[0].new) if rewrite.done else (None, None)

@@ -96,7 +96,10 @@ class EmailNotifier:
     # public
 
     def send(self, summary: RunSummary) -> Delivery:
-        message = build_message(summary, self.settings.sender, self.settings.recipients)
+        try:
+            message = build_message(summary, self.settings.sender, self.settings.recipients)
+        except ValueError as exc:  # text a mail cannot carry: the mail fails, never the run
+            raise DeliveryError(f"cannot build the mail: {exc}", tries=0, permanent=True) from None
         return self.deliver(message)
 
     def deliver(self, message: EmailMessage) -> Delivery:

@@ -7,6 +7,7 @@ Everything that comes from files, logs or the store is escaped in the HTML part.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from datetime import datetime
 from email.message import EmailMessage
@@ -241,7 +242,8 @@ def build_message(summary: RunSummary, sender: str, recipients: list[str] | tupl
 
     png = metric_plot_png(summary.attempts, summary.metric, summary.threshold)
     html_part = message.get_payload()[1]
-    html_part.add_related(png, "image", "png", cid=plot_cid, filename=f"run-{summary.run_id}-{summary.metric}.png",
+    metric = re.sub(r"[^\w.-]+", "_", summary.metric, flags=re.ASCII)  # a header parameter
+    html_part.add_related(png, "image", "png", cid=plot_cid, filename=f"run-{summary.run_id}-{metric}.png",
                           disposition="inline")
     return message
 

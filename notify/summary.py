@@ -41,6 +41,11 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def one_line(text: str) -> str:
+    """Text fit for a mail header: control characters (a newline in a file name) become spaces."""
+    return "".join(char if char.isprintable() else " " for char in text)
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
@@ -98,7 +103,7 @@ class RunSummary:
         return f"{self.status_word} — best {self.comparison()} after {count}{suffix}"
 
     def subject(self) -> str:
-        return f"[pushtune] {self.run['model_name']}: {self.headline()} (run {self.run_id})"
+        return one_line(f"[pushtune] {self.run['model_name']}: {self.headline()} (run {self.run_id})")
 
     def failed_attempts(self) -> list[dict[str, Any]]:
         return [a for a in self.attempts if a["status"] == "failed"]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import resource
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -12,7 +16,8 @@ import pytest
 from jobs.classify import Classification, classify_file, classify_paths, classify_source
 from jobs.errors import UserError
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "classify"
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "classify"
 ADVERSARIAL = FIXTURES / "adversarial"
 
 
@@ -495,6 +500,46 @@ def test_missing_path_raises_user_error(tmp_path):
         classify_paths([FIXTURES / "keras_ann.py", tmp_path / "nothing-here.py"])
 
 
+def bounded_classify(*paths: Path) -> subprocess.CompletedProcess:
+    """`pushtune classify --json` in a child that can neither hang (30 s) nor take the machine's
+    memory (2 GiB of address space) when it reads what it should not."""
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    return subprocess.run([sys.executable, "-m", "jobs", "classify", "--json", *map(str, paths)],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=30, preexec_fn=limit_memory)
+
+
+def test_fifos_and_devices_named_py_are_skipped_with_the_reason(tmp_path):
+    os.mkfifo(tmp_path / "pipe.py")
+    (tmp_path / "zero.py").symlink_to("/dev/zero")
+    (tmp_path / "model.py").write_text("from torch import nn\nnet = nn.Linear(2, 2)\n")
+
+    done = bounded_classify(tmp_path, tmp_path / "pipe.py")
+
+    assert done.returncode == 0, done.stderr
+    rows = {Path(row["path"]).name: (row["kind"], row["reason"]) for row in json.loads(done.stdout)}
+    assert rows == {
+        "model.py": ("ann", "Linear layers only (first at line 2)"),
+        "pipe.py": ("unsupported", "not a regular file (a FIFO)"),
+        "zero.py": ("unsupported", "not a regular file (a character device)"),
+    }
+
+
+def test_a_file_too_large_for_a_script_is_not_read(tmp_path):
+    limit = 32 * 2**20
+    head = b"import keras\nkeras.layers.Dense(2)\n"
+    too_big, just_fits = tmp_path / "weights.py", tmp_path / "just_fits.py"
+    with open(too_big, "wb") as handle:
+        handle.write(head)
+        handle.truncate(limit + 1)  # sparse: no disk is used for it
+    just_fits.write_bytes(head + b"#" * (limit - len(head) - 1) + b"\n")
+
+    assert classify_file(too_big).reason == "file too large to be a model script (over 32 MiB)"
+    assert classify_file(just_fits).kind == "ann"
+
+
 # --- the CLI ------------------------------------------------------------------------------------
 
 
@@ -574,3 +619,9 @@ def test_grep_conv2d_rule_is_wrong_where_the_classifier_is_right(tmp_path):
     ]
     assert classifier_wrong == []
     assert len(grep_wrong) >= len(EXPECTED_KINDS) // 2, grep_wrong
+
+
+def test_a_thousand_nested_lambdas_are_too_deep_not_a_crash():
+    # found by tests/test_fuzz.py: Python parses them; the analyser recursed per lambda
+    result = classify("from sklearn.svm import SVC\nm = SVC()\nf = " + "lambda: " * 1000 + "1\n")
+    assert (result.kind, result.reason) == ("unsupported", "source too deeply nested to analyse")

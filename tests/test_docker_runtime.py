@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -20,9 +22,9 @@ import pytest
 from docker.errors import NotFound
 
 from conftest import ROOT, requires_engine
-from jobs.docker_runtime import IMAGE_USER, DockerRuntime, container_name, select
+from jobs.docker_runtime import IMAGE_USER, PIDS_LIMIT, DockerRuntime, container_name, select
 from jobs.errors import UserError
-from jobs.loop import RunOptions, run_model
+from jobs.loop import RunOptions, attempt_spec, resume_attempt, run_model
 from jobs.runtime import AttemptSpec, LocalRuntime
 from jobs.store import RunStore
 
@@ -131,13 +133,16 @@ def run_in_thread(model: Path, options: RunOptions, runtime, store: RunStore):
     return thread, result
 
 
-def kill_when_ready(client, model: Path, marker: str = "ready to be killed", timeout: float = 120) -> str:
-    """Waits until the model's container has printed the marker, SIGKILLs it; its name."""
+def kill_when_ready(client, model: Path, marker: str = "ready to be killed", timeout: float = 120,
+                    kill: bool = True) -> str:
+    """Waits until the model's container has printed the marker, SIGKILLs it (unless not `kill`);
+    its name."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for container in containers_of(client, model):
             if container.status == "running" and marker in container.logs().decode(errors="replace"):
-                container.kill()
+                if kill:
+                    container.kill()
                 return container.name
         time.sleep(0.2)
     raise AssertionError(f"no running container of {model.name} printed {marker!r}")
@@ -191,7 +196,10 @@ def test_keras_model_trains_in_the_ann_image(pushtune_home, model_file, engine):
 
 @pytest.mark.docker
 @requires_engine
-def test_kept_container_has_labels_limits_readonly_mounts_and_no_root(tmp_path, engine):
+def test_kept_container_has_labels_limits_readonly_mounts_and_no_root(tmp_path, engine, monkeypatch):
+    for name, value in {"PUSHTUNE_SMTP_PASSWORD": "smtp-secret", "JENKINS_API_TOKEN": "jenkins-secret",
+                        "OMP_NUM_THREADS": "1", "https_proxy": "http://127.0.0.1:9"}.items():
+        monkeypatch.setenv(name, value)
     workdir, data, cache = tmp_path / "attempt-1", tmp_path / "data", tmp_path / "cache"
     for path in (workdir / "output", data, cache):
         path.mkdir(parents=True)
@@ -212,7 +220,9 @@ def test_kept_container_has_labels_limits_readonly_mounts_and_no_root(tmp_path, 
                 ("PUSHTUNE_OUTPUT", "PUSHTUNE_DATA", "PUSHTUNE_CACHE", "PUSHTUNE_PARAMS", "PUSHTUNE_RESUME")}
         seen.update(uid=os.getuid(), cwd=os.getcwd(), rows=Path("/data/rows.csv").read_text(),
                     model_writable=writable("/work/model.py"), data_writable=writable("/data/new"),
-                    cache_writable=writable("/cache/new"))
+                    cache_writable=writable("/cache/new"), root_writable=writable("/new"),
+                    tmp_writable=writable("/tmp/new"), work_writable=writable("/work/new"),
+                    environment=dict(os.environ))
         (Path(os.environ["PUSHTUNE_OUTPUT"]) / "seen.json").write_text(json.dumps(seen))
         print("accuracy: 0.5")
         """))
@@ -236,6 +246,8 @@ def test_kept_container_has_labels_limits_readonly_mounts_and_no_root(tmp_path, 
         assert host["NetworkMode"] == "none"
         assert host["Privileged"] is False
         assert host["CapDrop"] == ["ALL"]
+        assert host["ReadonlyRootfs"] is True and host["PidsLimit"] == PIDS_LIMIT
+        assert set(host["Tmpfs"]) == {"/tmp", "/work"}
         user = container.attrs["Config"]["User"]
         assert user == f"{expected_uid()}:{IMAGE_USER[1] if os.getuid() == 0 else os.getgid()}"
         mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
@@ -251,6 +263,11 @@ def test_kept_container_has_labels_limits_readonly_mounts_and_no_root(tmp_path, 
         assert seen["PUSHTUNE_PARAMS"] == '{"C": 2.0}' and seen["PUSHTUNE_RESUME"] is None
         assert seen["model_writable"] is False and seen["data_writable"] is False
         assert seen["cache_writable"] is True
+        assert seen["root_writable"] is False and seen["tmp_writable"] is True and seen["work_writable"] is True
+        environment = seen["environment"]
+        assert "PUSHTUNE_SMTP_PASSWORD" not in environment and "JENKINS_API_TOKEN" not in environment
+        assert environment["OMP_NUM_THREADS"] == "1" and environment["https_proxy"] == "http://127.0.0.1:9"
+        assert environment["HOME"] == "/tmp" and environment["PATH"].startswith("/opt/venv/bin:")
         assert "accuracy: 0.5" in (workdir / "log.txt").read_text()
     finally:
         engine.containers.get(outcome.container).remove(force=True)
@@ -311,6 +328,68 @@ def test_killed_container_is_restarted_with_resume_and_reports(pushtune_home, mo
     log = (Path(attempt["dir"]) / "log.txt").read_text()
     assert "[pushtune] killed by SIGKILL; restart 1/2" in log
     assert "resumed with PUSHTUNE_RESUME=1" in log
+    assert containers_of(engine, model) == []
+
+
+# Waits for the test's go-ahead (a file in its output directory), then reports.
+WAITS_FOR_GO = """\
+import time
+
+from sklearn.linear_model import LogisticRegression
+
+from jobs import kit
+
+LogisticRegression(C=1.0)
+print("ready", flush=True)
+while not (kit.output_dir() / "go").exists():
+    time.sleep(0.1)
+kit.report(accuracy=0.95)
+"""
+
+
+def finished_without_its_driver(engine, model: Path):
+    """`pushtune run` starts the model's container and is SIGKILLed; the container then finishes."""
+    driver = subprocess.Popen([sys.executable, "-m", "jobs", "run", str(model), "--runtime", "docker",
+                               "--max-attempts", "1", "--threshold", "0.9", "--network", "none"],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        kill_when_ready(engine, model, marker="ready", kill=False)
+    finally:
+        driver.kill()
+        driver.wait()
+    (container,) = containers_of(engine, model)
+    attempt = Path(container.labels["pushtune.workdir"])
+    (attempt / "output" / "go").write_text("")
+    assert container.wait(timeout=60)["StatusCode"] == 0
+    return container
+
+
+@pytest.mark.docker
+@requires_engine
+def test_collect_tells_how_a_driverless_container_ended_and_removes_it(pushtune_home, model_file, engine):
+    model = model_file(WAITS_FOR_GO, "waiting")
+    container = finished_without_its_driver(engine, model)
+    store = RunStore.open()
+    spec = attempt_spec(store, store.get_run(1), store.get_attempt(1, 1))
+    kept = DockerRuntime(engine, keep=True).collect(spec)
+    assert (kept.exit_code, kept.oom_killed, kept.container) == (0, False, container.name)
+    assert containers_of(engine, model) != []  # --keep keeps it
+    outcome = DockerRuntime(engine).collect(spec)
+    assert (outcome.exit_code, outcome.container) == (0, container.name)
+    assert containers_of(engine, model) == []
+
+
+@pytest.mark.docker
+@requires_engine
+def test_an_attempt_recorded_for_a_dead_driver_leaves_no_container(pushtune_home, model_file, engine):
+    # What `pushtune monitor` does for it: `pushtune resume 1 --attempt 1` records the attempt.
+    model = model_file(WAITS_FOR_GO, "waiting")
+    container = finished_without_its_driver(engine, model)
+    store = RunStore.open()
+    attempt = resume_attempt(store, 1, 1, DockerRuntime(engine))
+    assert attempt["status"] == "ok" and attempt["metric_value"] == 0.95
+    assert attempt["container"] == container.name and attempt["exit_code"] == 0
     assert containers_of(engine, model) == []
 
 

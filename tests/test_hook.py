@@ -126,3 +126,56 @@ def test_bad_input_is_refused_at_install(tmp_path, pushtune_home, bare):
     plain.mkdir()
     not_git = pushtune(pushtune_home, "hook", "install", plain)
     assert not_git.returncode == 2 and "not a git repository" in not_git.stderr
+
+
+def test_control_characters_are_refused_and_nothing_is_injected(tmp_path, bare):
+    injected = tmp_path / "injected"
+    home = tmp_path / f"home\ntouch {injected}\n#"
+    refused = pushtune(home, "hook", "install", bare)
+    assert refused.returncode == 2 and "PUSHTUNE_HOME" in refused.stderr and "control characters" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (bare / "hooks" / "post-receive").exists()
+
+    tabbed = pushtune(tmp_path / "home", "hook", "install", bare, "--run-args", "--metric 'a\tb'")
+    assert tabbed.returncode == 2 and "control characters" in tabbed.stderr
+
+    # what the shell would read as code is quoted: it stays a file name
+    odd_home = tmp_path / "it's $(touch injected) `touch injected` home"
+    assert pushtune(odd_home, "hook", "install", bare).returncode == 0
+    work = clone(bare, tmp_path / "work")
+    (work / "notes.py").write_text(NOT_A_MODEL)
+    git(work, "add", ".")
+    git(work, "commit", "-qm", "no model")
+    assert subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True).returncode == 0
+    wait_for(lambda: (lambda p: p.exists() and "skipped notes.py" in p.read_text())(odd_home / "hooks" / "hook.log"))
+    assert not list(tmp_path.rglob("injected"))
+
+
+@pytest.mark.parametrize("run_args, fragment", [
+    ("--notify 'x", "No closing quotation"),
+    ("--max-attempts 0", "--max-attempts must be at least 1"),
+    ("--threshold nan", "--threshold must be a finite number"),
+    ("--cpus 0.0001", "--cpus 0.0001"),
+    ("--param lr", "expected KEY=VALUE"),
+    ("--help", "--help"),
+])
+def test_run_options_that_would_fail_every_push_are_refused_at_install(pushtune_home, bare, run_args, fragment):
+    refused = pushtune(pushtune_home, "hook", "install", bare, f"--run-args={run_args}")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("pushtune: error: --run-args") and fragment in line
+    assert not (bare / "hooks" / "post-receive").exists()
+
+
+def test_a_root_level_file_named_like_an_option_is_trained(tmp_path, pushtune_home, bare):
+    installed = pushtune(pushtune_home, "hook", "install", bare, "--run-args",
+                         "--threshold 0.5 --max-attempts 1 --runtime local")
+    assert installed.returncode == 0, installed.stderr
+    work = clone(bare, tmp_path / "work")
+    (work / "-dash.py").write_text(LOGISTIC)
+    git(work, "add", "--", "-dash.py")
+    git(work, "commit", "-qm", "a model named like an option")
+    assert subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True).returncode == 0
+
+    (run,) = wait_for(lambda: finished_runs(pushtune_home))
+    assert (run["model_name"], run["status"]) == ("-dash.py", "passed")

@@ -357,3 +357,20 @@ def test_status_lists_the_chain(tmp_path, fake_jenkins):
     assert rows["pushtune-monitor"]["result"] == "not installed"
     table = pushtune(tmp_path, "jenkins", "status", env=env_for(fake_jenkins))
     assert table.returncode == 0 and "UNSTABLE" in table.stdout
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("http://[::1", "Invalid IPv6 URL"),
+    ("http://localhost:65536/", "Port out of range"),
+    (f"http://{USER}:{API_TOKEN}@jenkins.local:99999/", "Port out of range"),
+])
+def test_a_malformed_jenkins_url_is_one_line(tmp_path, url, fragment):
+    result = pushtune(tmp_path, "jenkins", "status", env={"JENKINS_URL": url})
+    assert_one_line_error(result, "JENKINS_URL", fragment)
+    assert_no_secret(result, API_TOKEN)
+
+
+def test_status_prints_job_names_as_they_are(tmp_path, fake_jenkins):
+    result = pushtune(tmp_path, "jenkins", "status", "--prefix", "[/x]", env=env_for(fake_jenkins))
+    assert result.returncode == 0, result.stderr
+    assert "[/x]-train" in result.stdout and "not installed" in result.stdout

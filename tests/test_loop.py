@@ -183,3 +183,59 @@ def test_optuna_searches_the_space_without_repeating_itself(tmp_path, store):
 
     again = run_model(model, options, LocalRuntime(), store)  # replayed from the store: reproducible
     assert [store.get_attempt(again["run_id"], a["n"])["params"] for a in again["attempts"]] == points
+
+
+LATIN1_MODEL = """\
+# -*- coding: latin-1 -*-
+import json, os
+from sklearn.linear_model import LogisticRegression
+
+word = "café"
+print(f"word={word!r} len={len(word)}")
+_ = LogisticRegression()
+with open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "metrics.json"), "w") as f:
+    json.dump({"accuracy": 1.0 if word == "caf\\u00e9" else 0.0}, f)
+"""
+
+
+def test_a_latin1_file_runs_with_its_text_intact(tmp_path, cli, pushtune_home):
+    model = tmp_path / "latin1.py"
+    model.write_bytes(LATIN1_MODEL.encode("latin-1"))
+
+    completed = cli("run", model, "--runtime", "local", "--max-attempts", "1", "--json")
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    summary = json.loads(completed.stdout)
+    assert summary["attempts"][0]["accuracy"] == 1.0
+    attempt = pushtune_home / "runs" / str(summary["run_id"]) / "attempt-1"
+    assert "word='café' len=4" in (attempt / "log.txt").read_text(encoding="utf-8")
+    assert (attempt / "model.py").read_text(encoding="utf-8").startswith("# -*- coding: utf-8 -*-\n")
+
+
+KILLED_ONCE = """\
+import json, os, signal
+from sklearn.linear_model import LogisticRegression
+
+out = os.environ["PUSHTUNE_OUTPUT"]
+_ = LogisticRegression()
+if not os.environ.get("PUSHTUNE_RESUME"):  # the first life dies as the OOM killer would kill it
+    json.dump({"epoch": 2}, open(os.path.join(out, "progress.json"), "w"))
+    os.kill(os.getpid(), signal.SIGKILL)
+json.dump({"accuracy": 0.5}, open(os.path.join(out, "metrics.json"), "w"))
+"""
+
+
+def test_show_json_lists_each_restart_of_an_attempt(tmp_path, cli):
+    model = write(tmp_path, "killed_once.py", KILLED_ONCE)
+    ran = cli("run", model, "--runtime", "local", "--max-attempts", "1", "--threshold", "0.1")
+    assert ran.returncode == 0, ran.stderr
+
+    shown = cli("show", "1", "--json")
+
+    assert shown.returncode == 0, shown.stderr
+    (attempt,) = json.loads(shown.stdout)["attempts"]
+    assert attempt["restarts"] == 1
+    (restart,) = attempt["restart_events"]
+    assert {k: restart[k] for k in ("reason", "exit_code", "resumed_epoch", "actor")} == {
+        "reason": "killed by SIGKILL", "exit_code": -9, "resumed_epoch": 2, "actor": "run"}
+    assert restart["at"] > 0

@@ -1,10 +1,16 @@
-"""Reading what a script reported, in every form the contract accepts."""
+"""Reading what a script reported, in every form the contract accepts, and nothing a hostile
+script plants instead: links, FIFOs, oversize files, out-of-range values, endless logs."""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
+import tracemalloc
 
-from jobs.metrics import meets, read_metrics
+import pytest
+
+from jobs.metrics import LOG_TAIL_BYTES, OUTPUT_LIMIT, find_artifact, log_tail, meets, read_curve, read_metrics
 
 
 def test_metrics_json_wins(tmp_path):
@@ -44,3 +50,135 @@ def test_meets_in_both_modes():
     assert meets(0.9, 0.9, "max") and not meets(0.89, 0.9, "max")
     assert meets(0.1, 0.2, "min") and not meets(0.3, 0.2, "min")
     assert not meets(None, 0.2, "min")
+
+
+# --- files a hostile script plants in its output directory ---------------------------------------
+
+
+def finishes(call, seconds: float = 5.0):
+    """The call's result; fails (instead of hanging the suite) when it blocks, as on a FIFO."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"blocked for over {seconds} s"
+    return result["value"]
+
+
+@pytest.fixture
+def host_secret(tmp_path):
+    """A file outside the output directory that a planted link points at."""
+    secret = tmp_path / "host" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text('{"accuracy": 0.99, "token": "HOST-SECRET"}\n')
+    output = tmp_path / "output"
+    output.mkdir()
+    return output, secret
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "accuracy.txt"])
+def test_a_metric_file_linked_to_a_host_file_is_not_read(host_secret, name):
+    output, secret = host_secret
+    (output / name).symlink_to(secret)
+    metrics, missing = read_metrics(output, None, "accuracy")
+    assert metrics == {} and missing == f"{name} is a symbolic link (not followed)"
+
+
+def test_a_fifo_as_metrics_json_fails_at_once(tmp_path):
+    os.mkfifo(tmp_path / "metrics.json")
+    metrics, missing = finishes(lambda: read_metrics(tmp_path, None, "accuracy"))
+    assert metrics == {} and missing == "metrics.json is not a regular file"
+
+
+def test_an_oversize_or_deeply_nested_metrics_json_fails_with_the_reason(tmp_path):
+    (tmp_path / "metrics.json").write_text('{"accuracy": 0.5, "pad": "' + "x" * OUTPUT_LIMIT + '"}')
+    assert read_metrics(tmp_path, None, "accuracy") == ({}, f"metrics.json is larger than {OUTPUT_LIMIT} bytes")
+    (tmp_path / "metrics.json").write_text("[" * 100_000)
+    _, missing = read_metrics(tmp_path, None, "accuracy")
+    assert missing.startswith("metrics.json is not valid JSON")
+
+
+def test_a_linked_fifo_or_oversize_history_is_no_curve(host_secret):
+    output, secret = host_secret
+    secret.write_text(json.dumps({"epochs": 1, "history": [{"epoch": 1, "loss": 0.5}]}))
+    (output / "history.json").symlink_to(secret)
+    assert read_curve(output) is None
+    (output / "history.json").unlink()
+    os.mkfifo(output / "history.json")
+    assert finishes(lambda: read_curve(output)) is None
+    (output / "history.json").unlink()
+    (output / "history.json").write_text(json.dumps({"history": [{"epoch": 1, "loss": 0.5}]}))
+    assert read_curve(output) == {"history": [{"epoch": 1, "loss": 0.5}]}
+    (output / "history.json").write_text("[" * 100_000)
+    assert read_curve(output) is None
+
+
+def test_a_linked_artifact_is_no_artifact(host_secret):
+    output, secret = host_secret
+    (output / "model.keras").symlink_to(secret)
+    os.mkfifo(output / "model.h5")
+    assert find_artifact(output) is None
+    (output / "model.pkl").write_bytes(b"model")
+    assert find_artifact(output) == output / "model.pkl"
+
+
+# --- the log tail ---------------------------------------------------------------------------------
+
+
+def test_the_log_tail_is_capped_and_reads_only_the_end(tmp_path):
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        handle.write("start\n" + "y" * (40 << 20) + "\nTraceback: the end\naccuracy: 0.75\n")
+    tracemalloc.start()
+    try:
+        tail = log_tail(log, lines=15)
+        metrics, missing = read_metrics(tmp_path, log, "accuracy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(tail.encode()) <= LOG_TAIL_BYTES + 3  # + the "…" that marks the cut line
+    assert tail.startswith("…y") and tail.endswith("yyy\nTraceback: the end\naccuracy: 0.75")
+    assert (metrics, missing) == ({"accuracy": 0.75}, None)
+    assert peak < 1 << 20  # never the whole 40 MB log in memory
+
+
+def test_a_log_of_one_huge_line_is_no_metric_line(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("accuracy: 0.9" + " " * (LOG_TAIL_BYTES + 10) + "x\n")
+    assert read_metrics(tmp_path, log, "accuracy")[1].startswith("the script reported no 'accuracy'")
+    log.write_text("short\nlog\n")
+    assert log_tail(log) == "short\nlog"
+
+
+# --- metrics out of their range -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reported, reason", [
+    ({"accuracy": 5.0}, "metrics.json: accuracy = 5 is outside its range [0, 1]"),
+    ({"accuracy": -3}, "metrics.json: accuracy = -3 is outside its range [0, 1]"),
+    ({"accuracy": 0.9, "val_accuracy": 1.2}, "metrics.json: val_accuracy = 1.2 is outside its range [0, 1]"),
+    ({"accuracy": 0.9, "ROC_AUC": 1.5}, "metrics.json: ROC_AUC = 1.5 is outside its range [0, 1]"),
+    ({"accuracy": 0.9, "f1_score": -0.1}, "metrics.json: f1_score = -0.1 is outside its range [0, 1]"),
+    ({"accuracy": 0.9, "Precision": 2}, "metrics.json: Precision = 2 is outside its range [0, 1]"),
+    ({"accuracy": 0.9, "test_recall_macro": 7}, "metrics.json: test_recall_macro = 7 is outside its range [0, 1]"),
+    ({"accuracy": 0.9, "val_mse": -1}, "metrics.json: val_mse = -1 is outside its range [0, ∞)"),
+])
+def test_a_metric_outside_its_range_fails_with_the_reason(tmp_path, reported, reason):
+    (tmp_path / "metrics.json").write_text(json.dumps(reported))
+    assert read_metrics(tmp_path, None, "accuracy") == (reported, reason)
+
+
+def test_metrics_at_the_ends_of_their_range_and_unranged_ones_pass(tmp_path):
+    reported = {"accuracy": 1.0, "val_accuracy": 0, "auc": 1, "loss": -3.0, "r2": -2.5, "epochs": 40}
+    (tmp_path / "metrics.json").write_text(json.dumps(reported))
+    assert read_metrics(tmp_path, None, "accuracy") == (reported, None)
+
+
+def test_accuracy_txt_and_the_last_line_are_checked_too(tmp_path):
+    (tmp_path / "accuracy.txt").write_text("91.3\n")
+    assert read_metrics(tmp_path, None, "accuracy")[1] == "accuracy.txt: accuracy = 91.3 is outside its range [0, 1]"
+    (tmp_path / "accuracy.txt").unlink()
+    log = tmp_path / "log.txt"
+    log.write_text("Accuracy: -0.5\n")
+    assert read_metrics(tmp_path, log, "accuracy")[1] == \
+        "last line of the log: accuracy = -0.5 is outside its range [0, 1]"

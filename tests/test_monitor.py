@@ -228,3 +228,11 @@ def test_a_run_whose_driver_died_between_attempts_is_continued_but_a_chain_run_i
     assert [(a.run_id, a.what) for a in actions] == [(orphan, "continued")]
     wait_for(lambda: store.get_run(orphan)["status"] == "passed", 60, "the continued run")
     assert store.get_run(chained)["status"] == "running" and store.attempts(chained) == []
+
+
+def test_the_interval_must_be_a_positive_finite_number_of_seconds(pushtune_home, cli):
+    for value in ("nan", "inf", "1e300", "0", "-1"):
+        result = cli("monitor", f"--interval={value}", timeout=30)
+        assert result.returncode == 2, (value, result.stderr)
+        assert result.stderr.splitlines() == [
+            "pushtune: error: --interval must be a positive number of seconds, at most 86400"], value

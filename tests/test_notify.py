@@ -498,3 +498,41 @@ def test_cli_sends_a_recorded_run(store, tmp_path, pushtune_home, smtp_server, m
     assert [(r["status"], r["recipients"]) for r in store.notifications(run_id)] == [
         ("sent", ["a@example.org", "b@example.org"])
     ]
+
+
+# --- hostile names ------------------------------------------------------------------------------
+
+PASSING_MODEL = """\
+import json, os
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+X, y = load_iris(return_X_y=True)
+model = LogisticRegression(max_iter=2000).fit(X, y)
+with open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "metrics.json"), "w") as f:
+    json.dump({"acc\\nuracy": model.score(X, y)}, f)
+"""
+
+
+def test_a_file_name_with_a_newline_gets_a_one_line_subject_and_the_run_its_exit_code(
+        tmp_path, pushtune_home, smtp_server, mail_env):
+    inbox = Inbox()
+    env = {**mail_env, "PUSHTUNE_SMTP_PORT": str(smtp_server(inbox))}
+    model = tmp_path / "bad\nname.py"
+    model.write_text(PASSING_MODEL)
+    shell_env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHTUNE_SMTP", "PUSHTUNE_MAIL"))}
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs", "run", str(model), "--runtime", "local", "--threshold", "0.5",
+         "--metric", "acc\nuracy", "--notify", OWNER],
+        cwd=ROOT, env={**shell_env, **env, "PUSHTUNE_HOME": str(pushtune_home), "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=300)
+
+    assert run.returncode == 0, run.stderr  # the run passed; the mail must not change that
+    (mail,) = inbox.received
+    assert mail.message["Subject"] == "[pushtune] bad name.py: threshold met — acc uracy 0.9733 ≥ 0.50 (run 1)"
+    (row,) = RunStore.open().notifications(1)
+    assert row["status"] == "sent"
+
+    resent = _notify_cli("1", env=env, home=pushtune_home)
+    assert resent.returncode == 0, resent.stderr
+    assert [m.message["Subject"] for m in inbox.received] == [mail.message["Subject"]] * 2

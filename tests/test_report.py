@@ -130,3 +130,12 @@ def test_an_odd_curve_costs_the_chart_not_the_report(tmp_path, pushtune_home):
     store, run_id = make_run(tmp_path, [{"metric_value": 0.5, "curve": {"history": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": [1, 2]}]}}], best=1)
     page = render_report(store, run_id)
     assert "Run 1: ann.py" in page
+
+
+def test_the_metric_name_is_escaped_everywhere(tmp_path, pushtune_home):
+    metric = '<img src=x onerror="alert(1)">'
+    store, run_id = make_run(tmp_path, [{"metric_value": 0.5}, {"metric_value": 0.95}], metric=metric, best=2)
+    page = render_report(store, run_id)
+    assert "<img src=x" not in page
+    escaped = "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"
+    assert f"<th>{escaped}</th>" in page and f"Best: attempt 2, {escaped} 0.9500" in page

@@ -10,7 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from jobs.runtime import AttemptSpec, LocalRuntime
+import pytest
+
+from jobs.runtime import STOP_GRACE_SECONDS, AttemptSpec, LocalRuntime, metric_written, resumable_epoch
 
 # Dies by SIGKILL (as the OOM killer or `kill -9` would do it) until it has been resumed
 # `needed` times; each life trains one more "epoch" from the last progress it wrote.
@@ -120,3 +122,165 @@ def test_the_contract_environment(tmp_path):
     assert env["PUSHTUNE_OUTPUT"] == str(spec.output_dir) and json.loads(env["PUSHTUNE_PARAMS"]) == {"x": 1}
     assert env["PUSHTUNE_RESUME"] is None and env["PUSHTUNE_DATA"] is None
     assert env["cwd"] == str(spec.workdir) and env["PUSHTUNE_CACHE"] == str(spec.cache_dir)
+
+
+SECRETS = {"PUSHTUNE_SMTP_PASSWORD": "smtp-secret", "JENKINS_API_TOKEN": "jenkins-secret",
+           "PUSHTUNE_TRIGGER_TOKEN": "trigger-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret",
+           "PUSHTUNE_HOME": "/somewhere/else", "PUSHTUNE_DATA": "/exported/in/the/shell"}
+ALLOWED = {"LC_PAPER": "C", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "localhost",
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def test_secrets_never_reach_the_script(tmp_path, monkeypatch):
+    for name, value in {**SECRETS, **ALLOWED, "PYTHONPATH": "/extra/lib"}.items():
+        monkeypatch.setenv(name, value)
+    source = textwrap.dedent("""\
+        import json, os
+        print(dict(os.environ))
+        json.dump(dict(os.environ), open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "env.json"), "w"))
+    """)
+    spec = spec_for(tmp_path, source)
+    assert LocalRuntime().run(spec).exit_code == 0
+    env = json.loads((spec.output_dir / "env.json").read_text())
+    log = spec.log_path.read_text()
+    for name, value in SECRETS.items():
+        assert name not in env and value not in log
+    assert {name: env.get(name) for name in ALLOWED} == ALLOWED
+    assert env["PATH"] == os.environ["PATH"] and env["HOME"] == os.environ["HOME"]
+    assert env["PYTHONPATH"] == os.pathsep.join([str(Path(__file__).resolve().parent.parent), "/extra/lib"])
+    assert env["PUSHTUNE_OUTPUT"] == str(spec.output_dir) and env["PUSHTUNE_CACHE"] == str(spec.cache_dir)
+    assert (env["PUSHTUNE_RUN"], env["PUSHTUNE_ATTEMPT"], env["PUSHTUNE_PARAMS"]) == ("1", "1", '{"x": 1}')
+
+
+# --- every process of the attempt ends with it ------------------------------------------------------
+
+# Leaves a sleeping child, and a grandchild that left the session (setsid after a double fork)
+# and ignores SIGTERM; both hold the log pipe. Each writes its start time (clock ticks) to pid.<pid>.
+LEAVES_PROCESSES = textwrap.dedent("""\
+    import os, signal, subprocess, sys, time
+
+    NOTE = "import os; open(f'pid.{os.getpid()}', 'w').write(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])"
+    subprocess.Popen([sys.executable, "-c", NOTE + "; import time; time.sleep(120)"])
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            exec(NOTE)
+            time.sleep(120)
+        os._exit(0)
+    while len([name for name in os.listdir() if name.startswith("pid.")]) < 2:
+        time.sleep(0.01)
+    print("children started", flush=True)
+    time.sleep(SLEEP)
+    print("accuracy: 0.5")
+""")
+
+
+def left_running(workdir: Path) -> list[int]:
+    """The processes of pid.<pid> files still running (a pid reused since does not count)."""
+    running = []
+    for note in workdir.glob("pid.*"):
+        pid = int(note.suffix[1:])
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and fields[19] == (note.read_text() or fields[19]):
+            running.append(pid)
+    return running
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_processes_the_script_leaves_end_with_it_at_once(tmp_path):
+    spec = spec_for(tmp_path, LEAVES_PROCESSES.replace("SLEEP", "0"))
+    started = time.monotonic()
+    outcome = LocalRuntime().run(spec)
+    elapsed = time.monotonic() - started
+    leftovers = left_running(spec.workdir)
+    kill_all(leftovers)
+    assert outcome.exit_code == 0 and "children started" in spec.log_path.read_text()
+    assert len(list(spec.workdir.glob("pid.*"))) == 2
+    assert leftovers == [] and elapsed < 3  # no wait on the log pipe they held
+
+
+def test_a_timeout_ends_processes_that_left_the_session(tmp_path):
+    spec = spec_for(tmp_path, LEAVES_PROCESSES.replace("SLEEP", "120"), timeout=1)
+    started = time.monotonic()
+    outcome = LocalRuntime().run(spec)
+    elapsed = time.monotonic() - started
+    leftovers = left_running(spec.workdir)
+    kill_all(leftovers)
+    assert outcome.timed_out and outcome.error == "attempt timed out after 1 s"
+    assert len(list(spec.workdir.glob("pid.*"))) == 2
+    assert leftovers == [] and elapsed < 4
+
+
+def test_a_script_ignoring_sigterm_is_killed_after_the_grace(tmp_path):
+    source = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(120)\n"
+    spec = spec_for(tmp_path, source, timeout=1)
+    started = time.monotonic()
+    outcome = LocalRuntime().run(spec)
+    assert outcome.timed_out and outcome.exit_code == -signal.SIGKILL
+    assert 1 + STOP_GRACE_SECONDS <= time.monotonic() - started < 1 + STOP_GRACE_SECONDS + 3
+
+
+def test_killing_the_attempts_process_kills_its_script_and_restarts_it(tmp_path):
+    # What `kill -9` of process.json's pid does (a monitor test, the resume benchmark).
+    source = textwrap.dedent("""\
+        import json, os, time
+        out = os.environ["PUSHTUNE_OUTPUT"]
+        if not os.environ.get("PUSHTUNE_RESUME"):
+            open("pid.%d" % os.getpid(), "w").write(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+            time.sleep(120)
+        json.dump({"accuracy": 1.0}, open(os.path.join(out, "metrics.json"), "w"))
+    """)
+    spec = spec_for(tmp_path, source, max_restarts=1)
+
+    def kill_when_started():
+        for _ in range(400):
+            if list(spec.workdir.glob("pid.*")):
+                os.kill(json.loads((spec.workdir / "process.json").read_text())["pid"], signal.SIGKILL)
+                return
+            time.sleep(0.025)
+
+    killer = threading.Thread(target=kill_when_started)
+    killer.start()
+    outcome = LocalRuntime().run(spec)
+    killer.join()
+    time.sleep(0.2)  # SIGKILL on its parent's death is asynchronous
+    leftovers = left_running(spec.workdir)
+    kill_all(leftovers)
+    assert outcome.exit_code == 0 and outcome.restarts == 1 and leftovers == []
+
+
+# --- what the runtime reads of the output directory ----------------------------------------------
+
+
+def test_a_linked_or_fifo_metric_file_is_not_a_written_metric(tmp_path):
+    (tmp_path / "elsewhere.json").write_text('{"accuracy": 1.0}')
+    (tmp_path / "metrics.json").symlink_to(tmp_path / "elsewhere.json")
+    os.mkfifo(tmp_path / "accuracy.txt")
+    assert not metric_written(tmp_path)
+    (tmp_path / "accuracy.txt").unlink()
+    (tmp_path / "accuracy.txt").write_text("0.5")
+    assert metric_written(tmp_path)
+
+
+@pytest.mark.timeout(30)
+def test_a_linked_fifo_or_oversize_progress_file_has_no_epoch(tmp_path):
+    (tmp_path / "elsewhere.json").write_text('{"epoch": 7}')
+    (tmp_path / "progress.json").symlink_to(tmp_path / "elsewhere.json")
+    assert resumable_epoch(tmp_path) is None
+    (tmp_path / "progress.json").unlink()
+    os.mkfifo(tmp_path / "progress.json")
+    assert resumable_epoch(tmp_path) is None  # without waiting for a writer
+    (tmp_path / "progress.json").unlink()
+    for text in ('{"epoch": 1e999}', '{"epoch": 3, "pad": "' + "x" * (1 << 20) + '"}', "[" * 100_000):
+        (tmp_path / "progress.json").write_text(text)
+        assert resumable_epoch(tmp_path) is None
+    (tmp_path / "progress.json").write_text('{"epoch": 3}')
+    assert resumable_epoch(tmp_path) == 3

@@ -10,6 +10,7 @@ import pytest
 
 from jobs.store import RunStore
 import test_loop
+import test_monitor
 from test_jenkins_client import TRIGGER_TOKEN, fake_jenkins, pushtune  # noqa: F401 (fixture)
 
 # The script of test_loop with C=0.001, which scores ~0.916 on its split; the ladder's first
@@ -166,3 +167,57 @@ def test_finish_is_idempotent_and_unknown_runs_are_user_errors(pushtune_home, mo
     for step in ("train", "tweak", "finish"):
         unknown = pushtune(pushtune_home, step, 999)
         assert unknown.returncode == 2 and "no run 999" in unknown.stderr
+
+
+# a regression "model" that scores 0.5 at once
+BELOW = test_monitor.TRIVIAL.replace('{"accuracy": 1.0}', '{"accuracy": 0.5}')
+assert "0.5" in BELOW
+
+
+def one_line_error(result) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("pushtune: error: ")
+    return line
+
+
+def test_start_records_nothing_it_cannot_hand_on(tmp_path, pushtune_home, model):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    for option, target in (("--properties", blocker / "start.properties"), ("--properties", tmp_path),
+                           ("--properties-dir", blocker / "props")):
+        line = one_line_error(pushtune(pushtune_home, "start", model, "--runtime", "local", option, target))
+        assert f"cannot write {target}" in line
+    line = one_line_error(pushtune(pushtune_home, "start", model, tmp_path / "missing.py", "--runtime", "local"))
+    assert "no such model file" in line
+    no_engine = pushtune(pushtune_home, "start", model, "--runtime", "docker", "--build-image",
+                         env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert no_engine.returncode == 2 and "images build" in no_engine.stderr
+    assert RunStore.open().list_runs() == []
+    assert not (pushtune_home / "runs").exists() or list((pushtune_home / "runs").iterdir()) == []
+    assert blocker.read_text() == "a file, not a directory"
+
+
+def test_tweak_checks_its_properties_file_before_it_finishes_the_run(tmp_path, pushtune_home):
+    model = tmp_path / "below.py"
+    model.write_text(BELOW)
+    run_id = int(pushtune(pushtune_home, "start", model, "--runtime", "local", "--max-attempts", "1").stdout)
+    assert pushtune(pushtune_home, "train", run_id).returncode == 3
+    line = one_line_error(pushtune(pushtune_home, "tweak", run_id, "--properties", tmp_path))
+    assert f"cannot write {tmp_path}" in line
+    assert RunStore.open().get_run(run_id)["status"] == "running"
+
+
+def test_changed_with_a_directory_for_its_properties_file_is_a_user_error(tmp_path, pushtune_home):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "model.py").write_text(LOGISTIC)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "first")
+    props = tmp_path / "props"
+    props.mkdir()
+    for old in ("", "HEAD"):  # a model changed (the file is written) and none did (it is removed)
+        line = one_line_error(pushtune(pushtune_home, "changed", "--repo", repo, "--from", old, "--properties", props))
+        assert f"cannot write {props}" in line
+    assert props.is_dir()

@@ -78,3 +78,79 @@ def test_store_is_plain_sqlite(tmp_path):
     new_run(store)
     with sqlite3.connect(store.path) as db:
         assert db.execute("SELECT model_name FROM runs").fetchone() == ("m.py",)
+
+
+def test_a_run_and_its_directory_are_made_in_one_step(tmp_path):
+    store = RunStore.open(tmp_path / "s.db")
+    run_id = new_run(store, files={"pushed.py": "print(1)\n"})
+    run_dir = tmp_path / "runs" / str(run_id)
+    assert store.get_run(run_id)["run_dir"] == str(run_dir)
+    assert (run_dir / "pushed.py").read_text() == "print(1)\n"
+    with pytest.raises(sqlite3.OperationalError):  # a run that cannot be recorded leaves no directory
+        new_run(store, no_such_column=1)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [str(run_id)]
+    assert [r["id"] for r in store.list_runs()] == [run_id]
+
+
+def test_a_recreated_or_emptied_store_never_reuses_a_run_directory(tmp_path):
+    store = RunStore.open(tmp_path / "s.db")
+    first = new_run(store, files={"pushed.py": "first"})
+    store.path.unlink()  # recreated: ids would start at 1 again
+    store = RunStore.open(tmp_path / "s.db")
+    second = new_run(store, files={"pushed.py": "second"})
+    with sqlite3.connect(store.path) as db:  # emptied, sequence and all
+        db.execute("DELETE FROM runs")
+        db.execute("DELETE FROM sqlite_sequence")
+    (tmp_path / "runs" / "3").write_text("not even a directory")
+    third = new_run(store, files={"pushed.py": "third"})
+    assert (first, second, third) == (1, 2, 4)
+    for n, text in ((1, "first"), (2, "second"), (4, "third")):
+        assert (tmp_path / "runs" / str(n) / "pushed.py").read_text() == text
+
+
+def test_an_empty_store_file_beside_runs_is_a_user_error(tmp_path):
+    (tmp_path / "s.db").write_bytes(b"")
+    RunStore.open(tmp_path / "s.db")  # nothing to lose yet: a new store
+    new_run(RunStore.open(tmp_path / "s.db"))
+    for name in ("s.db", "s.db-wal", "s.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    (tmp_path / "s.db").write_bytes(b"")
+    with pytest.raises(UserError, match=rf"{tmp_path / 's.db'} is empty but {tmp_path / 'runs'} holds 1 run.*backup"):
+        RunStore.open(tmp_path / "s.db")
+    assert (tmp_path / "s.db").read_bytes() == b"" and (tmp_path / "runs" / "1").is_dir()
+
+
+def test_a_foreign_store_file_is_a_user_error_saying_what_to_do(tmp_path):
+    (tmp_path / "text.db").write_text("hello\n" * 100)
+    with pytest.raises(UserError, match=r"text.db is not an SQLite database.*move it aside or set PUSHTUNE_HOME"):
+        RunStore.open(tmp_path / "text.db")
+    with sqlite3.connect(tmp_path / "other.db") as db:
+        db.execute("CREATE TABLE photos (id INTEGER)")
+    with pytest.raises(UserError, match=r"other.db is not a pushtune run store.*PUSHTUNE_HOME"):
+        RunStore.open(tmp_path / "other.db")
+    with sqlite3.connect(tmp_path / "other.db") as db:  # left as it was
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["photos"]
+
+
+def test_ids_too_big_for_sqlite_are_no_such_run(tmp_path):
+    store = RunStore.open(tmp_path / "s.db")
+    run_id = new_run(store)
+    huge = 10**30
+    with pytest.raises(UserError, match=f"no run {huge}"):
+        store.get_run(huge)
+    with pytest.raises(UserError, match=f"no attempt {huge} in run {run_id}"):
+        store.get_attempt(run_id, huge)
+    for call in (lambda: store.attempts(-huge), lambda: store.restarts(huge),
+                 lambda: store.update_run(huge, status="failed"), lambda: store.notifications(huge)):
+        with pytest.raises(UserError, match="no run"):
+            call()
+    assert [r["id"] for r in store.list_runs(limit=huge)] == [run_id]
+
+
+def test_a_corrupt_json_column_names_the_run_and_the_column(tmp_path):
+    store = RunStore.open(tmp_path / "s.db")
+    run_id = new_run(store)
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE runs SET options = '{\"threshold\": ' WHERE id = ?", (run_id,))
+    with pytest.raises(UserError, match=f"the options column of run {run_id} in {store.path} is not valid JSON"):
+        store.get_run(run_id)

@@ -18,6 +18,7 @@ from jobs.tweaks import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "classify"
 
 
 def src(text: str) -> str:
@@ -874,3 +875,48 @@ def test_tweaked_keras_models_build_with_the_described_changes(
     assert tweaked["layers"][-2:] == (["Dropout", "Dense"] if "add_dropout" in names else ["Dense", "Dense"])
     if "batch_size_32" in names:  # 64 rows: one batch as pushed, two of 32 once tweaked
         assert (pushed["steps"], tweaked["steps"]) == (1, 2)
+
+
+# --- extreme literals and deep nesting: a tweak that cannot apply is skipped -------------------
+
+
+def test_a_change_beyond_float_range_does_not_apply():
+    source = "from sklearn.linear_model import LogisticRegression\nmodel = LogisticRegression(C=1e308)\n"
+    assert apply_tweak("c_times_10", source, {}) is None
+    assert tweak("c_div_10", source).new == 1e307
+    infinite = "from sklearn.linear_model import Ridge\nmodel = Ridge(alpha=1e999)\n"  # a literal inf
+    assert apply_tweak("alpha_div_10", infinite, {}) is None and apply_tweak("alpha_times_10", infinite, {}) is None
+    big = "1" + "0" * 400  # an int Python takes, beyond float range
+    huge = f"from sklearn.linear_model import Ridge\nmodel = Ridge(alpha={big}, max_iter={big})\n"
+    for name in ("alpha_div_10", "alpha_times_10", "double_max_iter", "max_iter_times_10"):
+        assert apply_tweak(name, huge, {}) is None
+    in_params = "from jobs import kit\np = kit.params(C=1e308, epochs=10**400)\n"
+    assert apply_tweak("c_times_10", in_params, {}) is None and apply_tweak("double_epochs", in_params, {}) is None
+    assert apply_tweak("c_div_10", in_params, {}).params["C"] == 1e307
+
+
+def test_a_source_too_deeply_nested_to_rewrite_skips_every_tweak():
+    deep = ("from sklearn.linear_model import LogisticRegression\n"
+            "model = LogisticRegression(C=1.0)\n"
+            "x = " + "-" * 500 + "1\n")
+    ast.parse(deep)  # Python runs it
+    for name in TWEAK_NAMES:
+        assert apply_tweak(name, deep, {}) is None
+    assert tweak("c_times_10", deep.replace("-" * 500, "-" * 20)).new == 10.0
+
+
+def test_a_long_boolean_chain_does_not_crash_the_process():
+    # libcst's native parser nests `a and b and …`: 20,000 terms overflowed its stack (SIGSEGV)
+    code = ("from jobs.tweaks import apply_tweak\n"
+            "source = 'from sklearn.svm import SVC\\nm = SVC(C=1.0)\\nx = ' + ' and '.join(['1'] * 20000) + '\\n'\n"
+            "print(apply_tweak('c_times_10', source, {}))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "None\n"), done.stderr[-2000:]
+
+
+def test_add_dropout_after_a_layer_given_by_name():
+    # found by tests/test_fuzz.py: the layer before the output was a name, not a call
+    source = (FIXTURES / "nested_sequential.py").read_text()
+    result = tweak("add_dropout", source)
+    assert "feature_extractor, Dropout(0.3), Dense(1" in result.source

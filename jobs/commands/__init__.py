@@ -9,4 +9,4 @@ from rich.console import Console
 
 def output_console() -> Console:
     """Rich console for stdout; when piped, wide enough that tables are not squeezed."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)

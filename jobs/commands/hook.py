@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 from pathlib import Path
 
 from jobs import hook
@@ -29,7 +28,7 @@ def add_parser(subparsers) -> None:
 
 
 def install(args: argparse.Namespace) -> int:
-    path = hook.install_hook(Path(args.repo), home=home(), run_args=shlex.split(args.run_args),
+    path = hook.install_hook(Path(args.repo), home=home(), run_args=hook.split_run_args(args.run_args),
                              force=args.force, chain=args.chain)
     print(f"installed {path} (runs logged to {hook.log_path(home())})")
     return 0

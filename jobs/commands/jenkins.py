@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from jobs import jenkins as jk
 from jobs.errors import UserError
@@ -146,6 +147,6 @@ def status(args: argparse.Namespace) -> int:
         table.add_column(column)
     for row in rows:
         started = datetime.fromtimestamp(row["started"]).strftime("%Y-%m-%d %H:%M:%S") if row["started"] else ""
-        table.add_row(row["job"], str(row["number"] or ""), row["result"], started)
+        table.add_row(Text(row["job"]), str(row["number"] or ""), Text(str(row["result"])), started)
     Console(highlight=False).print(table)
     return 0

@@ -8,15 +8,16 @@ import sys
 from jobs import steps
 from jobs.errors import UserError
 from jobs.loop import EXIT_CODES, drive, notify_if_asked, resume_attempt, run_options
-from jobs.monitor import sweep, watch
+from jobs.monitor import MAX_INTERVAL, check_interval, sweep, watch
 from jobs.runtime import get_runtime
-from jobs.store import RunStore
+from jobs.store import RunStore, attempt_dir, run_dir
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("monitor", help="resume training whose driver died, from its last checkpoint")
     p.add_argument("--once", action="store_true", help="one sweep, then exit")
-    p.add_argument("--interval", type=float, default=30.0, metavar="S", help="seconds between sweeps (default 30)")
+    p.add_argument("--interval", type=float, default=30.0, metavar="S",
+                   help=f"seconds between sweeps (default 30, at most {MAX_INTERVAL:g})")
     p.set_defaults(func=monitor)
     p = subparsers.add_parser("resume", help="drive a run again (the monitor starts this)")
     p.add_argument("run_id", type=int, metavar="RUN_ID")
@@ -29,8 +30,7 @@ def _echo(line: str) -> None:
 
 
 def monitor(args: argparse.Namespace) -> int:
-    if args.interval <= 0:
-        raise UserError("--interval must be a positive number of seconds")
+    check_interval(args.interval)
     store = RunStore.open()
     if args.once:
         actions = sweep(store)
@@ -48,6 +48,12 @@ def resume(args: argparse.Namespace) -> int:
     run = store.get_run(args.run_id)
     if run["status"] != "running":
         raise UserError(f"run {args.run_id} is {run['status']}, not running")
+    run_dir(run)  # its driver.lock and report go there, never into the current directory
+    if args.attempt is not None:
+        attempt = store.get_attempt(args.run_id, args.attempt)
+        if attempt["status"] != "running":  # its outcome is recorded: never train it over again
+            raise UserError(f"attempt {args.attempt} of run {args.run_id} is {attempt['status']}, not running")
+        attempt_dir(attempt)
     runtime = get_runtime(run["runtime"], **run_options(run).runtime_options)
     if args.attempt is not None:
         resume_attempt(store, args.run_id, args.attempt, runtime)

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -71,13 +70,28 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="stream the script's output")
 
 
+MIN_CPUS = 0.01  # the smallest CPU limit Docker accepts
+
+
+def check_limits(memory: str, cpus: float) -> None:
+    """The Docker limits, checked before a run starts (not when its first container does)."""
+    if not (math.isfinite(cpus) and cpus >= MIN_CPUS):
+        raise UserError(f"--cpus {cpus:g}: expected a number of CPUs of at least {MIN_CPUS:g}, such as 0.5 or 2")
+    from jobs.docker_runtime import parse_memory
+
+    parse_memory(memory)
+
+
 def options_from(args: argparse.Namespace) -> RunOptions:
+    check_limits(args.memory, args.cpus)
     space = None
     if args.space:
         try:
             text = Path(args.space).read_text(encoding="utf-8")
         except OSError as exc:
             raise UserError(f"--space: cannot read {args.space}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--space: {args.space} is not UTF-8 text (a JSON file is)") from None
         space = load_space(text, args.space)
     return RunOptions(
         threshold=args.threshold, metric=args.metric, mode=args.mode,
@@ -140,10 +154,11 @@ class TerminalProgress:
             self.close()
             a = data["attempt"]
             if a["status"] == "ok":
-                self.console.print(f"attempt {a['n']}: {metric} {a['metric_value']:.4f} ({a['seconds']:.1f} s)")
+                self.console.print(f"attempt {a['n']}: {metric} {a['metric_value']:.4f} ({a['seconds']:.1f} s)",
+                                   markup=False)
             else:
-                self.console.print(f"attempt {a['n']}: [red]failed[/red]: {escape(a['error'] or '')} "
-                                   f"({a['seconds']:.1f} s)")
+                self.console.print(Text.assemble(f"attempt {a['n']}: ", ("failed", "red"),
+                                                 f": {a['error'] or ''} ({a['seconds']:.1f} s)"))
 
     def _epoch_line(self, epoch: int, epochs: int | None, logs: dict) -> None:
         self.console.print(epoch_line(epoch, epochs, logs), markup=False, highlight=False)
@@ -174,14 +189,16 @@ def warm_text(attempt: dict) -> str | None:
 
 
 def print_summary(summary: dict, console: Console) -> None:
+    """The attempts table and the verdict; every text from the run (names, errors, paths) is
+    printed as is (Text), never read as Rich markup or emoji codes."""
     metric = summary["metric"]
-    table = Table(title=f"run {summary['run_id']}: {Path(summary['model']).name}")
+    table = Table(title=Text(f"run {summary['run_id']}: {Path(summary['model']).name}"))
     with_why = any(a.get("reason") for a in summary["attempts"])
     table.add_column("attempt", no_wrap=True)
     table.add_column("change", overflow="fold")
     if with_why:  # the strategy's evidence can be long: it wraps, the attempt numbers never do
         table.add_column("why", overflow="fold", min_width=16)
-    table.add_column(metric, overflow="fold")
+    table.add_column(Text(metric), overflow="fold")
     table.add_column("seconds", no_wrap=True)
     best_n = summary["best"] and summary["best"]["attempt"]
     for a in summary["attempts"]:
@@ -195,14 +212,14 @@ def print_summary(summary: dict, console: Console) -> None:
     console.print(table)
     status = summary["status"].replace("_", " ")
     if summary["best"]:
-        console.print(f"{status}: best {metric} {summary['best'][metric]:.4f} "
-                      f"(threshold {summary['threshold']:g}) at attempt {best_n}; "
-                      f"stopped: {summary['stop_reason']}")
+        console.print(Text(f"{status}: best {metric} {summary['best'][metric]:.4f} "
+                           f"(threshold {summary['threshold']:g}) at attempt {best_n}; "
+                           f"stopped: {summary['stop_reason']}"))
         if summary["best"]["artifact"]:
-            console.print(f"model: {summary['best']['artifact']}")
+            console.print(Text(f"model: {summary['best']['artifact']}"))
     else:
-        console.print(f"{status}: no attempt reported {metric}; stopped: {summary['stop_reason']}")
-    console.print(f"report: {summary['report']}")
+        console.print(Text(f"{status}: no attempt reported {metric}; stopped: {summary['stop_reason']}"))
+    console.print(Text(f"report: {summary['report']}"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,9 +231,9 @@ def run(args: argparse.Namespace) -> int:
         load_settings(options.notify)
     store = RunStore.open()
     runtime = get_runtime(options.runtime, **options.runtime_options)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # `:x:` in a name stays
     if options.runtime == "auto":
-        err.print(f"runtime: {runtime.name}")
+        err.print(f"runtime: {runtime.name}", markup=False)
     options.runtime = runtime.name  # what a monitor uses if it has to resume an attempt
     progress = None if args.json else TerminalProgress(err, options)
     try:
@@ -226,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
     result = notify_if_asked(store, summary["run_id"])  # a failure is recorded and printed
     if result and result.sent:
-        err.print(result.describe(summary["run_id"]))
+        err.print(result.describe(summary["run_id"]), markup=False)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

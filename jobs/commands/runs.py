@@ -6,8 +6,8 @@ import argparse
 import json
 from datetime import datetime
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from jobs.commands import output_console
 from jobs.loop import summarize
@@ -41,13 +41,19 @@ def list_runs(args: argparse.Namespace) -> int:
     for r in runs:
         attempts = store.attempts(r["id"])
         best = next((a for a in attempts if a["n"] == r["best_attempt"]), None)
-        table.add_row(
+        table.add_row(  # Text: a name is shown as is, never read as markup
             str(r["id"]), datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M"),
-            r["model_name"], r["kind"], r["status"], _value(best and best["metric_value"]),
+            Text(r["model_name"]), Text(r["kind"]), Text(r["status"]), _value(best and best["metric_value"]),
             f"{r['threshold']:g}", str(len(attempts)),
         )
     output_console().print(table)
     return 0
+
+
+def _restarts(store: RunStore, run_id: int, n: int) -> list[dict]:
+    """Each restart of the attempt: when, why, its exit code, the epoch it resumed from, by whom."""
+    fields = ("at", "reason", "exit_code", "resumed_epoch", "actor")
+    return [{k: r[k] for k in fields} for r in store.restarts(run_id, n)]
 
 
 def show_run(args: argparse.Namespace) -> int:
@@ -58,6 +64,7 @@ def show_run(args: argparse.Namespace) -> int:
         summary["attempts"] = [
             {**s, "reason": a.get("reason"), "warm_from": a.get("warm_from"), "warm_epoch": a.get("warm_epoch"),
              "diff": a["diff"], "params": a["params"], "status": a["status"], "restarts": a["restarts"],
+             "restart_events": _restarts(store, args.run_id, a["n"]),
              "log_tail": a["log_tail"], "dir": a["dir"], "curve": a.get("curve")}
             for s, a in zip(summary["attempts"], attempts)
         ]
@@ -69,6 +76,6 @@ def show_run(args: argparse.Namespace) -> int:
     print_summary(summary, console)
     for a in attempts:
         if a["diff"]:
-            console.print(f"\n[bold]attempt {a['n']}[/bold]: {escape(a['tweak'] or '')}")
-            console.print(a["diff"], markup=False, highlight=False)
+            console.print(Text.assemble("\n", (f"attempt {a['n']}", "bold"), f": {a['tweak'] or ''}"))
+            console.print(Text(a["diff"]))
     return 0

@@ -70,6 +70,8 @@ def add_parser(subparsers) -> None:
 
 def changed(args: argparse.Namespace) -> int:
     repo = Path(args.repo).resolve()
+    if args.properties:
+        steps.check_writable(Path(args.properties))
     paths = steps.changed_paths(repo, args.old or None, args.new)
     models, skipped = steps.model_files(repo, paths)
     for path, why in skipped:
@@ -78,7 +80,7 @@ def changed(args: argparse.Namespace) -> int:
         print(path)
     if args.properties:
         target = Path(args.properties)
-        target.unlink(missing_ok=True)
+        steps.remove_properties(target)
         if models:
             commit = steps.run_git(repo, "rev-parse", args.new).strip()
             steps.write_properties(target, {"MODEL_FILES": " ".join(models), "MODEL_COMMIT": commit})
@@ -88,6 +90,10 @@ def changed(args: argparse.Namespace) -> int:
 def start(args: argparse.Namespace) -> int:
     if args.properties and len(args.models) > 1:
         raise UserError("--properties takes one model file; use --properties-dir for several")
+    if args.properties:  # before any run is recorded: a run nobody hears of stays "running"
+        steps.check_writable(Path(args.properties))
+    if args.properties_dir:
+        steps.check_writable(Path(args.properties_dir), directory=True)
     options = run_command.options_from(args)
     options.notify = [address for address in options.notify if address.strip()]
     started, skipped = steps.start_runs(
@@ -161,6 +167,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def tweak(args: argparse.Namespace) -> int:
+    if args.properties:  # before the decision, which may finish the run
+        steps.check_writable(Path(args.properties))
     decision = steps.tweak_step(RunStore.open(), args.run_id)
     print(decision.message)
     if args.properties:
