@@ -10,6 +10,7 @@ any text taken from an exception is redacted first.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import time
@@ -32,6 +33,14 @@ CHAIN = ("pull", "classify", "train", "tweak", "notify", "monitor")
 DEFAULT_PREFIX = "pushtune"
 # Build results as exit codes, in the spirit of `pushtune train`: UNSTABLE = below threshold.
 RESULT_EXIT_CODES = {"SUCCESS": 0, "UNSTABLE": 3, "FAILURE": 1, "ABORTED": 1, "NOT_BUILT": 1}
+
+
+@dataclass
+class Queued:
+    """The answer to a trigger: the queue item, and whether it was already waiting."""
+
+    queue_id: int | None
+    already_queued: bool = False
 
 
 class WaitTimeout(UserError):
@@ -198,7 +207,7 @@ class JenkinsClient:
             return function(*args, **kwargs)
         except jenkins.NotFoundException:
             raise UserError(f"{what}: not found on Jenkins at {url} (HTTP 404)") from None
-        except jenkins.TimeoutException:
+        except (jenkins.TimeoutException, requests.Timeout):
             raise UserError(f"{what}: Jenkins at {url} did not answer within "
                             f"{self.settings.timeout:g} s") from None
         except requests.ConnectionError:
@@ -244,25 +253,90 @@ class JenkinsClient:
             done.append((name, "updated" if existed else "created"))
         return done
 
-    def trigger(self, job: str, params: Mapping[str, str] | None = None) -> int | None:
-        """Queue a build; returns the queue item number (None when Jenkins did not say).
+    def root_url(self) -> str | None:
+        """The controller's configured root URL, None when it has none.
 
-        With JENKINS_USER/JENKINS_API_TOKEN the authenticated API is used (the job's token is
-        added when PUSHTUNE_TRIGGER_TOKEN is set); with only the token, Build Token Root's
-        `buildByToken` URL, which needs no Jenkins user at all.
+        /api/json `url` is `Jenkins.getConfiguredRootUrl()` (jenkinsci/jenkins,
+        core/src/main/java/jenkins/model/Jenkins.java): JenkinsLocationConfiguration's URL, null
+        when unset. Without it builds get no BUILD_URL or JENKINS_URL.
+        """
+        info = self._call("read the root URL", self.server.jenkins_open,
+                          requests.Request("GET", self.server.server + "api/json?tree=url"))
+        return json.loads(info).get("url") or None
+
+    def takes_parameters(self, job: str) -> bool:
+        """Whether the job has parameters (its JSON `property[].parameterDefinitions`)."""
+        info = self._call(f"job {job}", self.server.jenkins_open, requests.Request(
+            "GET", f"{self.server.server}job/{quote(job)}/api/json?tree=property[parameterDefinitions[name]]"))
+        return any(p.get("parameterDefinitions") for p in json.loads(info).get("property") or [])
+
+    def _post(self, what: str, path: str, params: Mapping[str, str], crumb: bool) -> requests.Response:
+        """POST without following redirects: a 303 to an existing queue item is an answer.
+
+        python-jenkins' own requests follow redirects, so this sends through its session.
+        """
+        server = self.server
+        request = requests.Request("POST", server.server + path, params=params)
+        self._call(what, server._maybe_add_auth)
+        if crumb:
+            self._call(what, server.maybe_add_crumb, request)
+        prepared = server._session.prepare_request(request)
+        settings = server._session.merge_environment_settings(prepared.url, {}, None,
+                                                              server._session.verify, None)
+        settings.update(timeout=self.settings.timeout, allow_redirects=False)
+        return self._call(what, server._session.send, prepared, **settings)
+
+    def queue_build(self, job: str, params: Mapping[str, str] | None = None) -> Queued:
+        """Queue a build of `job`; a job with parameters always goes to buildWithParameters.
+
+        A parameterized job refuses `build`: core answers 400 (ParametersDefinitionProperty
+        ._doBuild reads a form that is not there), Build Token Root answers 400 "Use
+        /buildByToken/buildWithParameters". With JENKINS_USER/JENKINS_API_TOKEN the job's JSON
+        says which it is (the job token is added when PUSHTUNE_TRIGGER_TOKEN is set); with only
+        the token, Build Token Root's `buildByToken` URL, which needs no Jenkins user but cannot
+        read the job, so `buildWithParameters` is tried first and `build` after its 400.
         """
         params = {k: str(v) for k, v in (params or {}).items()}
         token = self.settings.trigger_token
+        what = f"trigger {job}"
         if self.settings.user or not token:
-            return self._call(f"trigger {job}", self.server.build_job, job, dict(params) or None, token)
-        endpoint = "buildByToken/buildWithParameters" if params else "buildByToken/build"
-        request = requests.Request("POST", self.server.server + endpoint,
-                                   params={"job": job, **params, "token": token})
-        # buildByToken is exempt from CSRF crumbs, and anonymous users may not fetch one
-        response = self._call(f"trigger {job}", self.server.jenkins_request, request, add_crumb=False)
+            endpoint = "buildWithParameters" if params or self.takes_parameters(job) else "build"
+            query = {**params, "token": token} if token else params
+            response = self._post(what, f"job/{quote(job)}/{endpoint}", query, crumb=True)
+        else:
+            query = {"job": job, **params, "token": token}
+            # buildByToken is exempt from CSRF crumbs, and anonymous users may not fetch one
+            response = self._post(what, "buildByToken/buildWithParameters", query, crumb=False)
+            if response.status_code == 400 and not params:
+                response = self._post(what, "buildByToken/build", query, crumb=False)
+        return self._queued(what, response)
+
+    def trigger(self, job: str, params: Mapping[str, str] | None = None) -> int | None:
+        """Queue a build; the queue item number (None when Jenkins did not say)."""
+        return self.queue_build(job, params).queue_id
+
+    def _queued(self, what: str, response: requests.Response) -> Queued:
+        code, url = response.status_code, self.settings.display_url
         location = response.headers.get("Location", "").rstrip("/")
         tail = location.rsplit("/", 1)[-1]
-        return int(tail) if "/queue/item/" in location and tail.isdigit() else None
+        queue_id = int(tail) if "/queue/item/" in location and tail.isdigit() else None
+        if code in (200, 201):
+            return Queued(queue_id)
+        if code in (302, 303):
+            # core: 303 to the queue item already waiting with the same parameters
+            # (ParametersDefinitionProperty.buildWithParameters, !ScheduleResult.isCreated());
+            # Build Token Root: a redirect to "." when Queue.schedule made no new item
+            return Queued(queue_id, already_queued=True)
+        if code == 404:
+            raise UserError(f"{what}: not found on Jenkins at {url} (HTTP 404; with only "
+                            "PUSHTUNE_TRIGGER_TOKEN, also when the job has no trigger token)")
+        if code in (401, 403):
+            raise UserError(f"{what}: Jenkins at {url} refused the credentials (HTTP {code}); "
+                            "check JENKINS_USER/JENKINS_API_TOKEN or PUSHTUNE_TRIGGER_TOKEN")
+        plain = response.headers.get("Content-Type", "").startswith("text/plain")
+        first = redact(response.text, self.settings.secrets()).strip().splitlines() if plain else []
+        detail = f": {first[0][:200]}" if first else ""
+        raise UserError(f"{what}: Jenkins at {url} answered HTTP {code}{detail}")
 
     def wait_for_start(self, job: str, queue_id: int, deadline: float,
                        poll: float = 1.0) -> tuple[int, str]:

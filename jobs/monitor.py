@@ -10,6 +10,12 @@ already wrote its metric), and lets the loop go on or end as it decides.
 Only one monitor acts at a time (`monitor.lock`), and it hands an attempt over only once the new
 driver holds the attempt's lock, so two monitors never restart the same training twice.
 
+A job chain's run whose train step was stopped by SIGTERM (a Jenkins abort, an agent shutting
+down) is marked "interrupted", its attempt failed "interrupted (Terminated)". That is a driver
+gone too: the monitor reopens the run and the attempt, counts a restart, and resumes it the same
+way, at most --max-restarts times. A run stopped with Ctrl-C, or a `pushtune run`, stays as its
+user left it (a SIGTERM ends `pushtune run` without marking anything: it is a dead driver).
+
 Each run is looked after on its own: one the monitor cannot handle (its directory is gone, its
 Docker engine does not answer, its row is corrupt) is skipped with the reason, printed and kept
 as the run's `stop_reason`, and the sweep goes on with the others.
@@ -29,6 +35,7 @@ from typing import Iterator
 
 from jobs.errors import UserError
 from jobs.loop import attempt_spec, run_options
+from jobs.steps import Terminated
 from jobs.runtime import PROJECT_ROOT, DriverLock, get_runtime, metric_written, resumable_epoch
 from jobs.store import RunStore, attempt_dir, run_dir
 
@@ -38,6 +45,7 @@ HANDOVER_TIMEOUT = 60.0
 IDLE_GRACE = 30.0
 MAX_INTERVAL = 86400.0  # seconds between sweeps: at most a day
 SKIPPED = "the monitor skipped it: "  # a running run's stop_reason, until it is looked after again
+TERMINATED = f"interrupted ({Terminated.__name__})"  # the error of an attempt whose step got SIGTERM
 
 
 @dataclass
@@ -106,7 +114,7 @@ def sweep(store: RunStore) -> list[Action]:
     """One pass over the running attempts of running runs; returns what was done."""
     actions = []
     with monitor_lock(store):
-        for run_id in store.running_run_ids():
+        for run_id in store.run_ids("running"):
             try:
                 run = store.get_run(run_id)
                 actions += _look_after_run_and_attempts(store, run)
@@ -117,7 +125,45 @@ def sweep(store: RunStore) -> list[Action]:
             else:
                 if (run["stop_reason"] or "").startswith(SKIPPED):  # it is looked after again
                     store.note_running(run_id, None)
+        for run_id in store.run_ids("interrupted"):
+            try:
+                action = _look_after_terminated(store, store.get_run(run_id))
+            except Exception as exc:  # reported; the run stays as it was recorded
+                action = Action(run_id, None, "skipped", _one_line(exc))
+            if action:
+                actions.append(action)
     return actions
+
+
+def _look_after_terminated(store: RunStore, run: dict) -> Action | None:
+    """A chain run whose step was stopped by SIGTERM: resume its last attempt, as a dead driver's."""
+    attempts = store.attempts(run["id"])
+    if not run_options(run).chain or not attempts:
+        return None
+    attempt = attempts[-1]
+    if attempt["error"] != TERMINATED or not attempt["dir"]:
+        return None
+    run_dir(run)
+    lock = DriverLock(attempt_dir(attempt))
+    if not lock.try_acquire():
+        return None
+    n, options = attempt["n"], run_options(run)
+    try:
+        spec = attempt_spec(store, run, attempt)
+        if get_runtime(run["runtime"], **options.runtime_options).training_state(spec).alive:
+            return Action(run["id"], n, "running", "training of a stopped step runs on; checked again next time")
+        if attempt["restarts"] >= options.max_restarts:  # recorded as it was, never looked at again
+            reason = f"{TERMINATED}; not resumed after {attempt['restarts']} restarts"
+            store.update_attempt(run["id"], n, error=reason)
+            return Action(run["id"], n, "gave up", reason)
+        epoch = resumable_epoch(spec.output_dir)
+        store.update_attempt(run["id"], n, status="running", error=None, finished_at=None)
+        store.update_run(run["id"], status="running", finished_at=None, stop_reason=None)
+        store.add_restart(run["id"], n, "its step was stopped (SIGTERM)", resumed_epoch=epoch, actor="monitor")
+    finally:
+        lock.release()
+    _wait_for_driver(lock, spawn_resume(store, run["id"], n))
+    return Action(run["id"], n, "resumed", f"its step was stopped (SIGTERM); from epoch {epoch or 0}")
 
 
 def _one_line(exc: Exception) -> str:

@@ -13,6 +13,7 @@ functions as `pushtune run` (`jobs.loop`), so Jenkins holds no logic of its own:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,12 @@ TRAIN_PASSED, TRAIN_BELOW, TRAIN_FAILED = 0, 3, 1
 NO_COMMIT = "0" * 40
 TRAIN_JOB, NOTIFY_JOB = "pushtune-train", "pushtune-notify"  # as named in jenkins/jobs/
 BUILD_URL_OPTION = "jenkins_build_url"  # read by notify.summary for the mail's link
+JOBS_OPTION = "jenkins_jobs"  # the chain's {"train": job, "notify": job}, for tweak and the monitor
+CLASSIFY_SUFFIX = "-classify"  # the start step's job is {name}-classify (jenkins/jobs/)
+
+
+class Terminated(KeyboardInterrupt):
+    """A step stopped by SIGTERM (a Jenkins abort, a shutdown): the monitor resumes its attempt."""
 
 
 @dataclass
@@ -97,9 +104,7 @@ def model_files(root: Path, paths: list[str]) -> tuple[list[str], list[tuple[str
     models, skipped = [], []
     for relative in paths:
         path = root / relative
-        if any(c.isspace() for c in relative):
-            skipped.append((relative, "the path contains whitespace"))
-        elif not path.is_file():
+        if not path.is_file():
             skipped.append((relative, "not in the checkout"))
         else:
             found = classify_file(path)
@@ -108,6 +113,18 @@ def model_files(root: Path, paths: list[str]) -> tuple[list[str], list[tuple[str
             else:
                 models.append(relative)
     return models, skipped
+
+
+def files_from_json(text: str, option: str = "--files-json") -> list[str]:
+    """The file names of a JSON list (as `pushtune changed` writes MODEL_FILES): any name, even
+    one with blanks, wildcards or a leading dash, stays one name and never becomes an option."""
+    try:
+        names = json.loads(text)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise UserError(f"{option} takes a JSON list of file names, such as [\"model.py\"]; got {text[:60]!r}")
+    return names
 
 
 # --- Java properties files (read by Jenkins' Parameterized Trigger) -----------------------------
@@ -196,11 +213,34 @@ def build_image(kind: str) -> None:
         raise UserError(f"`pushtune images build {kind}` failed (exit {result.returncode})")
 
 
+def chain_jobs(train: str | None = None, notify: str | None = None,
+               env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The chain's train and notify jobs: as given, else named after the Jenkins job that runs
+    the start step ("{name}-classify", JOB_NAME, folder included), else the default names."""
+    job = (os.environ if env is None else env).get("JOB_NAME", "")
+    if job.endswith(CLASSIFY_SUFFIX):
+        prefix = job[: -len(CLASSIFY_SUFFIX)]
+        defaults = {"train": f"{prefix}-train", "notify": f"{prefix}-notify"}
+    else:
+        defaults = {"train": TRAIN_JOB, "notify": NOTIFY_JOB}
+    return {"train": train or defaults["train"], "notify": notify or defaults["notify"]}
+
+
+def recorded_jobs(run: Mapping) -> dict[str, str]:
+    """The chain jobs the run's start step recorded (the default names for older runs)."""
+    recorded = run["options"].get(JOBS_OPTION)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return {step: recorded.get(step) or default
+            for step, default in (("train", TRAIN_JOB), ("notify", NOTIFY_JOB))}
+
+
 def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
                skip_unsupported: bool = False, git_commit: str | None = None,
-               with_image: bool = False) -> tuple[list[Started], list[tuple[Path, str]]]:
+               with_image: bool = False, jobs: Mapping[str, str] | None = None,
+               ) -> tuple[list[Started], list[tuple[Path, str]]]:
     """Classify each file and record a run for each supported one: (started, skipped). Every
-    file is checked, and the images built, before any run is recorded."""
+    file is checked, and the images built, before any run is recorded. `jobs` (the chain's
+    train and notify jobs) is recorded with each run."""
     options = dataclasses.replace(options, chain=True)
     options.validate()
     chosen, skipped = [], []
@@ -222,6 +262,8 @@ def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
         run = store.get_run(run_id)
         if git_commit and not run["git_commit"]:
             store.update_run(run_id, git_commit=git_commit)
+        if jobs:
+            store.update_run(run_id, options={**run["options"], JOBS_OPTION: dict(jobs)})
         record_build_url(store, run_id)
         started.append(Started(run_id, run["kind"], path))
     return started, skipped
@@ -307,6 +349,11 @@ def in_jenkins(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("JENKINS_URL") and env.get("BUILD_URL"))
 
 
+def in_a_build(env: Mapping[str, str]) -> bool:
+    """A Jenkins build, which Jenkins always marks with these, root URL configured or not."""
+    return bool(env.get("JOB_NAME") and env.get("BUILD_NUMBER"))
+
+
 def dispatch(decision: Decision, jobs: Mapping[str, str], env: Mapping[str, str] | None = None) -> str | None:
     """Inside Jenkins, start the job that follows the decision; a line saying so, or None.
 
@@ -314,7 +361,12 @@ def dispatch(decision: Decision, jobs: Mapping[str, str], env: Mapping[str, str]
     bound from a Jenkins credential) or an API token (JENKINS_USER/JENKINS_API_TOKEN) is needed.
     """
     env = os.environ if env is None else env
-    if decision.next not in jobs or not in_jenkins(env):
+    if decision.next not in jobs:
+        return None
+    if not in_jenkins(env):
+        if in_a_build(env):  # Jenkins leaves JENKINS_URL/BUILD_URL out when it has no root URL
+            raise UserError(f"cannot start {jobs[decision.next]}: this Jenkins build has no JENKINS_URL "
+                            f"(set the Jenkins URL in Manage Jenkins → System)")
         return None
     from jobs.jenkins import JenkinsClient, JenkinsSettings
 

@@ -342,10 +342,10 @@ class RunStore:
                               (max(min(limit, MAX_ID), -1),)).fetchall()
         return [_decode(r, self.path) for r in rows]
 
-    def running_run_ids(self) -> list[int]:
-        """The runs still running, oldest first (ids only: one bad row spoils no listing)."""
+    def run_ids(self, status: str) -> list[int]:
+        """The runs with this status, oldest first (ids only: one bad row spoils no listing)."""
         with self._connect() as db:
-            return [row[0] for row in db.execute("SELECT id FROM runs WHERE status = 'running' ORDER BY id")]
+            return [row[0] for row in db.execute("SELECT id FROM runs WHERE status = ? ORDER BY id", (status,))]
 
     # attempts
 

@@ -14,15 +14,18 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
 USER, API_TOKEN, TRIGGER_TOKEN = "robot", "api-0f9e8d7c6b5a", "trig-1a2b3c4d5e6f"
+PASSWORD = "pw-9z8y7x"
 
 
 def pushtune(home: Path, *args: str, env: dict | None = None, timeout: float = 120):
@@ -52,24 +55,41 @@ class Build:
 
 @dataclass
 class FakeJenkins:
-    """State of the fake controller; `handler` serves it."""
+    """State of the fake controller; `handler` serves it as core and Build Token Root do."""
 
     user: str | None = USER
     api_token: str | None = API_TOKEN
+    password: str = PASSWORD  # a real password: crumbs are needed, tied to the session
     delay: float = 0.0  # seconds before answering anything: a hung controller
     result: str = "SUCCESS"
     never_finishes: bool = False
     jobs: dict[str, dict] = field(default_factory=dict)  # name -> {"config": xml, "builds": [...]}
     queue: dict[int, dict] = field(default_factory=dict)
     requests: list[tuple[str, str, dict]] = field(default_factory=list)  # (method, path, query)
+    responses: list[int] = field(default_factory=list)  # status codes, in order
     crumb_missing: list[str] = field(default_factory=list)
+    sessions: set[str] = field(default_factory=set)
     url: str = ""
+    root_url: str | None = None  # JenkinsLocationConfiguration's URL; None = not configured
 
     def auth_token_of(self, job: str) -> str | None:
         node = ET.fromstring(self.jobs[job]["config"]).find("authToken")
         return None if node is None else node.text
 
-    def queue_build(self, job: str, params: dict) -> int:
+    def parameters_of(self, job: str) -> dict[str, str] | None:
+        """name -> default of the job's parameter definitions; None when it has none."""
+        root = ET.fromstring(self.jobs[job]["config"])
+        definitions = root.find(".//hudson.model.ParametersDefinitionProperty/parameterDefinitions")
+        if definitions is None or len(definitions) == 0:
+            return None
+        return {d.findtext("name"): d.findtext("defaultValue") or "" for d in definitions}
+
+    def schedule(self, job: str, params: dict) -> tuple[int, bool]:
+        """Queue.schedule2: (queue id, created). An item of the same job with the same
+        parameters that has not started yet is returned instead of a new one."""
+        for queue_id, item in self.queue.items():
+            if item["job"] == job and item["params"] == params and item["polls"] < 2:
+                return queue_id, False
         builds = self.jobs[job]["builds"]
         number = len(builds) + 1
         chunks = ["Started by remote host\n", f"+ pushtune step {params}\n", "working ...\n"]
@@ -78,8 +98,8 @@ class FakeJenkins:
             chunks += ["still working\n"] * 10_000
         builds.append(Build(number, params, chunks, self.result))
         queue_id = 100 + len(self.queue)
-        self.queue[queue_id] = {"job": job, "number": number, "polls": 0}
-        return queue_id
+        self.queue[queue_id] = {"job": job, "number": number, "polls": 0, "params": params}
+        return queue_id, True
 
 
 def make_handler(state: FakeJenkins):
@@ -90,6 +110,7 @@ def make_handler(state: FakeJenkins):
         def _send(self, code: int, body: str | bytes = b"", headers: dict | None = None,
                   content_type: str = "application/json"):
             data = body.encode() if isinstance(body, str) else body
+            state.responses.append(code)
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
@@ -98,11 +119,80 @@ def make_handler(state: FakeJenkins):
             self.end_headers()
             self.wfile.write(data)
 
-        def _authorized(self) -> bool:
-            if state.user is None:
-                return True
-            expected = base64.b64encode(f"{state.user}:{state.api_token}".encode()).decode()
-            return self.headers.get("Authorization") == f"Basic {expected}"
+        def _error(self, code: int, message: str):
+            return self._send(code, f"<html><body><h2>HTTP ERROR {code}</h2><p>{message}</p></body></html>",
+                              content_type="text/html")
+
+        def _login(self) -> str:
+            """"anonymous", "api-token", "password" or "invalid" (from Basic auth)."""
+            header = self.headers.get("Authorization")
+            if not header:
+                return "anonymous"
+            for kind, secret in (("api-token", state.api_token), ("password", state.password)):
+                expected = base64.b64encode(f"{state.user}:{secret}".encode()).decode()
+                if header == f"Basic {expected}":
+                    return kind
+            return "invalid"
+
+        def _session(self) -> str | None:
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+            return cookie["JSESSIONID"].value if "JSESSIONID" in cookie else None
+
+        def _queued(self, queue_id: int, created: bool, created_code: int = 201):
+            return self._send(created_code if created else 303, "",
+                              {"Location": f"{state.url}queue/item/{queue_id}/"})
+
+        def _build_token_root(self, action: str, query: dict, login: str):
+            # jenkinsci/build-token-root-plugin, BuildRootAction.project(): no such job, or a
+            # job without an authToken, is 404 ("prefer not to leak information")
+            job = query.get("job", "")
+            if job not in state.jobs or not state.auth_token_of(job):
+                return self._error(404, "Not Found")
+            # jenkinsci/jenkins, hudson/model/BuildAuthorizationToken.checkPermission: a wrong
+            # token is denied; no token falls back to the caller's Item.BUILD (anonymous: none)
+            token = query.get("token")
+            if token is not None and token != state.auth_token_of(job):
+                return self._error(403, "Invalid token provided")
+            if token is None and login == "anonymous":
+                return self._error(403, "anonymous is missing the Job/Build permission")
+            definitions = state.parameters_of(job)
+            # BuildRootAction.doBuild / doBuildWithParameters: the wrong kind is a 400
+            if action == "build" and definitions is not None:
+                return self._error(400, "Use /buildByToken/buildWithParameters for this job since it takes parameters")
+            if action == "buildWithParameters" and definitions is None:
+                return self._error(400, "Use /buildByToken/build for this job since it takes no parameters")
+            params = {name: query.get(name, default) for name, default in (definitions or {}).items()}
+            queue_id, created = state.schedule(job, params)
+            if not created:
+                # BuildRootAction: Queue.schedule() returns no new item, then
+                # rsp.sendRedirect(".") (a 302 to /buildByToken/)
+                return self._send(302, "", {"Location": f"{state.url}buildByToken/"})
+            return self._queued(queue_id, created)
+
+        def _build(self, name: str, action: str, query: dict):
+            job = state.jobs[name]
+            token = state.auth_token_of(name)
+            # jenkinsci/jenkins, hudson/model/BuildAuthorizationToken.checkPermission: a token
+            # given must match; without one a logged-in user's Item.BUILD is enough
+            if token and "token" in query and query["token"] != token:
+                return self._error(403, "Invalid token provided")
+            definitions = state.parameters_of(name)
+            if action == "build":
+                if definitions is not None:
+                    # jenkins/model/ParameterizedJobMixIn.doBuild -> hudson/model/
+                    # ParametersDefinitionProperty._doBuild -> req.getSubmittedForm(): 400
+                    return self._error(400, "Nothing is submitted")
+                # ParameterizedJobMixIn.doBuild: 201 to the item, new or existing
+                # ("TODO JENKINS-66105 use SC_SEE_OTHER if !ScheduleResult.created")
+                return self._queued(state.schedule(name, {})[0], True)
+            if definitions is None:
+                # ParameterizedJobMixIn.doBuildWithParameters: IllegalStateException
+                # "This build is not parameterized!", a 500 error page
+                return self._error(500, "This build is not parameterized!")
+            # ParametersDefinitionProperty.buildWithParameters: each definition's value from the
+            # request or its default; 201 to a new item, 303 to an existing one
+            params = {n: query.get(n, default) for n, default in definitions.items()}
+            return self._queued(*state.schedule(name, params))
 
         def _handle(self, method: str):
             if state.delay:
@@ -113,23 +203,32 @@ def make_handler(state: FakeJenkins):
             body = self.rfile.read(length) if length else b""
             state.requests.append((method, path, query))
             segments = [s for s in path.split("/") if s]
+            login = self._login() if state.user else "api-token"
 
-            if segments[:1] == ["buildByToken"]:  # Build Token Root: the token alone is enough
-                job = query.get("job", "")
-                if job not in state.jobs:
-                    return self._send(404, "no such job")
-                if not query.get("token") or query.get("token") != state.auth_token_of(job):
-                    return self._send(403, "Invalid token provided")
-                params = {k: v for k, v in query.items() if k not in ("job", "token")}
-                queue_id = state.queue_build(job, params)
-                return self._send(201, "", {"Location": f"{state.url}queue/item/{queue_id}/"})
-            if not self._authorized():
+            if login == "invalid":  # BasicHeaderProcessor: wrong credentials are a 401 everywhere
                 return self._send(401, "Unauthorized", {"WWW-Authenticate": 'Basic realm="Jenkins"'})
+            if segments[:1] == ["buildByToken"] and len(segments) == 2 and method == "POST":
+                # an UnprotectedRootAction, and exempt from crumbs (BuildRootActionCrumbExclusion)
+                return self._build_token_root(segments[1], query, login)
+            if login == "anonymous":  # no anonymous read: Jenkins answers 403, not 401
+                return self._error(403, "Authentication required")
             if segments == ["crumbIssuer", "api", "json"]:
-                return self._send(200, json.dumps({"crumbRequestField": "Jenkins-Crumb", "crumb": "c-42"}))
-            if method == "POST" and self.headers.get("Jenkins-Crumb") != "c-42":
-                state.crumb_missing.append(path)
-                return self._send(403, "No valid crumb was included in the request")
+                # hudson/security/csrf/DefaultCrumbIssuer.issueCrumb: the crumb hashes the user
+                # and the web session, so it is only valid with the session cookie
+                session = self._session() or f"s{len(state.sessions) + 1}"
+                state.sessions.add(session)
+                return self._send(200, json.dumps({"crumbRequestField": "Jenkins-Crumb", "crumb": f"c-{session}"}),
+                                  {"Set-Cookie": f"JSESSIONID={session}; Path=/"})
+            # hudson/security/csrf/CrumbFilter.doFilter: a POST needs a valid crumb, except
+            # with an API token (jenkins/security/ApiCrumbExclusion)
+            if method == "POST" and login != "api-token":
+                session = self._session()
+                if session not in state.sessions or self.headers.get("Jenkins-Crumb") != f"c-{session}":
+                    state.crumb_missing.append(path)
+                    return self._error(403, "No valid crumb was included in the request")
+            if segments == ["api", "json"]:
+                # jenkins/model/Jenkins.getConfiguredRootUrl, exported as "url": null if unset
+                return self._send(200, json.dumps({"_class": "hudson.model.Hudson", "url": state.root_url}))
             if segments == ["me", "api", "json"]:
                 return self._send(200, json.dumps({"id": state.user or "anonymous"}))
             if segments == ["createItem"] and method == "POST":
@@ -155,19 +254,17 @@ def make_handler(state: FakeJenkins):
             if rest == ["api", "json"]:
                 builds = job["builds"]
                 last = {"number": builds[-1].number, "url": f"{state.url}job/{segments[1]}/{builds[-1].number}/"} if builds else None
-                return self._send(200, json.dumps({"name": segments[1], "lastBuild": last}))
+                definitions = state.parameters_of(segments[1])
+                prop = [{"_class": "hudson.model.ParametersDefinitionProperty",
+                         "parameterDefinitions": [{"name": n} for n in definitions]}] if definitions else []
+                return self._send(200, json.dumps({"name": segments[1], "lastBuild": last, "property": prop}))
             if rest == ["config.xml"]:
                 if method == "POST":
                     job["config"] = body.decode()
                     return self._send(200)
                 return self._send(200, job["config"], content_type="application/xml")
-            if rest[0] in ("build", "buildWithParameters") and method == "POST":
-                token = state.auth_token_of(segments[1])
-                if token and query.get("token") != token:
-                    return self._send(403, "Invalid token")
-                params = {k: v for k, v in query.items() if k != "token"}
-                queue_id = state.queue_build(segments[1], params)
-                return self._send(201, "", {"Location": f"{state.url}queue/item/{queue_id}/"})
+            if rest in (["build"], ["buildWithParameters"]) and method == "POST":
+                return self._build(segments[1], rest[0], query)
             if rest[0].isdigit() and int(rest[0]) <= len(job["builds"]):
                 build = job["builds"][int(rest[0]) - 1]
                 if rest[1:] == ["api", "json"]:
@@ -201,7 +298,7 @@ def fake_jenkins():
     state = FakeJenkins()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    state.url = state.root_url = f"http://127.0.0.1:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield state
@@ -210,7 +307,8 @@ def fake_jenkins():
 
 
 def env_for(state: FakeJenkins, **extra: str) -> dict:
-    return {"JENKINS_URL": state.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": API_TOKEN, **extra}
+    return {"JENKINS_URL": state.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": API_TOKEN,
+            "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN, **extra}
 
 
 def assert_no_secret(result, *secrets: str) -> None:
@@ -249,14 +347,110 @@ def test_install_creates_then_updates_the_six_jobs_with_crumbs(tmp_path, fake_je
     assert_no_secret(second, API_TOKEN)
 
 
-def test_install_with_trigger_token_sets_it_on_the_controller_only(tmp_path, fake_jenkins):
-    result = pushtune(tmp_path, "jenkins", "install", "--with-trigger-token",
-                      env=env_for(fake_jenkins, PUSHTUNE_TRIGGER_TOKEN=TRIGGER_TOKEN))
+def test_install_always_sets_the_trigger_token_or_refuses(tmp_path, fake_jenkins):
+    result = pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins))
     assert result.returncode == 0, result.stderr
-    assert fake_jenkins.auth_token_of("pushtune-train") == TRIGGER_TOKEN
+    assert {fake_jenkins.auth_token_of(name) for name in fake_jenkins.jobs} == {TRIGGER_TOKEN}
     assert_no_secret(result, TRIGGER_TOKEN, API_TOKEN)
-    missing = pushtune(tmp_path, "jenkins", "install", "--with-trigger-token", env=env_for(fake_jenkins))
-    assert_one_line_error(missing, "PUSHTUNE_TRIGGER_TOKEN")
+    legacy = pushtune(tmp_path, "jenkins", "install", "--with-trigger-token", env=env_for(fake_jenkins))
+    assert legacy.returncode == 0, legacy.stderr
+
+    fake_jenkins.requests.clear()
+    no_token = {k: v for k, v in env_for(fake_jenkins).items() if k != "PUSHTUNE_TRIGGER_TOKEN"}
+    missing = pushtune(tmp_path, "jenkins", "install", env=no_token)
+    assert_one_line_error(missing, "PUSHTUNE_TRIGGER_TOKEN", "tweak and monitor")
+    assert fake_jenkins.requests == []  # refused before anything reaches the controller
+
+
+def test_install_warns_loudly_when_jenkins_has_no_root_url(tmp_path, fake_jenkins):
+    configured = pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins))
+    assert configured.returncode == 0 and "WARNING" not in configured.stderr, configured.stderr
+    fake_jenkins.root_url = None
+    result = pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins))
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" in result.stderr and "no root URL" in result.stderr and "BUILD_URL" in result.stderr
+
+
+TOKEN_ONLY, WITH_PASSWORD = "token only", "user + password"
+
+
+def trigger_env(state: FakeJenkins, how: str) -> dict:
+    if how == TOKEN_ONLY:
+        return {"JENKINS_URL": state.url, "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
+    if how == WITH_PASSWORD:  # logged in with a password: crumbs are needed, tied to the session
+        return {"JENKINS_URL": state.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": PASSWORD}
+    return env_for(state)
+
+
+@pytest.mark.parametrize("how", ["user + API token", TOKEN_ONLY, WITH_PASSWORD])
+@pytest.mark.parametrize("job, args, expected", [
+    ("pushtune-pull", [], {"REPO_URL": "DEFAULT", "BRANCH": "DEFAULT"}),  # parameters, none given
+    ("pushtune-train", ["--param", "RUN_ID=12"], {"RUN_ID": "12"}),
+    ("pushtune-monitor", [], {}),  # no parameters at all
+])
+def test_every_trigger_path_queues_the_build(tmp_path, fake_jenkins, how, job, args, expected):
+    assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
+    fake_jenkins.requests.clear()
+    fake_jenkins.responses.clear()
+    result = pushtune(tmp_path, "jenkins", "trigger", job, *args, env=trigger_env(fake_jenkins, how))
+    assert result.returncode == 0, result.stderr
+    assert f"queued {job} (queue item" in result.stderr
+    [build] = fake_jenkins.jobs[job]["builds"]
+    defaults = fake_jenkins.parameters_of(job) or {}
+    assert build.params == {k: defaults[k] if v == "DEFAULT" else v for k, v in expected.items()} | {
+        k: v for k, v in defaults.items() if k not in expected}
+    assert 201 in fake_jenkins.responses and fake_jenkins.crumb_missing == []
+    assert_no_secret(result, TRIGGER_TOKEN, API_TOKEN, PASSWORD)
+
+
+@pytest.mark.parametrize("how", ["user + API token", TOKEN_ONLY])
+def test_a_build_already_in_the_queue_is_not_an_error(tmp_path, fake_jenkins, how):
+    assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
+    env = trigger_env(fake_jenkins, how)
+    first = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train", "--param", "RUN_ID=5", env=env)
+    assert first.returncode == 0, first.stderr
+    again = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train", "--param", "RUN_ID=5", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "already queued" in again.stderr
+    assert len(fake_jenkins.jobs["pushtune-train"]["builds"]) == 1
+    assert fake_jenkins.responses[-1] in (302, 303)  # answered, not followed
+
+
+def test_the_fake_answers_as_jenkins_does(tmp_path, fake_jenkins):
+    """The answers the client relies on, as core and Build Token Root give them."""
+    assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
+    api, url = requests.Session(), fake_jenkins.url
+    api.auth = (USER, API_TOKEN)
+    # core: a parameterized job refuses /build; /buildWithParameters on a job without parameters
+    assert api.post(f"{url}job/pushtune-pull/build").status_code == 400
+    assert api.post(f"{url}job/pushtune-monitor/buildWithParameters").status_code == 500
+    # a logged-in user with Build permission needs no job token; a wrong one is refused
+    assert api.post(f"{url}job/pushtune-monitor/build").status_code == 201  # no crumb: API token
+    assert api.post(f"{url}job/pushtune-monitor/build?token=wrong").status_code == 403
+    # Build Token Root: the wrong kind is a 400, a wrong token a 403, a job without token a 404
+    anonymous = requests.Session()
+    token_url = f"{url}buildByToken/%s?job=%s&token={TRIGGER_TOKEN}"
+    assert anonymous.post(token_url % ("build", "pushtune-pull")).status_code == 400
+    assert anonymous.post(token_url % ("buildWithParameters", "pushtune-monitor")).status_code == 400
+    assert anonymous.post(f"{url}buildByToken/build?job=pushtune-monitor&token=x").status_code == 403
+    fake_jenkins.jobs["pushtune-monitor"]["config"] = render_without_token("pushtune-monitor", fake_jenkins)
+    assert anonymous.post(token_url % ("build", "pushtune-monitor")).status_code == 404
+    # crumbs: needed with a password, and only with the session they were issued in
+    login = requests.Session()
+    login.auth = (USER, PASSWORD)
+    crumb = login.get(f"{url}crumbIssuer/api/json").json()["crumb"]
+    stranger = requests.Session()
+    stranger.auth = (USER, PASSWORD)
+    assert stranger.post(f"{url}job/pushtune-pull/buildWithParameters",
+                         headers={"Jenkins-Crumb": crumb}).status_code == 403
+    assert login.post(f"{url}job/pushtune-pull/buildWithParameters",
+                      headers={"Jenkins-Crumb": crumb}).status_code == 201
+
+
+def render_without_token(job: str, state: FakeJenkins) -> str:
+    root = ET.fromstring(state.jobs[job]["config"])
+    root.remove(root.find("authToken"))
+    return ET.tostring(root, encoding="unicode")
 
 
 def test_trigger_wait_streams_the_console_once_and_exits_with_the_result(tmp_path, fake_jenkins):

@@ -20,6 +20,14 @@ assert "C=0.001," in LOGISTIC
 NOT_A_MODEL = "print('hello')\n"
 
 
+def job_config() -> str:
+    """A job that takes RUN_ID and the trigger token, as the chain's train and notify jobs do."""
+    return ("<project><properties><hudson.model.ParametersDefinitionProperty><parameterDefinitions>"
+            "<hudson.model.StringParameterDefinition><name>RUN_ID</name></hudson.model.StringParameterDefinition>"
+            f"</parameterDefinitions></hudson.model.ParametersDefinitionProperty></properties>"
+            f"<authToken>{TRIGGER_TOKEN}</authToken></project>")
+
+
 def read_properties(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
 
@@ -66,8 +74,8 @@ def test_chain_start_train_tweak_train(tmp_path, pushtune_home, model):
 
 
 def test_tweak_inside_jenkins_retriggers_train_then_notify_within_budget(tmp_path, pushtune_home, model, fake_jenkins):
-    fake_jenkins.jobs["pushtune-train"] = {"config": f"<project><authToken>{TRIGGER_TOKEN}</authToken></project>", "builds": []}
-    fake_jenkins.jobs["pushtune-notify"] = {"config": f"<project><authToken>{TRIGGER_TOKEN}</authToken></project>", "builds": []}
+    fake_jenkins.jobs["pushtune-train"] = {"config": job_config(), "builds": []}
+    fake_jenkins.jobs["pushtune-notify"] = {"config": job_config(), "builds": []}
     jenkins_env = {"JENKINS_URL": fake_jenkins.url, "BUILD_URL": f"{fake_jenkins.url}job/pushtune-tweak/1/",
                    "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
     run_id = int(pushtune(pushtune_home, "start", model, "--runtime", "local", "--threshold", "0.99", "--max-attempts", "2").stdout)
@@ -126,7 +134,7 @@ def test_changed_lists_the_supported_model_files_between_two_commits(tmp_path, p
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["models/new_model.py"]
     assert "skipped helper.py" in result.stderr
-    assert read_properties(props) == {"MODEL_FILES": "models/new_model.py", "MODEL_COMMIT": second}
+    assert read_properties(props) == {"MODEL_FILES": '["models/new_model.py"]', "MODEL_COMMIT": second}
 
     # a first build (no previous commit): the files of the commit itself
     initial = pushtune(pushtune_home, "changed", "--repo", repo, "--from", "", "--to", first)

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs.classify import Classification, classify_paths
+from jobs.errors import UserError
 
 COLUMNS = ("path", "kind", "framework", "reason")
 
@@ -24,12 +25,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="classify model files (cnn / ann / regression / unsupported) without running them",
         description="Classify Python model files statically: files, or every *.py below directories.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="a Python file or a directory")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="a Python file or a directory (put -- before names that start with -)")
+    parser.add_argument("--files-json", metavar="JSON", help="more paths, as a JSON list (MODEL_FILES)")
     parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.files_json is not None:
+        from jobs.steps import files_from_json
+
+        args.paths += files_from_json(args.files_json)
+    elif not args.paths:
+        raise UserError("give the paths: PATH... or --files-json JSON")
     results = classify_paths(args.paths)
     if args.json:
         print(json.dumps([result.as_dict() for result in results], indent=2))

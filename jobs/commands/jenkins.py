@@ -53,8 +53,8 @@ def add_parser(subparsers) -> None:
     p = commands.add_parser("install", help="create or update the jobs on the controller")
     _add_render_options(p)
     p.add_argument("--with-trigger-token", action="store_true",
-                   help="set each job's remote-trigger token from PUSHTUNE_TRIGGER_TOKEN (for "
-                        "the Build Token Root URL); it goes to the controller only")
+                   help="kept for old scripts: each job's remote-trigger token is always set "
+                        "from PUSHTUNE_TRIGGER_TOKEN (it goes to the controller only)")
     p.add_argument("--wait-ready", type=_positive, metavar="SECONDS",
                    help="first wait until the controller answers (after it starts)")
     _add_timeout(p)
@@ -102,25 +102,33 @@ def render(args: argparse.Namespace) -> int:
 
 def install(args: argparse.Namespace) -> int:
     client = _client(args)
+    token = client.settings.trigger_token
+    if not token:  # without a job token Build Token Root answers 404 and the chain stops
+        raise UserError("install: PUSHTUNE_TRIGGER_TOKEN is not set; every job needs the trigger "
+                        "token (the pushtune-trigger-token credential's value) so tweak and monitor "
+                        "can start the next job")
     jobs = jk.render_jobs(args.repo_url, args.branch)
-    if args.with_trigger_token:
-        token = client.settings.trigger_token
-        if not token:
-            raise UserError("--with-trigger-token: PUSHTUNE_TRIGGER_TOKEN is not set")
-        jobs = {name: jk.with_auth_token(xml, token) for name, xml in jobs.items()}
+    jobs = {name: jk.with_auth_token(xml, token) for name, xml in jobs.items()}
     if args.wait_ready:
         client.wait_until_ready(args.wait_ready)
     for name, what in client.install(jobs):
         print(f"{what} {name}")
+    if not client.root_url():
+        print(f"WARNING: Jenkins at {client.settings.display_url} has no root URL (Manage Jenkins "
+              "→ System → Jenkins URL, or unclassified.location.url in JCasC): builds get no "
+              "BUILD_URL, so pushtune-tweak and pushtune-monitor cannot start the next job",
+              file=sys.stderr)
     return 0
 
 
 def trigger(args: argparse.Namespace) -> int:
     client = _client(args)
     deadline = time.monotonic() + args.timeout
-    queue_id = client.trigger(args.job, dict(args.param))
+    queued = client.queue_build(args.job, dict(args.param))
+    queue_id = queued.queue_id
     where = f" (queue item {queue_id})" if queue_id is not None else ""
-    print(f"queued {args.job}{where}", file=sys.stderr)
+    what = "already queued (the same build is waiting)" if queued.already_queued else "queued"
+    print(f"{what} {args.job}{where}", file=sys.stderr)
     if not args.wait:
         return 0
     if queue_id is None:

@@ -60,7 +60,7 @@ def resume(args: argparse.Namespace) -> int:
     if run_options(run).chain:  # the chain plans what follows: hand back to it
         decision = steps.tweak_step(store, args.run_id)
         print(decision.message, file=sys.stderr)
-        triggered = steps.dispatch(decision, {"train": steps.TRAIN_JOB, "notify": steps.NOTIFY_JOB})
+        triggered = steps.dispatch(decision, steps.recorded_jobs(run))
         if triggered:
             print(triggered, file=sys.stderr)
         return 0

@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_id", metavar="RUN_ID", type=int, nargs="?", help="the run to report")
     parser.add_argument("--notify", metavar="ADDR", action="append", default=[],
-                        help="recipient (repeatable); default: PUSHTUNE_MAIL_TO")
+                        help="recipient (repeatable); default: the run's own (`--notify` when it "
+                             "was started), else PUSHTUNE_MAIL_TO")
     parser.add_argument("--test", action="store_true",
                         help="connect, EHLO, STARTTLS/SSL, AUTH and send a short test mail")
     parser.set_defaults(func=run)
@@ -36,7 +37,15 @@ def run(args: argparse.Namespace) -> int:
     if args.run_id is None and not args.test:
         raise UserError("give the RUN_ID of the run to report, or --test to check the mail settings")
 
-    settings = load_settings(args.notify or None)
+    recipients = args.notify
+    if args.run_id is not None and not recipients:  # as asked when the run was started
+        from jobs.loop import run_options
+
+        try:
+            recipients = run_options(RunStore.open().get_run(args.run_id)).notify
+        except UserError:
+            recipients = []  # an unknown run is said below, after any error in the settings
+    settings = load_settings(recipients or None)
     if args.test:
         print(f"testing mail through {settings.describe()}")
         log: list[str] = []

@@ -9,6 +9,7 @@ is finished and the code is the run's (0 passed, 3 below threshold, 1 failed).
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -30,13 +31,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--to", dest="new", default="HEAD", metavar="REV", help="the new commit (default HEAD)")
     p.add_argument("--repo", default=".", metavar="DIR", help="the checkout (default .)")
     p.add_argument("--properties", metavar="FILE",
-                   help="write MODEL_FILES and MODEL_COMMIT there (only when a model file changed)")
+                   help="write MODEL_FILES (a JSON list, for --files-json) and MODEL_COMMIT there "
+                        "(only when a model file changed)")
+    p.add_argument("--json", action="store_true", help="print the files as a JSON list (for --files-json)")
     p.set_defaults(func=changed)
 
     p = subparsers.add_parser("start", help="classify model files and record a run for each",
                               description="Classify each model file and record a run; prints one "
                                           "run id a line.")
-    p.add_argument("models", nargs="+", metavar="MODEL_FILE")
+    p.add_argument("models", nargs="*", metavar="MODEL_FILE", help="put -- before names that start with -")
+    p.add_argument("--files-json", metavar="JSON", help="more model files, as a JSON list (MODEL_FILES)")
     run_command.add_run_options(p)
     p.add_argument("--skip-unsupported", action="store_true", help="skip files that are no model")
     p.add_argument("--build-image", action="store_true",
@@ -44,6 +48,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--git-commit", metavar="SHA", help="record this commit when git does not know the file")
     p.add_argument("--properties", metavar="FILE", help="write RUN_ID, KIND and MODEL there (one model file)")
     p.add_argument("--properties-dir", metavar="DIR", help="write DIR/run-<id>.properties per run")
+    p.add_argument("--train-job", metavar="JOB", help="the chain's train job, recorded for tweak and the "
+                                                      "monitor (default: from JOB_NAME, else pushtune-train)")
+    p.add_argument("--notify-job", metavar="JOB", help="the chain's notify job (default: likewise)")
     p.set_defaults(func=start)
 
     p = subparsers.add_parser("train", help="train one attempt of a run",
@@ -56,8 +63,8 @@ def add_parser(subparsers) -> None:
                                           "tweaks left) or is finished. Inside Jenkins, trigger the "
                                           "train or notify job accordingly. Exit 0 either way.")
     p.add_argument("run_id", type=int, metavar="RUN_ID")
-    p.add_argument("--train-job", default=steps.TRAIN_JOB, help="Jenkins job of another attempt")
-    p.add_argument("--notify-job", default=steps.NOTIFY_JOB, help="Jenkins job that mails the result")
+    p.add_argument("--train-job", help="Jenkins job of another attempt (default: the one the run recorded)")
+    p.add_argument("--notify-job", help="Jenkins job that mails the result (default: likewise)")
     p.add_argument("--properties", metavar="FILE", help="write RUN_ID and NEXT (train, notify, none) there")
     p.add_argument("--no-trigger", action="store_true", help="only decide, even inside Jenkins (Pipeline loop)")
     p.set_defaults(func=tweak)
@@ -76,18 +83,21 @@ def changed(args: argparse.Namespace) -> int:
     models, skipped = steps.model_files(repo, paths)
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    for path in models:
-        print(path)
+    print(json.dumps(models) if args.json else "\n".join(models), end="\n" if models or args.json else "")
     if args.properties:
         target = Path(args.properties)
         steps.remove_properties(target)
         if models:
             commit = steps.run_git(repo, "rev-parse", args.new).strip()
-            steps.write_properties(target, {"MODEL_FILES": " ".join(models), "MODEL_COMMIT": commit})
+            steps.write_properties(target, {"MODEL_FILES": json.dumps(models), "MODEL_COMMIT": commit})
     return 0
 
 
 def start(args: argparse.Namespace) -> int:
+    if args.files_json is not None:
+        args.models += steps.files_from_json(args.files_json)
+    elif not args.models:
+        raise UserError("give the model files: MODEL_FILE... or --files-json JSON")
     if args.properties and len(args.models) > 1:
         raise UserError("--properties takes one model file; use --properties-dir for several")
     if args.properties:  # before any run is recorded: a run nobody hears of stays "running"
@@ -99,7 +109,7 @@ def start(args: argparse.Namespace) -> int:
     started, skipped = steps.start_runs(
         RunStore.open(), [Path(m) for m in args.models], options,
         skip_unsupported=args.skip_unsupported, git_commit=args.git_commit,
-        with_image=args.build_image,
+        with_image=args.build_image, jobs=steps.chain_jobs(args.train_job, args.notify_job),
     )
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
@@ -117,9 +127,10 @@ def start(args: argparse.Namespace) -> int:
 
 
 def _stop_on_sigterm() -> None:
-    """Jenkins aborts a build with SIGTERM: end like Ctrl-C, so the attempt is recorded."""
+    """Jenkins aborts a build with SIGTERM: end like Ctrl-C, so the attempt is recorded, but as
+    `steps.Terminated`, which the monitor resumes (a Ctrl-C is a person's decision; it does not)."""
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise steps.Terminated
 
     signal.signal(signal.SIGTERM, interrupt)
 
@@ -175,7 +186,9 @@ def tweak(args: argparse.Namespace) -> int:
         steps.write_properties(Path(args.properties), {"RUN_ID": decision.run_id, "NEXT": decision.next})
     if args.no_trigger:
         return 0
-    triggered = steps.dispatch(decision, {"train": args.train_job, "notify": args.notify_job})
+    jobs = steps.recorded_jobs(RunStore.open().get_run(args.run_id))
+    jobs.update({k: v for k, v in (("train", args.train_job), ("notify", args.notify_job)) if v})
+    triggered = steps.dispatch(decision, jobs)
     if triggered:
         print(triggered)
     return 0
