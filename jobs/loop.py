@@ -282,7 +282,7 @@ def warm_start_epoch(parent: dict, candidate: Candidate) -> int | None:
         saved = read_json_output(checkpoints / "training_metadata.json")["epoch"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if saved != epochs or not is_regular_file(checkpoints / "latest.weights.h5"):
+    if saved != epochs or checkpoints.is_symlink() or not is_regular_file(checkpoints / "latest.weights.h5"):
         return None
     parent_source = (Path(parent["dir"]) / "model.py").read_text(encoding="utf-8")
     return epochs if _only_epochs_differ(parent_source, parent["params"], candidate) else None

@@ -108,6 +108,11 @@ def test_no_warm_start_from_an_unfinished_or_uncheckpointed_parent(tmp_path):
     gone = _parent(tmp_path / "c", FIT)
     (Path(gone["dir"]) / "output" / "checkpoints" / "latest.weights.h5").unlink()
     assert warm_start_epoch(gone, more_epochs) is None
+    linked = _parent(tmp_path / "e", FIT)  # a checkpoints folder the script turned into a link
+    real = Path(linked["dir"]) / "output" / "checkpoints"
+    real.rename(real.with_name("elsewhere"))
+    real.symlink_to(real.with_name("elsewhere"))
+    assert warm_start_epoch(linked, more_epochs) is None
     in_params = {**_parent(tmp_path / "d", FIT), "params": {"epochs": 2, "lr": 0.1}}
     assert warm_start_epoch(in_params, Candidate(FIT, {"epochs": 4, "lr": 0.1}, "double_epochs")) == 2
     assert warm_start_epoch(in_params, Candidate(FIT, {"epochs": 4, "lr": 0.2}, "double_epochs")) is None
