@@ -102,19 +102,31 @@ def _finite_numbers(values: dict) -> dict[str, float]:
     return numbers
 
 
+def _script_file(path: Path) -> tuple[bytes | None, str | None]:
+    """(its bytes, None); (None, None) when the script wrote no such file; (None, why) when it
+    wrote one pushtune will not or cannot read."""
+    try:
+        return read_output(path), None
+    except FileNotFoundError:
+        return None, None
+    except UnsafeOutput as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"{path.name} cannot be read: {exc.strerror}"
+
+
 def read_metrics(output_dir: Path, log_path: Path | None, metric: str) -> tuple[dict, str | None]:
     """Returns (everything reported, the reason the gated metric is missing or None)."""
-    try:
-        reported = read_json_output(output_dir / "metrics.json")
-    except FileNotFoundError:
-        pass
-    except UnsafeOutput as exc:
-        return {}, str(exc)
-    except OSError as exc:
-        return {}, f"metrics.json cannot be read: {exc.strerror}"
-    except ValueError as exc:
-        return {}, f"metrics.json is not valid JSON: {exc}"
-    else:
+    data, problem = _script_file(output_dir / "metrics.json")
+    if problem:
+        return {}, problem
+    if data is not None:
+        try:
+            reported = json.loads(data)
+        except RecursionError:
+            return {}, "metrics.json is not valid JSON: nested too deeply"
+        except ValueError as exc:
+            return {}, f"metrics.json is not valid JSON: {exc}"
         if not isinstance(reported, dict):
             return {}, "metrics.json is not a JSON object"
         numbers = _finite_numbers(reported)
@@ -126,15 +138,11 @@ def read_metrics(output_dir: Path, log_path: Path | None, metric: str) -> tuple[
         return {**reported, metric: numbers[metric]}, None
 
     if metric == "accuracy":
-        try:
-            text = read_output(output_dir / "accuracy.txt").decode("utf-8", errors="replace").strip()
-        except FileNotFoundError:
-            pass
-        except UnsafeOutput as exc:
-            return {}, str(exc)
-        except OSError as exc:
-            return {}, f"accuracy.txt cannot be read: {exc.strerror}"
-        else:
+        data, problem = _script_file(output_dir / "accuracy.txt")
+        if problem:
+            return {}, problem
+        if data is not None:
+            text = data.decode("utf-8", errors="replace").strip()
             try:
                 value = float(text)
             except ValueError:
