@@ -2,9 +2,9 @@
 
 The chain is defined once, as JJB YAML in `jenkins/jobs/`; `render_jobs` turns it into job XML
 with JJB's library, `JenkinsClient` talks to a controller through python-jenkins. Credentials
-come from the environment (`JENKINS_URL`, `JENKINS_USER`, `JENKINS_API_TOKEN`,
-`PUSHTUNE_TRIGGER_TOKEN`) and are never printed: every message a user sees is built here, and
-any text taken from an exception is redacted first.
+come from the environment (`JENKINS_URL` or `PUSHTUNE_JENKINS_URL`, `JENKINS_USER`,
+`JENKINS_API_TOKEN`, `PUSHTUNE_TRIGGER_TOKEN`) and are never printed: every message a user sees
+is built here, and any text taken from an exception is redacted first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import io
 import json
 import logging
 import os
+import re
 import time
+import warnings
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +33,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR = PROJECT_ROOT / "jenkins" / "jobs"
 CHAIN = ("pull", "classify", "train", "tweak", "notify", "monitor")
 DEFAULT_PREFIX = "pushtune"
+# The label expression every job of the chain runs on (JJB `node:`, project.yaml `label`): only
+# agents that have Docker and pushtune carry the label, so the controller and other agents
+# never get a pushtune build.
+DEFAULT_LABEL = "pushtune"
 # Build results as exit codes, in the spirit of `pushtune train`: UNSTABLE = below threshold.
 RESULT_EXIT_CODES = {"SUCCESS": 0, "UNSTABLE": 3, "FAILURE": 1, "ABORTED": 1, "NOT_BUILT": 1}
 
@@ -53,6 +59,145 @@ def chain_jobs(prefix: str = DEFAULT_PREFIX) -> list[str]:
     return [f"{prefix}-{step}" for step in CHAIN]
 
 
+# --- label expressions --------------------------------------------------------------------------
+#
+# Jenkins' own grammar (jenkinsci/jenkins core/src/main/antlr4/hudson/model/labels/
+# LabelExpressionLexer.g4 and LabelExpressionParser.g4, unchanged at jenkins-2.568.2):
+#
+#   expr  : term1 EOF                    term4 : term5 ( '&&' term5 )*
+#   term1 : term2 ( '<->' term2 )*       term5 : term6 | '!' term6
+#   term2 : term3 ( '->' term3 )?        term6 : '(' term1 ')' | ATOM | STRINGLITERAL
+#   term3 : term4 ( '||' term4 )*
+#
+# An ATOM is a run of characters other than & | ! < > ( ) space tab " ' (a '-' belongs to it
+# unless a '>' follows); a STRINGLITERAL is "…" with \b \t \n \f \r \" \' \\ escapes. Only space
+# and tab separate tokens. `!!a` and `a -> b -> c` are syntax errors there, and so here.
+# Stricter than Jenkins: no control characters (a label expression is one line) and no braces,
+# which Jenkins Job Builder would expand as template variables ({name} becomes the project name).
+
+_ATOM_STOP = set("&|!<>() \t\"'")
+_OPERATORS = (("<->", "IFF"), ("->", "IMPLIES"), ("&&", "AND"), ("||", "OR"), ("!", "NOT"),
+              ("(", "LPAREN"), (")", "RPAREN"))
+_ESCAPES = set("btnfr\"'\\")
+
+
+def _label_tokens(text: str) -> list[tuple[str, str, int]]:
+    """(kind, text, column) for each token; raises ValueError on a character no token takes."""
+    tokens, i = [], 0
+    while i < len(text):
+        char = text[i]
+        if char in " \t":
+            i += 1
+            continue
+        operator = next(((s, kind) for s, kind in _OPERATORS if text.startswith(s, i)), None)
+        if operator:
+            tokens.append((operator[1], operator[0], i))
+            i += len(operator[0])
+        elif char == '"':
+            j = i + 1
+            while j < len(text) and text[j] != '"':
+                if text[j] == "\\":
+                    if j + 1 >= len(text) or text[j + 1] not in _ESCAPES:
+                        raise ValueError(f"bad escape in the quoted label at column {j + 1}")
+                    j += 1
+                j += 1
+            if j >= len(text):
+                raise ValueError(f"the quoted label at column {i + 1} has no closing quote")
+            if j == i + 1:
+                raise ValueError(f'empty quoted label "" at column {i + 1}')
+            tokens.append(("STRING", text[i:j + 1], i))
+            i = j + 1
+        elif char not in _ATOM_STOP and not text.startswith("->", i):
+            j = i
+            while j < len(text) and text[j] not in _ATOM_STOP and not text.startswith("->", j):
+                j += 1
+            tokens.append(("ATOM", text[i:j], i))
+            i = j
+        else:
+            what = "'<' that does not start '<->'" if char == "<" else (
+                f"single {char!r} (and is &&, or is ||)" if char in "&|" else repr(char))
+            raise ValueError(f"unexpected {what} at column {i + 1}")
+    return tokens
+
+
+class _LabelParser:
+    """A recursive-descent recogniser of Jenkins' label expression grammar (above)."""
+
+    def __init__(self, tokens: list[tuple[str, str, int]]):
+        self.tokens, self.pos = tokens, 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos][0] if self.pos < len(self.tokens) else None
+
+    def fail(self, expected: str) -> None:
+        if self.pos < len(self.tokens):
+            _, text, column = self.tokens[self.pos]
+            raise ValueError(f"expected {expected} at column {column + 1}, found {text!r}")
+        raise ValueError(f"expected {expected} at the end")
+
+    def take(self, kind: str) -> bool:
+        if self.peek() == kind:
+            self.pos += 1
+            return True
+        return False
+
+    def expr(self) -> None:
+        self.term1()
+        if self.peek() is not None:
+            self.fail("an operator (&&, ||, ->, <->) or the end")
+
+    def term1(self) -> None:
+        self.term2()
+        while self.take("IFF"):
+            self.term2()
+
+    def term2(self) -> None:
+        self.term3()
+        if self.take("IMPLIES"):
+            self.term3()
+            if self.peek() == "IMPLIES":
+                self.fail("parentheses around a chained '->' (Jenkins does not chain it)")
+
+    def term3(self) -> None:
+        self.term4()
+        while self.take("OR"):
+            self.term4()
+
+    def term4(self) -> None:
+        self.term5()
+        while self.take("AND"):
+            self.term5()
+
+    def term5(self) -> None:
+        self.take("NOT")
+        self.term6()
+
+    def term6(self) -> None:
+        if self.take("LPAREN"):
+            self.term1()
+            if not self.take("RPAREN"):
+                self.fail("')'")
+        elif not (self.take("ATOM") or self.take("STRING")):
+            self.fail("a label" if self.peek() != "NOT" else "a label or '(' after '!' (write !(!a), not !!a)")
+
+
+def check_label(expression: str | None) -> str:
+    """The label expression, stripped, if Jenkins would parse it; else a one-line UserError."""
+    text = (expression or "").strip(" \t")
+    if not text:
+        raise UserError("the label expression is empty: give the agents' label, e.g. --label pushtune")
+    try:
+        bad = next((c for c in text if ord(c) < 32 or ord(c) == 127 or c in "{}"), None)
+        if bad is not None:
+            raise ValueError("braces would be expanded by Jenkins Job Builder" if bad in "{}"
+                             else "it must be one line, without control characters")
+        _LabelParser(_label_tokens(text)).expr()
+    except ValueError as exc:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise UserError(f"not a Jenkins label expression: {shown!r}: {exc}") from None
+    return text
+
+
 # --- rendering ----------------------------------------------------------------------------------
 
 
@@ -68,31 +213,49 @@ def _quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _project_yaml(jobs_dir: Path, overrides: Mapping[str, str]) -> io.StringIO:
-    """project.yaml with some of its values replaced, as a stream JJB's loader accepts."""
-    documents = yaml.safe_load((jobs_dir / "project.yaml").read_text(encoding="utf-8"))
-    project = documents[0]["project"]
-    project.update(overrides)
-    return io.StringIO(yaml.safe_dump(documents, sort_keys=False))
+def _project_documents(jobs_dir: Path) -> list:
+    try:
+        documents = yaml.safe_load((jobs_dir / "project.yaml").read_text(encoding="utf-8"))
+        project = documents[0]["project"]
+    except (OSError, yaml.YAMLError, LookupError, TypeError) as exc:
+        raise UserError(f"cannot read {jobs_dir / 'project.yaml'}: {str(exc).strip().splitlines()[-1]}") from None
+    if not isinstance(project, dict):
+        raise UserError(f"{jobs_dir / 'project.yaml'}: the first document is not a `- project:` mapping")
+    return documents
 
 
 def render_jobs(repo_url: str | None = None, branch: str | None = None,
-                jobs_dir: Path = JOBS_DIR) -> dict[str, str]:
+                jobs_dir: Path = JOBS_DIR, label: str | None = None) -> dict[str, str]:
     """The chain's job XML by job name, rendered by Jenkins Job Builder from `jobs_dir`.
 
-    `repo_url` and `branch` replace the values in project.yaml. No Jenkins is contacted: with no
-    plugin list JJB writes the current plugins' formats.
+    `repo_url`, `branch` and `label` (the agents' label expression, JJB `node:`) replace the
+    values in project.yaml; the label in effect is checked against Jenkins' grammar either way.
+    No Jenkins is contacted: with no plugin list JJB writes the current plugins' formats.
     """
-    from jenkins_jobs.config import JJBConfig
-    from jenkins_jobs.errors import JenkinsJobsException
-    from jenkins_jobs.loader import load_files
-    from jenkins_jobs.registry import ModuleRegistry
-    from jenkins_jobs.roots import Roots
-    from jenkins_jobs.xml_config import XmlJobGenerator
+    try:
+        with warnings.catch_warnings():  # JJB's own import of pkg_resources (setuptools 67 to 81 warn)
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            from jenkins_jobs.config import JJBConfig
+            from jenkins_jobs.errors import JenkinsJobsException
+            from jenkins_jobs.loader import load_files
+            from jenkins_jobs.registry import ModuleRegistry
+            from jenkins_jobs.roots import Roots
+            from jenkins_jobs.xml_config import XmlJobGenerator
+    except ImportError as exc:  # JJB 6.5.0 imports pkg_resources, gone from setuptools 82 on
+        hint = " (pip install 'setuptools<82')" if exc.name == "pkg_resources" else ""
+        raise UserError(f"Jenkins Job Builder cannot be loaded: {exc}{hint}") from None
 
+    documents = _project_documents(jobs_dir)
+    project = documents[0]["project"]
+    if label is None and "label" not in project:
+        raise UserError(f"{jobs_dir / 'project.yaml'} has no `label` (the agents' label expression, "
+                        f"e.g. label: {DEFAULT_LABEL}); add it or give --label")
     overrides = {k: v for k, v in (("repo-url", repo_url), ("branch", branch)) if v}
-    sources: list = [jobs_dir / "pushtune.yaml"]
-    sources.append(_project_yaml(jobs_dir, overrides) if overrides else jobs_dir / "project.yaml")
+    value = project.get("label") if label is None else label
+    overrides["label"] = check_label(None if value is None else str(value))
+    project.update(overrides)
+    sources: list = [jobs_dir / "pushtune.yaml",
+                     io.StringIO(yaml.safe_dump(documents, sort_keys=False))]
     try:
         with _quiet("jenkins_jobs"):
             config = JJBConfig(config_filename=os.devnull)
@@ -121,6 +284,21 @@ def write_jobs(jobs: Mapping[str, str], outdir: Path) -> list[Path]:
             raise UserError(f"cannot write {path}: {exc.strerror}") from None
         written.append(path)
     return written
+
+
+def write_secret(path: Path, secret: str) -> Path:
+    """Write `secret` to `path` (mode 0600, replaced whole: never half-written, never wider)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+            stream.write(secret + "\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    return path
 
 
 def with_auth_token(xml: str, token: str) -> str:
@@ -158,17 +336,26 @@ class JenkinsSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> "JenkinsSettings":
+        """The controller from the environment.
+
+        PUSHTUNE_JENKINS_URL, when set, wins over JENKINS_URL: inside a build Jenkins sets
+        JENKINS_URL to its root URL, the address people use (links in mails, BUILD_URL), which
+        an agent may not reach: http://localhost:8080/ on an agent container is the agent
+        itself. Agents set PUSHTUNE_JENKINS_URL to the address they reach the controller at
+        (jenkins/docker-compose.yml: http://jenkins:8080/).
+        """
         env = os.environ if env is None else env
-        url = (env.get("JENKINS_URL") or "").strip()
+        name = "PUSHTUNE_JENKINS_URL" if (env.get("PUSHTUNE_JENKINS_URL") or "").strip() else "JENKINS_URL"
+        url = (env.get(name) or "").strip()
         if not url:
             raise UserError("JENKINS_URL is not set (e.g. export JENKINS_URL=http://localhost:8080/)")
         try:
             parts = urlsplit(url)
             _ = parts.port  # a port that is not a number from 0 to 65535 raises
         except ValueError as exc:  # `http://[::1`, `http://host:99999/`
-            raise UserError(f"JENKINS_URL is not a valid URL ({exc})") from None
+            raise UserError(f"{name} is not a valid URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UserError(f"JENKINS_URL must be an http(s) URL, not {_without_userinfo(url)!r}")
+            raise UserError(f"{name} must be an http(s) URL, not {_without_userinfo(url)!r}")
         user = env.get("JENKINS_USER") or None
         api_token = env.get("JENKINS_API_TOKEN") or None
         if bool(user) != bool(api_token):
@@ -243,6 +430,26 @@ class JenkinsClient:
                 if "refused the credentials" in str(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(2)
+
+    def agent_secret(self, agent: str) -> str:
+        """The secret inbound agent `agent` connects with (its JNLP MAC).
+
+        core: SlaveComputer.doJenkinsAgentJnlp serves computer/NAME/jenkins-agent.jnlp in plain
+        text to a user with Agent/Connect (EncryptedSlaveAgentJnlpFile); its first
+        application-desc argument is `it.jnlpMac` (SlaveComputer/jenkins-agent.jnlp.jelly).
+        """
+        what = f"agent {agent}"
+        response = self._call(what, self._get, f"computer/{quote(agent, safe='')}/jenkins-agent.jnlp")
+        try:
+            root = ET.fromstring(response.content)
+        except ET.ParseError:
+            raise UserError(f"{what}: Jenkins at {self.settings.display_url} answered with something "
+                            "other than the agent's JNLP file (is it an inbound agent?)") from None
+        arguments = [a.text or "" for a in root.findall("./application-desc/argument")]
+        secret = arguments[0].strip() if arguments else ""
+        if not re.fullmatch(r"[0-9a-f]{32,}", secret):
+            raise UserError(f"{what}: its JNLP file holds no agent secret (is it an inbound agent?)")
+        return secret
 
     def install(self, jobs: Mapping[str, str]) -> list[tuple[str, str]]:
         """Create or update each job; returns (name, "created" | "updated")."""

@@ -71,6 +71,7 @@ class FakeJenkins:
     sessions: set[str] = field(default_factory=set)
     url: str = ""
     root_url: str | None = None  # JenkinsLocationConfiguration's URL; None = not configured
+    agents: dict[str, str] = field(default_factory=dict)  # inbound agent name -> its secret
 
     def auth_token_of(self, job: str) -> str | None:
         node = ET.fromstring(self.jobs[job]["config"]).find("authToken")
@@ -237,6 +238,19 @@ def make_handler(state: FakeJenkins):
                     return self._send(400, "A job already exists with the name")
                 state.jobs[name] = {"config": body.decode(), "builds": []}
                 return self._send(200)
+            if segments[:1] == ["computer"] and segments[2:] == ["jenkins-agent.jnlp"] and method == "GET":
+                # hudson/slaves/SlaveComputer.doJenkinsAgentJnlp -> EncryptedSlaveAgentJnlpFile:
+                # plain text to a user with Agent/Connect, rendered by SlaveComputer/
+                # jenkins-agent.jnlp.jelly (secret, name, -webSocket, -workDir ..., -url ROOT);
+                # no such agent (or the built-in node, not a SlaveComputer): 404
+                secret = state.agents.get(segments[1])
+                if secret is None:
+                    return self._send(404, "Not Found", content_type="text/html")
+                arguments = [secret, segments[1], "-webSocket", "-workDir", "/home/jenkins/agent",
+                             "-internalDir", "remoting", "-url", state.url]
+                body = "<jnlp><application-desc>" + "".join(
+                    f"<argument>{a}</argument>" for a in arguments) + "</application-desc></jnlp>"
+                return self._send(200, body, content_type="application/x-java-jnlp-file")
             if segments[:2] == ["queue", "item"]:
                 item = state.queue.get(int(segments[2]))
                 if item is None:
@@ -568,3 +582,82 @@ def test_status_prints_job_names_as_they_are(tmp_path, fake_jenkins):
     result = pushtune(tmp_path, "jenkins", "status", "--prefix", "[/x]", env=env_for(fake_jenkins))
     assert result.returncode == 0, result.stderr
     assert "[/x]-train" in result.stdout and "not installed" in result.stdout
+
+
+AGENT_SECRET = "5f1e" * 16  # a JNLP MAC is 64 hex digits
+
+
+def free_port() -> int:
+    """A port nobody listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_agent_secret_is_written_to_a_private_file_and_never_printed(tmp_path, fake_jenkins):
+    fake_jenkins.agents["pushtune-agent-1"] = AGENT_SECRET
+    target = tmp_path / "secrets" / "agent_1_secret"
+    target.parent.mkdir()
+    target.write_text("stale")  # an old secret is replaced whole
+    target.chmod(0o644)
+    env = {"JENKINS_URL": fake_jenkins.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": PASSWORD}
+    result = pushtune(tmp_path, "jenkins", "agent-secret", "pushtune-agent-1", target, env=env)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == AGENT_SECRET + "\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert_no_secret(result, AGENT_SECRET, PASSWORD)
+    assert "pushtune-agent-1" in result.stderr and result.stdout == ""
+    assert ("GET", "/computer/pushtune-agent-1/jenkins-agent.jnlp", {}) in fake_jenkins.requests
+    assert sorted(p.name for p in target.parent.iterdir()) == ["agent_1_secret"]  # no temporary left
+
+
+def test_agent_secret_of_an_unknown_agent_or_without_login_is_one_line(tmp_path, fake_jenkins):
+    target = tmp_path / "agent_secret"
+    unknown = pushtune(tmp_path, "jenkins", "agent-secret", "no-such-agent", target, env=env_for(fake_jenkins))
+    assert_one_line_error(unknown, "agent no-such-agent", "404")
+    fake_jenkins.agents["pushtune-agent-1"] = AGENT_SECRET
+    anonymous = pushtune(tmp_path, "jenkins", "agent-secret", "pushtune-agent-1", target,
+                         env={"JENKINS_URL": fake_jenkins.url})
+    assert_one_line_error(anonymous, "403")
+    assert not target.exists()
+
+
+def test_agent_secret_refuses_an_answer_without_a_secret(tmp_path, fake_jenkins):
+    fake_jenkins.agents["odd"] = "not-a-mac"
+    target = tmp_path / "agent_secret"
+    result = pushtune(tmp_path, "jenkins", "agent-secret", "odd", target, env=env_for(fake_jenkins))
+    assert_one_line_error(result, "no agent secret")
+    assert not target.exists()
+
+
+def test_pushtune_jenkins_url_wins_over_the_root_url_jenkins_gives_builds(tmp_path, fake_jenkins):
+    """On an agent container the build's JENKINS_URL (the root URL, e.g. http://localhost:8080/)
+    is the agent itself; PUSHTUNE_JENKINS_URL is how the agent reaches the controller."""
+    from jobs.errors import UserError
+    from jobs.jenkins import JenkinsSettings
+
+    dead = f"http://127.0.0.1:{free_port()}/"
+    settings = JenkinsSettings.from_env({"JENKINS_URL": dead, "PUSHTUNE_JENKINS_URL": fake_jenkins.url})
+    assert settings.url == fake_jenkins.url
+    assert JenkinsSettings.from_env({"JENKINS_URL": dead, "PUSHTUNE_JENKINS_URL": " "}).url == dead
+    with pytest.raises(UserError, match="PUSHTUNE_JENKINS_URL must be an http"):
+        JenkinsSettings.from_env({"JENKINS_URL": dead, "PUSHTUNE_JENKINS_URL": "jenkins:8080"})
+
+    assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
+    in_a_build = {"JENKINS_URL": dead, "PUSHTUNE_JENKINS_URL": fake_jenkins.url,
+                  "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
+    result = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train", "--param", "RUN_ID=3", env=in_a_build)
+    assert result.returncode == 0, result.stderr
+    assert [b.params for b in fake_jenkins.jobs["pushtune-train"]["builds"]] == [{"RUN_ID": "3"}]
+
+
+def test_install_with_a_label_ties_every_job_to_it(tmp_path, fake_jenkins):
+    result = pushtune(tmp_path, "jenkins", "install", "--label", "pushtune && gpu", env=env_for(fake_jenkins))
+    assert result.returncode == 0, result.stderr
+    nodes = {name: (ET.fromstring(job["config"]).findtext("assignedNode"),
+                    ET.fromstring(job["config"]).findtext("canRoam")) for name, job in fake_jenkins.jobs.items()}
+    assert set(nodes.values()) == {("pushtune && gpu", "false")} and len(nodes) == 6
+    fake_jenkins.requests.clear()
+    bad = pushtune(tmp_path, "jenkins", "install", "--label", "pushtune gpu", env=env_for(fake_jenkins))
+    assert_one_line_error(bad, "label expression")
+    assert fake_jenkins.requests == []  # refused before anything reaches the controller

@@ -1,5 +1,6 @@
-"""The job chain as code: JJB renders six jobs with the expected triggers and steps and no
-secret; the controller's files (JCasC, plugins, compose, Jenkinsfile) hold together."""
+"""The job chain as code: JJB renders six jobs with the expected triggers, steps and agent label
+and no secret; the controller's files (JCasC, plugins, compose, Jenkinsfile) hold together.
+The two-agent set-up (compose services against the JCasC agents) is tests/test_jenkins_compose.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.jenkins import chain_jobs, render_jobs
+from jobs.errors import UserError
+from jobs.jenkins import DEFAULT_LABEL, chain_jobs, check_label, render_jobs
 from test_jenkins_client import pushtune
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +156,98 @@ def test_render_uses_project_yaml_without_overrides():
     assert f"<defaultValue>{project['repo-url']}</defaultValue>" in jobs["pushtune-pull"]
 
 
+def assigned_node(job: ET.Element) -> tuple[str | None, str | None]:
+    """JJB's `node:` (general module): <assignedNode>EXPR</assignedNode><canRoam>false</canRoam>."""
+    return job.findtext("./assignedNode"), job.findtext("./canRoam")
+
+
+def test_every_job_runs_only_on_the_pushtune_agents(rendered):
+    jobs, _, _ = rendered
+    project = yaml.safe_load((JENKINS / "jobs" / "project.yaml").read_text())[0]["project"]
+    assert project["label"] == DEFAULT_LABEL == "pushtune"
+    # all six, the monitor included: a build on the controller or on an agent without Docker fails
+    assert {name: assigned_node(job) for name, job in jobs.items()} == \
+        {name: ("pushtune", "false") for name in chain_jobs()}
+
+
+def test_label_option_sets_the_node_of_every_job(tmp_path):
+    expression = 'pushtune && (linux || "big box") && !windows'
+    result = pushtune(tmp_path / "home", "jenkins", "render", str(tmp_path / "xml"), "--label", expression)
+    assert result.returncode == 0, result.stderr
+    jobs = {p.parent.name: ET.parse(p).getroot() for p in (tmp_path / "xml").glob("*/config.xml")}
+    assert sorted(jobs) == sorted(chain_jobs())
+    for name, job in jobs.items():
+        assert assigned_node(job) == (expression, "false"), name
+    # the XML escapes it; Jenkins reads it back as written
+    assert "pushtune &amp;&amp; (linux || &quot;big box&quot;) &amp;&amp; !windows" in \
+        (tmp_path / "xml" / "pushtune-train" / "config.xml").read_text()
+
+
+@pytest.mark.parametrize("expression", ["", "   ", "pushtune &&", "pushtune linux", "(pushtune", "!!pushtune",
+                                        "a -> b -> c", "pushtune & linux", "{name}", "'pushtune'"])
+def test_a_bad_label_is_one_line_and_exit_2_before_anything_is_written(tmp_path, expression):
+    result = pushtune(tmp_path / "home", "jenkins", "render", str(tmp_path / "xml"), f"--label={expression}")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pushtune: error: "), result.stderr
+    assert "label expression" in lines[0]
+    assert not (tmp_path / "xml").exists() and result.stdout == ""
+
+
+@pytest.mark.parametrize("expression", [
+    "pushtune", "pushtune && docker", "pushtune||gpu", "!windows", "!(!a)", "(a || b) && c", "a -> b",
+    "a <-> b <-> c", "x86-64", "-", "gpu=2", '"big box"', r'"say \"hi\""', "a&&b||c", "\tpushtune ",
+])
+def test_label_expressions_jenkins_parses_are_accepted(expression):
+    assert check_label(expression) == expression.strip(" \t")
+
+
+@pytest.mark.parametrize("expression, says", [
+    ("", "empty"), (" \t ", "empty"), ("a &&", "expected a label at the end"),
+    ("a b", "expected an operator"), ("(a", "expected ')'"), ("a)", "found ')'"), ("()", "expected a label"),
+    # Jenkins' grammar: term5 is `'!' term6`, and `->` is not chained (term2 has `?`)
+    ("!!a", "!(!a)"), ("a -> b -> c", "chained"),
+    ("a & b", "single '&'"), ("a | b", "single '|'"), ("a <- b", "'<'"), ("'a'", "unexpected"),
+    ('"open', "no closing quote"), ('""', "empty quoted"), (r'"a\q"', "bad escape"),
+    ("a\nb", "one line"), ("{name}", "braces"), ("pushtune-{x}", "braces"),
+])
+def test_malformed_label_expressions_are_refused_with_the_reason(expression, says):
+    with pytest.raises(UserError) as caught:
+        check_label(expression)
+    message = str(caught.value)
+    assert says in message and "\n" not in message
+
+
+def test_project_yaml_label_is_checked_and_required(tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    shutil.copytree(JENKINS / "jobs", jobs_dir)
+    project_file = jobs_dir / "project.yaml"
+    documents = yaml.safe_load(project_file.read_text())
+    documents[0]["project"]["label"] = "pushtune &&"
+    project_file.write_text(yaml.safe_dump(documents))
+    with pytest.raises(UserError, match="not a Jenkins label expression"):
+        render_jobs(jobs_dir=jobs_dir)
+    jobs = render_jobs(jobs_dir=jobs_dir, label="docker")  # the option replaces the file's value
+    assert all("<assignedNode>docker</assignedNode>" in xml for xml in jobs.values())
+    del documents[0]["project"]["label"]
+    project_file.write_text(yaml.safe_dump(documents))
+    with pytest.raises(UserError, match="has no `label`"):
+        render_jobs(jobs_dir=jobs_dir)
+
+
+def test_a_jenkins_job_builder_that_cannot_load_is_one_line(monkeypatch):
+    """JJB 6.5.0 imports pkg_resources (jenkins_jobs/registry.py), which setuptools 82 dropped."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "jenkins_jobs" or m.startswith("jenkins_jobs.")]:
+        monkeypatch.delitem(sys.modules, name)  # put back as they were afterwards
+    monkeypatch.setitem(sys.modules, "pkg_resources", None)  # import pkg_resources fails
+    with pytest.raises(UserError) as caught:
+        render_jobs()
+    assert "Jenkins Job Builder cannot be loaded" in str(caught.value)
+    assert "setuptools<82" in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_every_plugin_the_jobs_use_is_installed_by_the_image(rendered):
     _, text, _ = rendered
     plugins = {line.split(":")[0].strip() for line in (JENKINS / "plugins.txt").read_text().splitlines()
@@ -194,14 +288,18 @@ def test_compose_and_dockerfile_hold_together():
     compose = yaml.safe_load((JENKINS / "docker-compose.yml").read_text())
     controller = compose["services"]["jenkins"]
     assert "8080:8080" in controller["ports"]
-    assert "/var/run/docker.sock:/var/run/docker.sock" in controller["volumes"]
-    # no default gid: an unset DOCKER_GID must stop compose, not become gid 0
-    assert controller["group_add"] == ["${DOCKER_GID:?set DOCKER_GID to the host's docker group id (stat -c %g /var/run/docker.sock)}"]
+    # the controller runs no builds, so it gets neither the Docker socket nor a run store
+    assert not [v for v in controller["volumes"] if "docker.sock" in v], controller["volumes"]
+    assert "group_add" not in controller
     assert set(controller["secrets"]) <= set(compose["secrets"])
     assert "pushtune jenkins install" in compose["services"]["jobs"]["command"][0]
+    # images built here are never pulled: a registry image of the same name is someone else's
+    for name, service in compose["services"].items():
+        if service["image"].startswith("pushtune/"):
+            assert service.get("pull_policy") == "never", name
     dockerfile = (JENKINS / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and f"FROM jenkins/jenkins:{CHECKED_LTS}-lts-jdk21\n" in dockerfile
-    assert "docker.io" not in dockerfile  # pushtune drives the engine through the Docker SDK
+    assert "docker.io" not in dockerfile  # the controller runs no builds, needs no Docker at all
     assert "-Djenkins.install.runSetupWizard=false" in dockerfile
     assert "jenkins-plugin-cli -f /usr/share/jenkins/ref/plugins.txt" in dockerfile
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
@@ -227,12 +325,15 @@ def test_jenkinsfile_structure():
             assert depth >= 0, f"unbalanced {closing}"
         assert depth == 0, f"unbalanced {opening}"
     assert re.search(r"^pipeline \{", code, re.M)
-    for section in ("agent any", "triggers {", "pollSCM(", "parameters {", "stages {", "post {",
+    for section in ("agent { label", "triggers {", "pollSCM(", "parameters {", "stages {", "post {",
                     "success {", "failure {", "emailext("):
         assert section in code, section
     for step in ("pushtune changed", "pushtune start", "pushtune train", "pushtune tweak", "pushtune notify"):
         assert step in text
     assert "MAX_ATTEMPTS" in text and "--no-trigger" in text
+    # the same agents as the freestyle chain, never `agent any` (the controller has no executors)
+    assert f"agent {{ label '{DEFAULT_LABEL}' }}" in text
+    assert "agent any" not in code
 
 
 def test_jenkinsfile_passes_npm_groovy_lint():
@@ -275,22 +376,6 @@ def test_controller_image_is_pinned_to_the_checked_lts():
     assert f"jenkins/jenkins:{CHECKED_LTS}-lts-jdk21" in docs and f"checked against Jenkins {CHECKED_LTS}" in docs
 
 
-def test_run_store_is_mounted_at_the_same_path_on_host_and_controller():
-    """The host's engine resolves the bind sources of attempt containers on the host: the run
-    store (PUSHTUNE_HOME) must be a host directory at the identical path in the controller."""
-    compose = yaml.safe_load((JENKINS / "docker-compose.yml").read_text())
-    controller = compose["services"]["jenkins"]
-    host_dir = "${PUSHTUNE_HOST_DIR:-/var/lib/pushtune}"
-    assert f"{host_dir}:{host_dir}" in controller["volumes"]
-    assert controller["environment"]["PUSHTUNE_HOME"] == host_dir
-    others = [v for v in controller["volumes"] if v != f"{host_dir}:{host_dir}"]
-    assert not [v for v in others if ":/var/lib/pushtune" in v], others  # no named volume there
-    assert "pushtune_home" not in (compose.get("volumes") or {})
-    casc = yaml.safe_load((JENKINS / "casc" / "jenkins.yaml").read_text())
-    env = {e["key"]: e["value"] for e in casc["jenkins"]["globalNodeProperties"][0]["envVars"]["env"]}
-    assert env["PUSHTUNE_HOME"] == "${PUSHTUNE_HOME:-/var/lib/pushtune}"  # from the compose env
-
-
 def test_git_credential_the_jobs_use_is_created_by_casc(rendered):
     jobs = rendered[0]
     used = {e.text for job in jobs.values() for e in job.iter("credentialsId")
@@ -313,16 +398,19 @@ def _dockerignore_patterns() -> list[str]:
 
 def test_dockerignore_keeps_the_secrets_out_of_the_image():
     compose = yaml.safe_load((JENKINS / "docker-compose.yml").read_text())
-    build = compose["services"]["jenkins"]["build"]
-    assert (JENKINS / build["context"]).resolve() == ROOT  # so /.dockerignore is the one used
-    assert not (JENKINS / "Dockerfile.dockerignore").exists()  # it would take precedence
+    builds = [s["build"] for s in compose["services"].values() if "build" in s]
+    assert {b["dockerfile"] for b in builds} == {"jenkins/Dockerfile", "jenkins/agent.Dockerfile"}
+    for build in builds:
+        assert (JENKINS / build["context"]).resolve() == ROOT  # so /.dockerignore is the one used
+        assert not (ROOT / f"{build['dockerfile']}.dockerignore").exists()  # it would take precedence
     patterns = _dockerignore_patterns()
     assert not any(p.startswith("!") for p in patterns)  # no exception re-includes anything
     assert "jenkins/secrets" in patterns
     # what the Dockerfile copies must stay in the context
     from fnmatch import fnmatch
     for needed in ("requirements.txt", "pyproject.toml", "README.md", "jobs", "notify", "jenkins",
-                   "dockerfiles", "jenkins/plugins.txt", "jenkins/casc/jenkins.yaml"):
+                   "dockerfiles", "jenkins/plugins.txt", "jenkins/casc/jenkins.yaml",
+                   "jenkins/agent-entrypoint.sh"):
         assert not any(fnmatch(needed, p) for p in patterns), needed
     for secret in ("jenkins/secrets", "jenkins/secrets/trigger_token"):
         assert any(secret == p or secret.startswith(p + "/") for p in patterns), secret

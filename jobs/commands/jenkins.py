@@ -1,8 +1,8 @@
-"""`pushtune jenkins render|install|trigger|status`: the job chain on a Jenkins controller.
+"""`pushtune jenkins render|install|trigger|status|agent-secret`: the job chain on a Jenkins controller.
 
-The controller and the credentials come from the environment: JENKINS_URL, JENKINS_USER and
-JENKINS_API_TOKEN (an API token, not a password), PUSHTUNE_TRIGGER_TOKEN (the jobs' remote-trigger
-token). None of them is ever printed.
+The controller and the credentials come from the environment: JENKINS_URL (PUSHTUNE_JENKINS_URL
+wins when set), JENKINS_USER and JENKINS_API_TOKEN (an API token, not a password),
+PUSHTUNE_TRIGGER_TOKEN (the jobs' remote-trigger token). None of them is ever printed.
 """
 
 from __future__ import annotations
@@ -72,6 +72,17 @@ def add_parser(subparsers) -> None:
     _add_timeout(p)
     p.set_defaults(func=trigger)
 
+    p = commands.add_parser("agent-secret", help="write an inbound agent's secret to a file (mode 0600)",
+                            description="Write the secret the inbound agent NAME connects with "
+                                        "(computer/NAME/jenkins-agent.jnlp, read as a user with "
+                                        "Agent/Connect) to FILE, never to the terminal.")
+    p.add_argument("agent", metavar="NAME", help="the agent's node name, e.g. pushtune-agent-1")
+    p.add_argument("file", metavar="FILE", help="where to write it, e.g. jenkins/secrets/agent_1_secret")
+    p.add_argument("--wait-ready", type=_positive, metavar="SECONDS",
+                   help="first wait until the controller answers (after it starts)")
+    _add_timeout(p)
+    p.set_defaults(func=agent_secret)
+
     p = commands.add_parser("status", help="the chain's last builds")
     p.add_argument("--prefix", default=jk.DEFAULT_PREFIX, help="job name prefix (default pushtune)")
     p.add_argument("--json", action="store_true")
@@ -82,6 +93,9 @@ def add_parser(subparsers) -> None:
 def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo-url", metavar="URL", help="the model repository (default: jenkins/jobs/project.yaml)")
     p.add_argument("--branch", help="the branch to follow (default: project.yaml's)")
+    p.add_argument("--label", metavar="EXPR",
+                   help="Jenkins label expression of the agents that run the jobs (JJB node:; "
+                        f"default: project.yaml's, {jk.DEFAULT_LABEL!r}), e.g. 'pushtune && linux'")
 
 
 def _add_timeout(p: argparse.ArgumentParser) -> None:
@@ -94,7 +108,7 @@ def _client(args: argparse.Namespace) -> jk.JenkinsClient:
 
 
 def render(args: argparse.Namespace) -> int:
-    jobs = jk.render_jobs(args.repo_url, args.branch)
+    jobs = jk.render_jobs(args.repo_url, args.branch, label=args.label)
     for path in jk.write_jobs(jobs, Path(args.outdir)):
         print(path)
     return 0
@@ -107,7 +121,7 @@ def install(args: argparse.Namespace) -> int:
         raise UserError("install: PUSHTUNE_TRIGGER_TOKEN is not set; every job needs the trigger "
                         "token (the pushtune-trigger-token credential's value) so tweak and monitor "
                         "can start the next job")
-    jobs = jk.render_jobs(args.repo_url, args.branch)
+    jobs = jk.render_jobs(args.repo_url, args.branch, label=args.label)
     jobs = {name: jk.with_auth_token(xml, token) for name, xml in jobs.items()}
     if args.wait_ready:
         client.wait_until_ready(args.wait_ready)
@@ -143,6 +157,16 @@ def trigger(args: argparse.Namespace) -> int:
     result = client.follow(args.job, number, write, deadline, args.poll)
     print(f"{args.job} #{number}: {result}", file=sys.stderr)
     return jk.RESULT_EXIT_CODES.get(result, 1)
+
+
+def agent_secret(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.wait_ready:
+        client.wait_until_ready(args.wait_ready)
+    secret = client.agent_secret(args.agent)
+    path = jk.write_secret(Path(args.file), secret)
+    print(f"wrote the secret of agent {args.agent} to {path}", file=sys.stderr)
+    return 0
 
 
 def status(args: argparse.Namespace) -> int:

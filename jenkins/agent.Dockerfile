@@ -1,0 +1,60 @@
+# A pushtune build agent: the official inbound agent (remoting, connecting to the controller over
+# WebSocket), the Docker CLI and pushtune. Builds run here, never on the controller: every job
+# of the chain is tied to the label `pushtune` (jenkins/jobs/), which the agents of
+# jenkins/casc/jenkins.yaml carry. Attempts run in containers of the engine the agent reaches
+# (the host's socket, or DOCKER_HOST), driven by pushtune's Docker SDK; the CLI is there for
+# people and scripts on the agent.
+# Build from the repository root:  docker build -f jenkins/agent.Dockerfile -t pushtune/agent .
+# (/.dockerignore keeps jenkins/secrets/ and local state out of the build context.)
+#
+#   INBOUND_AGENT_TAG  the jenkins/inbound-agent tag, pinned (remoting 3355.v388858a_47b_33,
+#                      image build 5, JDK 21; jenkinsci/docker-agent docker-bake.hcl names the
+#                      tags REMOTING-BUILD-jdkN). Remoting talks to older and newer controllers.
+#   DOCKER_CLI_IMAGE   where the static `docker` binary comes from. The CLI negotiates the API
+#                      version down to the engine's; Debian's docker.io (20.10) is too old for
+#                      engines 29+, which refuse API versions below 1.44.
+#   PIP_OPTIONS        extra pip options, e.g. "--index-url URL" for a mirror (pip's own
+#                      configuration and PIP_* variables of the build host are not seen here).
+# apt uses the base image's sources.
+ARG INBOUND_AGENT_TAG=3355.v388858a_47b_33-5-jdk21
+ARG DOCKER_CLI_IMAGE=docker:29-cli
+
+FROM ${DOCKER_CLI_IMAGE} AS docker-cli
+
+FROM jenkins/inbound-agent:${INBOUND_AGENT_TAG}
+
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv git \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker
+
+# pushtune in its own virtualenv, on PATH for the builds. PostgreSQL (PUSHTUNE_DB) goes through
+# psycopg 3; it is added here unless requirements.txt already pins it.
+COPY requirements.txt pyproject.toml README.md /opt/pushtune/src/
+COPY jobs /opt/pushtune/src/jobs
+COPY notify /opt/pushtune/src/notify
+COPY jenkins /opt/pushtune/src/jenkins
+COPY dockerfiles /opt/pushtune/src/dockerfiles
+ARG PIP_OPTIONS=""
+RUN python3 -m venv /opt/pushtune/venv \
+ && /opt/pushtune/venv/bin/pip install --no-cache-dir $PIP_OPTIONS -r /opt/pushtune/src/requirements.txt \
+ && if ! grep -qi '^psycopg' /opt/pushtune/src/requirements.txt; then \
+        /opt/pushtune/venv/bin/pip install --no-cache-dir $PIP_OPTIONS 'psycopg[binary]==3.3.6'; fi \
+ && /opt/pushtune/venv/bin/pip install --no-cache-dir $PIP_OPTIONS --no-deps -e /opt/pushtune/src \
+ && ln -s /opt/pushtune/venv/bin/pushtune /usr/local/bin/pushtune \
+ && /usr/local/bin/docker --version \
+ && install -d -o jenkins -g jenkins /var/lib/pushtune /srv/pushtune/artifacts
+
+COPY jenkins/agent-entrypoint.sh /usr/local/bin/pushtune-agent
+RUN chmod 0755 /usr/local/bin/pushtune-agent
+
+USER jenkins
+# PUSHTUNE_HOME: this agent's own files. PUSHTUNE_ARTIFACTS: runs' outputs, checkpoints and
+# reports, on storage every agent mounts at this same path (docker-compose.yml: one named
+# volume; across machines: NFS). copy: the engine may not see the agent's paths (the agent is a
+# container; the engine may be remote), so files go in and out through the Docker API.
+ENV PUSHTUNE_HOME=/var/lib/pushtune \
+    PUSHTUNE_ARTIFACTS=/srv/pushtune/artifacts \
+    PUSHTUNE_DOCKER_TRANSFER=copy
+ENTRYPOINT ["/usr/local/bin/pushtune-agent"]
