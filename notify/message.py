@@ -1,7 +1,8 @@
 """The mail for a run: a plain-text part and an HTML part with the metric chart inline (cid).
 
 Structure: multipart/alternative [text/plain, multipart/related [text/html, image/png]].
-Everything that comes from files, logs or the store is escaped in the HTML part.
+The HTML part is notify/templates/mail.html.j2, rendered with autoescape: everything that comes
+from files, logs or the store reaches it as text and is escaped by Jinja2.
 """
 
 from __future__ import annotations
@@ -12,14 +13,22 @@ import socket
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from html import escape
 from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from notify.summary import RunSummary, format_seconds, format_value
 
 MAX_DIFF_LINES = 300
 MAX_ERROR_CHARS = 160
 MAX_TWEAK_CHARS = 70
+
+# autoescape for every template (all of them are HTML); a missing variable is an error, not "".
+TEMPLATES = Environment(
+    loader=PackageLoader("notify", "templates"), autoescape=True, undefined=StrictUndefined,
+    trim_blocks=True, lstrip_blocks=True,
+)
+MAIL_TEMPLATE = "mail.html.j2"
 
 COLORS = {"passed": "#1a7f37", "below_threshold": "#9a6700", "failed": "#cf222e",
           "running": "#0969da", "interrupted": "#57606a"}
@@ -130,101 +139,59 @@ def render_text(summary: RunSummary) -> str:
 
 # HTML
 
-CELL = "padding:4px 8px;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:top"
-MONO = "font-family:SFMono-Regular,Consolas,'Liberation Mono',Menlo,monospace;font-size:12px"
+
+def _pairs(rows: list[tuple[str, str]], mono_labels: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """(label, value) rows for the template's `pairs` table: a web address becomes a link."""
+    return [{"label": label, "value": value, "mono": label in mono_labels,
+             "link": value.startswith(("http://", "https://"))} for label, value in rows]
 
 
-def _html_pairs(rows: list[tuple[str, str]], mono_labels: set[str] = frozenset()) -> str:
-    cells = []
-    for label, value in rows:
-        shown = escape(value)
-        if value.startswith(("http://", "https://")):
-            shown = f'<a href="{escape(value, quote=True)}">{shown}</a>'
-        style = f"{CELL};{MONO}" if label in mono_labels else CELL
-        cells.append(f'<tr><th style="{CELL};color:#57606a;font-weight:normal;white-space:nowrap">'
-                     f"{escape(label)}</th><td style=\"{style}\">{shown}</td></tr>")
-    return f'<table style="border-collapse:collapse">{"".join(cells)}</table>'
+def _diff_kind(line: str) -> str:
+    if line.startswith(("+++", "---")):
+        return "meta"
+    if line.startswith("+"):
+        return "add"
+    if line.startswith("-"):
+        return "del"
+    return "hunk" if line.startswith("@@") else ""
 
 
-def _html_attempts(summary: RunSummary) -> str:
+def html_context(summary: RunSummary, plot_cid: str) -> dict[str, Any]:
+    """Everything mail.html.j2 shows, as text: the template escapes all of it."""
     best_n = summary.best["n"] if summary.best else None
-    head = "".join(f'<th style="{CELL};background:#f6f8fa">{escape(h)}</th>'
-                   for h in ("n", "tweak", summary.metric, "time", "status"))
-    rows = []
-    for a in summary.attempts:
-        background = "background:#dafbe1;font-weight:bold;" if a["n"] == best_n else ""
-        status_color = "color:#cf222e;" if a["status"] == "failed" else ""
-        cells = [f"{a['n']}{' ★' if a['n'] == best_n else ''}", _tweak(a), format_value(a["metric_value"]),
-                 format_seconds(a["seconds"])]
-        nowrap = (True, False, True, True)
-        tds = "".join(f'<td style="{CELL}{";white-space:nowrap" if keep else ""}">{escape(c)}</td>'
-                      for c, keep in zip(cells, nowrap))
-        tds += f'<td style="{CELL};{status_color}">{escape(_outcome(a))}</td>'
-        rows.append(f'<tr style="{background}">{tds}</tr>')
-    return f'<table style="border-collapse:collapse;width:100%"><tr>{head}</tr>{"".join(rows)}</table>'
-
-
-def _html_diff(diff: str) -> str:
-    lines, hidden = _diff_lines(diff)
-    if not lines:
-        return "<p>No source change: the file as pushed won.</p>"
-    styled = []
-    for line in lines:
-        if line.startswith(("+++", "---")):
-            color = "color:#57606a;"
-        elif line.startswith("+"):
-            color = "background:#dafbe1;"
-        elif line.startswith("-"):
-            color = "background:#ffebe9;"
-        elif line.startswith("@@"):
-            color = "color:#8250df;"
-        else:
-            color = ""
-        styled.append(f'<span style="{color}display:block">{escape(line) or " "}</span>')
-    more = f"<p>… {hidden} more lines in diff.patch</p>" if hidden else ""
-    return (f'<pre style="{MONO};background:#f6f8fa;padding:8px;border:1px solid #d0d7de;'
-            f'overflow-x:auto;white-space:pre">{"".join(styled)}</pre>{more}')
-
-
-def _section(title: str, body: str) -> str:
-    return f'<h2 style="font-size:16px;margin:20px 0 6px">{escape(title)}</h2>{body}'
+    best = None
+    if summary.best:
+        lines, hidden = _diff_lines(summary.best["diff"])
+        params = [(k, json.dumps(v)) for k, v in sorted(summary.best["params"].items())]
+        best = {
+            "n": best_n,
+            "params": _pairs(params, {k for k, _ in params}),
+            "diff": [{"kind": _diff_kind(line), "text": line} for line in lines],
+            "hidden": hidden,
+        }
+    return {
+        "subject": summary.subject(),
+        "run_id": summary.run_id,
+        "color": COLORS.get(summary.run["status"], "#57606a"),
+        "model_name": summary.run["model_name"],
+        "headline": summary.headline(),
+        "facts": _pairs(_facts(summary), {"pushed file"}),
+        "where": _pairs(_where(summary), {"model file", "sha256", "winning source", "run directory"}),
+        "metric": summary.metric,
+        "plot_cid": plot_cid,
+        "attempts": [
+            {"n": a["n"], "best": a["n"] == best_n, "tweak": _tweak(a), "value": format_value(a["metric_value"]),
+             "seconds": format_seconds(a["seconds"]), "failed": a["status"] == "failed", "outcome": _outcome(a)}
+            for a in summary.attempts
+        ],
+        "best": best,
+        "tips": summary.suggestions(),
+    }
 
 
 def render_html(summary: RunSummary, plot_cid: str) -> str:
     """The HTML part; `plot_cid` is the Content-ID (without <>) of the inline chart."""
-    color = COLORS.get(summary.run["status"], "#57606a")
-    parts = [
-        f'<div style="border-left:6px solid {color};padding:8px 12px;background:#f6f8fa">'
-        f'<div style="font-size:13px;color:#57606a">pushtune · run {summary.run_id}</div>'
-        f'<div style="font-size:20px;font-weight:bold">{escape(summary.run["model_name"])}</div>'
-        f'<div style="font-size:16px;color:{color};font-weight:bold">{escape(summary.headline())}</div></div>',
-        f'<div style="margin-top:8px">{_html_pairs(_facts(summary), {"pushed file"})}</div>',
-    ]
-    where = _where(summary)
-    parts.append(_section("Get the model", _html_pairs(where, {"model file", "sha256", "winning source", "run directory"})
-                          if where else "<p>No attempt produced a model.</p>"))
-    parts.append(_section(f"{summary.metric} per attempt",
-                          f'<img src="cid:{escape(plot_cid, quote=True)}" alt="{escape(summary.metric)} per attempt" '
-                          'width="640" style="max-width:100%">'))
-    parts.append(_section("Attempts (★ = best)", _html_attempts(summary)))
-    best = summary.best
-    if best:
-        params = [(k, json.dumps(v)) for k, v in sorted(best["params"].items())]
-        parts.append(_section(f"Best parameters (attempt {best['n']})",
-                              _html_pairs(params, {k for k, _ in params}) if params
-                              else "<p>The script's defaults.</p>"))
-        parts.append(_section(f"Winning change (attempt {best['n']} against the pushed file)", _html_diff(best["diff"])))
-    tips = summary.suggestions()
-    if tips:
-        items = "".join(f"<li>{escape(tip)}</li>" for tip in tips)
-        parts.append(_section("What to try next", f"<ul>{items}</ul>"))
-    parts.append(f'<p style="color:#57606a;font-size:12px;margin-top:24px">Re-send this mail: '
-                 f'<code>pushtune notify {summary.run_id}</code></p>')
-    body = "".join(parts)
-    return ('<!DOCTYPE html><html><head><meta charset="utf-8">'
-            f"<title>{escape(summary.subject())}</title></head>"
-            '<body style="font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:14px;'
-            f'color:#1f2328;max-width:860px;margin:0 auto;padding:12px">{body}</body></html>')
+    return TEMPLATES.get_template(MAIL_TEMPLATE).render(html_context(summary, plot_cid))
 
 
 def build_message(summary: RunSummary, sender: str, recipients: list[str] | tuple[str, ...]) -> EmailMessage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import ssl
@@ -13,18 +14,21 @@ import time
 from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from jinja2 import UndefinedError
 from PIL import Image
 
 from jobs.errors import UserError
 from jobs.plot import FAIL_COLOR, PASS_COLOR, metric_plot_png
 from jobs.store import RunStore
-from notify import DeliveryError, EmailNotifier, load_settings, notify_run
+from notify import DeliveryError, EmailNotifier, load_settings, load_summary, notify_run
+from notify.message import MAIL_TEMPLATE, TEMPLATES, html_context, render_html
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "ci-bot@example.com"
@@ -226,7 +230,7 @@ def test_success_mail_over_starttls_and_auth(store, tmp_path, smtp_server, mail_
     # best parameters, the winning diff, where the model is, the build
     assert 'learning_rate = 0.0005' in text
     assert "+model.compile(optimizer=Adam(learning_rate=5e-4)" in text
-    assert "+model.compile(optimizer=Adam(learning_rate=5e-4), loss=&quot;categorical_crossentropy&quot;)" in html
+    assert "+model.compile(optimizer=Adam(learning_rate=5e-4), loss=&#34;categorical_crossentropy&#34;)" in html
     assert "&lt;/pre&gt;&lt;b&gt;not bold&lt;/b&gt;" in html and "<b>not bold" not in html
     artifact = str(tmp_path / "runs/1/attempt-3/output/model.keras")
     assert artifact in text and artifact in html and "3f" * 32 in text
@@ -257,6 +261,124 @@ def test_below_threshold_mail_says_what_to_try_next(store, tmp_path, smtp_server
         assert "What to try next" in body
         assert "--strategy optuna" in body and "--max-attempts" in body and "--threshold 0.78" in body
         assert "attempt budget spent (3)" in body
+
+
+# --- escaping by construction: mail.html.j2 with autoescape ------------------------------------
+
+PAYLOAD = "<script>alert(1)</script>\"'&"
+HOSTILE_URL = f"http://jenkins.local/job/{PAYLOAD}/7/"
+
+
+class Page(HTMLParser):
+    """The elements and the text of a page as a browser's tokenizer sees them."""
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str, str | None]] = []
+        self.texts: list[str] = []
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes.extend((tag, name, value) for name, value in attrs)
+
+    def handle_data(self, data):
+        self.texts.append(data)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+
+def make_hostile_run(store: RunStore, tmp_path: Path) -> int:
+    """Every text a user controls holds PAYLOAD: the file name, the metric, the reason to stop, the
+    --data option, the build URL, tweaks, an error, the diff, parameters, the artifact's path."""
+    run_dir = tmp_path / "runs" / "1"
+    run_id = store.create_run(
+        model_path=f"/repo/{PAYLOAD}/m.py", model_name=f"m{PAYLOAD}.py", model_sha256="ab" * 32,
+        kind=f"k{PAYLOAD}", framework="keras", metric=f"acc{PAYLOAD}", mode="max", threshold=0.9,
+        strategy="diagnose", runtime="local", run_dir=str(run_dir),
+        options={"jenkins_build_url": HOSTILE_URL, "data": f"/data/{PAYLOAD}", "max_attempts": 3},
+        status="below_threshold", stop_reason=f"stop {PAYLOAD}",
+    )
+    diff = f"--- m.py\n+++ m.py (attempt 2)\n@@ -1 +1 @@\n-old {PAYLOAD}\n+new {PAYLOAD}\n context {PAYLOAD}\n"
+    attempts = [
+        {"status": "ok", "metric_value": 0.5},
+        {"status": "ok", "metric_value": 0.8, "tweak": f"tweak {PAYLOAD}", "diff": diff,
+         "params": {f"key {PAYLOAD}": f"value {PAYLOAD}"}, "artifact_path": f"/out/{PAYLOAD}/model.keras",
+         "artifact_sha256": f"sha {PAYLOAD}"},
+        {"status": "failed", "tweak": f"tweak 3 {PAYLOAD}", "log_tail": f"log {PAYLOAD}",
+         "error": f"Traceback (most recent call last):\n  ...\nValueError: {PAYLOAD}"},
+    ]
+    for n, fields in enumerate(attempts, start=1):
+        store.add_attempt(run_id, source_sha256=f"{n}" * 64, config_key=f"key{n}", dir=str(run_dir / f"attempt-{n}"),
+                          seconds=10.0 * n, **fields)
+    store.update_run(run_id, best_attempt=2, finished_at=time.time())
+    return run_id
+
+
+def test_user_text_is_escaped_everywhere_in_the_mail(store, tmp_path, smtp_server, mail_env):
+    inbox = Inbox()
+    port = smtp_server(inbox)
+    run_id = make_hostile_run(store, tmp_path)
+    settings = load_settings(env={**mail_env, "PUSHTUNE_SMTP_PORT": str(port)}, path=tmp_path / "none.ini")
+
+    assert notify_run(store, run_id, settings=settings).sent
+    (mail,) = inbox.received
+    text, html, _, png = parts(mail.message)
+
+    assert "<script" not in html and "alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&amp;" in html
+    parsed = Page(html)
+    assert "script" not in parsed.tags and set(parsed.tags) <= {
+        "html", "head", "meta", "title", "body", "div", "h2", "p", "img", "table", "tr", "th", "td", "a",
+        "span", "code", "pre", "ul", "li"}
+    shown = parsed.text
+    for value in (f"m{PAYLOAD}.py", f"/repo/{PAYLOAD}/m.py", f"k{PAYLOAD} (keras)", f"acc{PAYLOAD} ≥ 0.90",
+                  f"/out/{PAYLOAD}/model.keras", f"sha {PAYLOAD}", f"tweak {PAYLOAD}", f"tweak 3 {PAYLOAD}",
+                  f"failed: ValueError: {PAYLOAD}", f"key {PAYLOAD}", json.dumps(f"value {PAYLOAD}"),
+                  f"-old {PAYLOAD}", f"+new {PAYLOAD}", f" context {PAYLOAD}", f"stop {PAYLOAD}",
+                  f"--data /data/{PAYLOAD}", "Best parameters (attempt 2)", f"acc{PAYLOAD} per attempt"):
+        assert value in shown, value
+    assert f"log {PAYLOAD}" not in shown  # the log tail is not part of the mail
+    # attributes keep their quotes: the link goes where the store says, the alt text stays alt text
+    assert ("a", "href", HOSTILE_URL) in parsed.attributes
+    assert ("img", "alt", f"acc{PAYLOAD} per attempt") in parsed.attributes
+    assert ("img", "src", f"cid:{png['Content-ID'].strip('<>')}") in parsed.attributes
+    # the attempts table still has every attempt, in order
+    assert shown.index("1(as pushed)") < shown.index(f"2 ★tweak {PAYLOAD}") < shown.index(f"3tweak 3 {PAYLOAD}")
+    # the plain-text part is not HTML: it says the same things as they are
+    assert f"m{PAYLOAD}.py" in text and f"+new {PAYLOAD}" in text and "&lt;" not in text
+
+
+def test_a_missing_mail_template_variable_fails_loudly(store, tmp_path):
+    run_id = make_run(store, tmp_path, passed=False)
+    summary = load_summary(store, run_id)
+    template = TEMPLATES.get_template(MAIL_TEMPLATE)
+    context = html_context(summary, "plot.1@example.com")
+    assert template.render(context) == render_html(summary, "plot.1@example.com")
+
+    for missing in ("headline", "metric", "attempts", "best", "tips"):
+        with pytest.raises(UndefinedError, match=missing):
+            template.render({k: v for k, v in context.items() if k != missing})
+    attempt = {k: v for k, v in context["attempts"][1].items() if k != "outcome"}
+    with pytest.raises(UndefinedError, match="outcome"):
+        template.render({**context, "attempts": [context["attempts"][0], attempt]})
+    odd_line = {**context["best"], "diff": [{"kind": "sideways", "text": "?"}]}  # no style for it
+    with pytest.raises(UndefinedError, match="sideways"):
+        template.render({**context, "best": odd_line})
+
+
+def test_the_mail_template_marks_nothing_safe():
+    """Escaped by construction: nothing in the mail's template or module opts out of autoescape."""
+    template = (ROOT / "notify/templates" / MAIL_TEMPLATE).read_text()
+    module = (ROOT / "notify/message.py").read_text()
+    assert TEMPLATES.autoescape is True and MAIL_TEMPLATE in TEMPLATES.list_templates()
+    for opt_out in ("|safe", "| safe", "{% autoescape", "Markup"):
+        assert opt_out not in template, opt_out
+    assert "Markup" not in module and "|safe" not in module
 
 
 # --- the chart ----------------------------------------------------------------------------------
