@@ -19,6 +19,7 @@ only regular files and directories, within `/output`, up to `PUSHTUNE_MAX_OUTPUT
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import math
 import os
@@ -93,8 +94,11 @@ def death_by_signal(exit_code: int | None, oom_killed: bool) -> str | None:
 
 
 def container_name(spec: AttemptSpec, restart: int = 0) -> str:
-    """`pushtune-<run>-<attempt>[-r<n>]`, within Docker's name rules [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
-    base = f"pushtune-{spec.run_id}-{spec.attempt}" + (f"-r{restart}" if restart else "")
+    """`pushtune-<run>-<attempt>-<store>[-r<n>]`, within Docker's name rules
+    [a-zA-Z0-9][a-zA-Z0-9_.-]*. `<store>` (8 hex digits of the attempt directory's path) keeps
+    the runs of two stores sharing one engine apart: both have a run 1."""
+    store = hashlib.sha256(str(spec.workdir.resolve()).encode()).hexdigest()[:8]
+    base = f"pushtune-{spec.run_id}-{spec.attempt}-{store}" + (f"-r{restart}" if restart else "")
     return re.sub(r"[^a-zA-Z0-9_.-]+", "_", base)
 
 
@@ -643,8 +647,8 @@ class DockerRuntime:
         except APIError as exc:
             if exc.status_code != 409:
                 raise UserError(f"cannot create container {config['name']}: {exc.explanation}") from None
-        # The name is taken: by a kept container of an earlier run with the same numbers (another
-        # PUSHTUNE_HOME) when it is not running; else by a live one, and this one gets a suffix.
+        # The name is taken: by a kept container of this attempt (an earlier driver's) when it is
+        # not running; else by a live one, and this one gets a suffix.
         old = self.client.containers.get(config["name"])
         if old.status == "running":
             config = {**config, "name": f"{config['name']}-{os.urandom(3).hex()}"}

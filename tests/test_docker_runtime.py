@@ -6,6 +6,7 @@ Tests marked `docker` are skipped when no engine answers (scripts/start-docker.s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -151,8 +152,12 @@ def kill_when_ready(client, model: Path, marker: str = "ready to be killed", tim
 def test_container_name_follows_docker_rules(tmp_path):
     spec = AttemptSpec(run_id=12, attempt=3, kind="regression", model_name="m.py", workdir=tmp_path,
                        data_dir=None, cache_dir=tmp_path, params={})
-    assert container_name(spec) == "pushtune-12-3"
-    assert container_name(spec, restart=2) == "pushtune-12-3-r2"
+    store = hashlib.sha256(str(tmp_path.resolve()).encode()).hexdigest()[:8]
+    assert container_name(spec) == f"pushtune-12-3-{store}"
+    assert container_name(spec, restart=2) == f"pushtune-12-3-{store}-r2"
+    other = AttemptSpec(run_id=12, attempt=3, kind="regression", model_name="m.py", workdir=tmp_path / "x",
+                        data_dir=None, cache_dir=tmp_path, params={})
+    assert container_name(other) != container_name(spec)  # another store's run 12 on the same engine
 
 
 @pytest.mark.docker
@@ -169,7 +174,7 @@ def test_regression_model_tunes_in_containers_until_threshold(pushtune_home, mod
     assert attempts[0]["metric_value"] < 0.93 <= attempts[-1]["metric_value"]  # C tuned up
     assert attempts[-1]["params"]["C"] > attempts[0]["params"].get("C", 0.001)  # via PUSHTUNE_PARAMS
     for attempt in attempts:
-        assert attempt["container"] == f"pushtune-{summary['run_id']}-{attempt['n']}"
+        assert re.fullmatch(rf"pushtune-{summary['run_id']}-{attempt['n']}-[0-9a-f]{{8}}", attempt["container"])
         assert attempt["metrics"]["uid"] == expected_uid() != 0
         assert attempt["metrics"]["home"] == "/tmp"
     assert Path(attempts[-1]["artifact_path"] or "").name in ("", "model.joblib")
@@ -321,8 +326,8 @@ def test_killed_container_is_restarted_with_resume_and_reports(pushtune_home, mo
     (attempt,) = store.attempts(run_id)
     assert attempt["status"] == "ok" and attempt["metric_value"] == 0.97
     assert attempt["restarts"] == 1
-    assert killed == f"pushtune-{run_id}-1"
-    assert attempt["container"] == f"pushtune-{run_id}-1-r1"
+    assert re.fullmatch(rf"pushtune-{run_id}-1-[0-9a-f]{{8}}", killed)
+    assert attempt["container"] == f"{killed}-r1"
     (restart,) = store.restarts(run_id, 1)
     assert restart["exit_code"] == 137 and restart["reason"] == "killed by SIGKILL"
     log = (Path(attempt["dir"]) / "log.txt").read_text()
@@ -461,7 +466,7 @@ def test_each_example_trains_in_its_kind_container_and_reaches_its_threshold(
                         runtime, store)
     assert summary["kind"] == kind and summary["status"] == "passed", summary
     best = store.get_attempt(summary["run_id"], summary["best"]["attempt"])
-    assert best["container"] == f"pushtune-{summary['run_id']}-{best['n']}"
+    assert re.fullmatch(rf"pushtune-{summary['run_id']}-{best['n']}-[0-9a-f]{{8}}", best["container"])
     assert Path(best["artifact_path"]).exists()
     if needs_faces:
         assert best["metrics"]["weights"] == "none"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -394,7 +395,7 @@ def test_killed_container_resumes_from_the_checkpoint_copied_back(pushtune_home,
 
     (attempt,) = store.attempts(1)
     assert attempt["status"] == "ok" and attempt["restarts"] == 1, attempt["error"]
-    assert attempt["container"].startswith("pushtune-1-1-r1")  # a suffix if another session has the name
+    assert re.fullmatch(r"pushtune-1-1-[0-9a-f]{8}-r1", attempt["container"])
     (restart,) = store.restarts(1, 1)
     assert restart["reason"] == "killed by SIGKILL"
     assert 2 <= restart["resumed_epoch"] < 12  # the epoch copied back after the kill
