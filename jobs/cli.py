@@ -44,10 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_settings() -> None:
+    """The environment's settings that a command may only read midway (a driver's first lease),
+    checked before anything is recorded."""
+    from jobs.lease import lease_seconds
+
+    lease_seconds()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_settings()
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"pushtune: error: {exc}", file=sys.stderr)

@@ -27,7 +27,8 @@ from jobs.errors import UserError
 from jobs.metrics import (
     best_attempt, find_artifact, is_regular_file, log_tail, meets, read_curve, read_json_output, read_metrics,
 )
-from jobs.runtime import AttemptOutcome, AttemptSpec, DriverLock, Restart, Runtime, metric_written
+from jobs.lease import Lease, attempt_lease, run_lease
+from jobs.runtime import AttemptOutcome, AttemptSpec, Restart, Runtime, metric_written
 from jobs.store import RunStore
 from jobs.store import run_dir as store_run_dir
 from jobs.strategies import Candidate, History, first_candidate, get_strategy
@@ -313,7 +314,7 @@ def attempt_spec(store: RunStore, run: dict, attempt: dict, *, resume: bool = Fa
     spec = AttemptSpec(
         run_id=run["id"], attempt=attempt["n"], kind=run["kind"], model_name=run["model_name"],
         workdir=Path(attempt["dir"]), data_dir=Path(options.data) if options.data else None,
-        cache_dir=store.path.parent / "cache", params=attempt["params"],
+        cache_dir=store.local / "cache", params=attempt["params"],
         timeout=_remaining_budget(run, options),
         max_restarts=max(options.max_restarts - attempt["restarts"], 0),
         previous_restarts=attempt["restarts"],
@@ -325,7 +326,7 @@ def attempt_spec(store: RunStore, run: dict, attempt: dict, *, resume: bool = Fa
 
 def execute_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime, *,
                     resume: bool = False, actor: str = "run") -> dict:
-    """Run a recorded attempt while holding its driver lock, then record the outcome."""
+    """Run a recorded attempt while holding its driver lease, then record the outcome."""
     run = store.get_run(run_id)
     spec = attempt_spec(store, run, store.get_attempt(run_id, n), resume=resume)
 
@@ -334,7 +335,7 @@ def execute_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime, *,
                           resumed_epoch=restart.resumed_epoch, actor=actor)
 
     started = time.monotonic()
-    with DriverLock(spec.workdir).held():
+    with Lease(store, attempt_lease(run_id, n)).held():
         try:
             outcome = runtime.run(spec, on_restart=record_restart)
         except BaseException as exc:  # an interrupted attempt is still recorded
@@ -442,9 +443,10 @@ def run_model(model_path: str | Path, options: RunOptions, runtime: Runtime,
 
 
 def drive(store: RunStore, run_id: int, runtime: Runtime, progress: Progress = _quiet) -> dict:
-    """Plan and train attempts until the loop stops, then finish the run. The run's driver lock
-    is held throughout, so a monitor knows the run is looked after."""
-    with DriverLock(store_run_dir(store.get_run(run_id))).held():
+    """Plan and train attempts until the loop stops, then finish the run. The run's driver lease
+    is held throughout, so a monitor on any agent knows the run is looked after."""
+    store_run_dir(store.get_run(run_id))
+    with Lease(store, run_lease(run_id)).held():
         try:
             while True:
                 candidate, reason = plan_next(store, run_id)
@@ -470,7 +472,7 @@ def resume_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime) -> di
     spec = attempt_spec(store, run, store.get_attempt(run_id, n))
     if not metric_written(spec.output_dir):
         return execute_attempt(store, run_id, n, runtime, resume=True, actor="monitor")
-    with DriverLock(spec.workdir).held():
+    with Lease(store, attempt_lease(run_id, n)).held():
         record_outcome(store, run, n, spec, runtime.collect(spec), 0.0)
     return store.get_attempt(run_id, n)
 

@@ -1,14 +1,15 @@
 """The monitor: attempts whose driver is gone come back from their last checkpoint.
 
-A driver (`pushtune run`, a Jenkins train step) holds its attempt's `driver.lock` while the
-training runs, and restarts the training itself when it dies. When the driver is gone too (the
-Jenkins build was aborted, the machine restarted, the process was killed), the lock is free and
-the monitor takes over: it starts a detached `pushtune resume RUN --attempt N`, which becomes the
-attempt's new driver, resumes the training with `PUSHTUNE_RESUME=1` (or only records it, when it
+A driver (`pushtune run`, a Jenkins train step) holds its attempt's lease in the run store while
+the training runs (jobs.lease), and restarts the training itself when it dies. When the driver is
+gone too (the Jenkins build was aborted, the agent restarted, the process was killed), its lease
+expires (or, on the same agent, its process is seen gone) and a monitor on any agent takes over:
+it takes the lease, starts a detached `pushtune resume RUN --attempt N` and hands the lease to it;
+that new driver resumes the training with `PUSHTUNE_RESUME=1` (or only records it, when it
 already wrote its metric), and lets the loop go on or end as it decides.
 
-Only one monitor acts at a time (`monitor.lock`), and it hands an attempt over only once the new
-driver holds the attempt's lock, so two monitors never restart the same training twice.
+Taking a lease is one conditional write in the store, so when several monitors sweep at once,
+exactly one takes each attempt over, and it hands the lease on without ever letting it go.
 
 A job chain's run whose train step was stopped by SIGTERM (a Jenkins abort, an agent shutting
 down) is marked "interrupted", its attempt failed "interrupted (Terminated)". That is a driver
@@ -23,20 +24,18 @@ as the run's `stop_reason`, and the sweep goes on with the others.
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 from jobs.errors import UserError
 from jobs.loop import attempt_spec, run_options
 from jobs.steps import Terminated
-from jobs.runtime import PROJECT_ROOT, DriverLock, get_runtime, metric_written, resumable_epoch
+from jobs.lease import HANDED_OVER, Lease, attempt_lease, run_lease
+from jobs.runtime import PROJECT_ROOT, get_runtime, metric_written, resumable_epoch
 from jobs.store import RunStore, attempt_dir, run_dir
 
 HANDOVER_TIMEOUT = 60.0
@@ -65,34 +64,15 @@ def check_interval(interval: float) -> None:
         raise UserError(f"--interval must be a positive number of seconds, at most {MAX_INTERVAL:g}")
 
 
-@contextmanager
-def monitor_lock(store: RunStore, timeout: float = 300.0) -> Iterator[None]:
-    """Serialises monitors on one store; waits for another monitor's sweep to end."""
-    path = store.path.parent / "monitor.lock"
-    try:
-        handle = open(path, "a+")
-    except OSError as exc:
-        raise UserError(f"cannot open {path}: {exc.strerror}") from None
-    with handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise UserError(f"another monitor has held {path} for over {timeout:g} s") from None
-                time.sleep(0.2)
-        yield
-
-
-def spawn_resume(store: RunStore, run_id: int, attempt: int | None) -> subprocess.Popen:
-    """Start a detached `pushtune resume` that outlives the monitor."""
+def spawn_resume(store: RunStore, run_id: int, attempt: int | None, lease: Lease) -> subprocess.Popen:
+    """Start a detached `pushtune resume` that outlives the monitor and takes `lease` over."""
     directory = run_dir(store.get_run(run_id))
     args = [sys.executable, "-m", "jobs", "resume", str(run_id)]
     if attempt is not None:
         args += ["--attempt", str(attempt)]
-    env = {**os.environ, "PUSHTUNE_HOME": str(store.path.parent),
+    lease.keep()
+    env = {**os.environ, "PUSHTUNE_HOME": str(store.local), "PUSHTUNE_DB": store.database.location,
+           "PUSHTUNE_ARTIFACTS": str(store.artifacts), HANDED_OVER: lease.holder,
            # Jenkins kills what a build leaves running unless its cookie says otherwise
            "JENKINS_NODE_COOKIE": "dontKillMe", "BUILD_ID": "dontKillMe",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
@@ -101,37 +81,44 @@ def spawn_resume(store: RunStore, run_id: int, attempt: int | None) -> subproces
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_for_driver(lock: DriverLock, child: subprocess.Popen) -> None:
-    """Hand over only when the new driver holds the attempt's lock (or has already finished)."""
+def _wait_for_driver(lease: Lease, child: subprocess.Popen) -> None:
+    """Return once the new driver holds the lease (or has already finished)."""
     deadline = time.monotonic() + HANDOVER_TIMEOUT
     while time.monotonic() < deadline:
-        if lock.is_held_elsewhere() or child.poll() is not None:
+        current = lease.store.lease(lease.name)
+        if current is None or current["holder"] != lease.holder or child.poll() is not None:
             return
         time.sleep(0.05)
+
+
+def _take_run_too(store: RunStore, run: dict, lease: Lease) -> None:
+    """A `pushtune run` whose attempt is taken over is dead as the run's driver too: its run
+    lease goes to the same new driver, when it can be had (a chain's runs have none)."""
+    if not run_options(run).chain:
+        Lease(store, run_lease(run["id"]), holder=lease.holder).take_for_handover()
 
 
 def sweep(store: RunStore) -> list[Action]:
     """One pass over the running attempts of running runs; returns what was done."""
     actions = []
-    with monitor_lock(store):
-        for run_id in store.run_ids("running"):
-            try:
-                run = store.get_run(run_id)
-                actions += _look_after_run_and_attempts(store, run)
-            except Exception as exc:  # this run only: record why, and go on with the others
-                problem = _one_line(exc)
-                store.note_running(run_id, f"{SKIPPED}{problem}")
-                actions.append(Action(run_id, None, "skipped", problem))
-            else:
-                if (run["stop_reason"] or "").startswith(SKIPPED):  # it is looked after again
-                    store.note_running(run_id, None)
-        for run_id in store.run_ids("interrupted"):
-            try:
-                action = _look_after_terminated(store, store.get_run(run_id))
-            except Exception as exc:  # reported; the run stays as it was recorded
-                action = Action(run_id, None, "skipped", _one_line(exc))
-            if action:
-                actions.append(action)
+    for run_id in store.run_ids("running"):
+        try:
+            run = store.get_run(run_id)
+            actions += _look_after_run_and_attempts(store, run)
+        except Exception as exc:  # this run only: record why, and go on with the others
+            problem = _one_line(exc)
+            store.note_running(run_id, f"{SKIPPED}{problem}")
+            actions.append(Action(run_id, None, "skipped", problem))
+        else:
+            if (run["stop_reason"] or "").startswith(SKIPPED):  # it is looked after again
+                store.note_running(run_id, None)
+    for run_id in store.run_ids("interrupted"):
+        try:
+            action = _look_after_terminated(store, store.get_run(run_id))
+        except Exception as exc:  # reported; the run stays as it was recorded
+            action = Action(run_id, None, "skipped", _one_line(exc))
+        if action:
+            actions.append(action)
     return actions
 
 
@@ -144,25 +131,29 @@ def _look_after_terminated(store: RunStore, run: dict) -> Action | None:
     if attempt["error"] != TERMINATED or not attempt["dir"]:
         return None
     run_dir(run)
-    lock = DriverLock(attempt_dir(attempt))
-    if not lock.try_acquire():
+    attempt_dir(attempt)
+    lease = Lease(store, attempt_lease(run["id"], attempt["n"]))
+    if not lease.try_acquire():
         return None
     n, options = attempt["n"], run_options(run)
     try:
         spec = attempt_spec(store, run, attempt)
         if get_runtime(run["runtime"], **options.runtime_options).training_state(spec).alive:
+            lease.release()
             return Action(run["id"], n, "running", "training of a stopped step runs on; checked again next time")
         if attempt["restarts"] >= options.max_restarts:  # recorded as it was, never looked at again
             reason = f"{TERMINATED}; not resumed after {attempt['restarts']} restarts"
             store.update_attempt(run["id"], n, error=reason)
+            lease.release()
             return Action(run["id"], n, "gave up", reason)
         epoch = resumable_epoch(spec.output_dir)
         store.update_attempt(run["id"], n, status="running", error=None, finished_at=None)
         store.update_run(run["id"], status="running", finished_at=None, stop_reason=None)
         store.add_restart(run["id"], n, "its step was stopped (SIGTERM)", resumed_epoch=epoch, actor="monitor")
-    finally:
-        lock.release()
-    _wait_for_driver(lock, spawn_resume(store, run["id"], n))
+    except BaseException:
+        lease.release()
+        raise
+    _wait_for_driver(lease, spawn_resume(store, run["id"], n, lease))
     return Action(run["id"], n, "resumed", f"its step was stopped (SIGTERM); from epoch {epoch or 0}")
 
 
@@ -174,7 +165,7 @@ def _one_line(exc: Exception) -> str:
 def _look_after_run_and_attempts(store: RunStore, run: dict) -> list[Action]:
     if run["status"] != "running":  # it ended since the sweep began
         return []
-    run_dir(run)  # never a driver.lock or resume.log in the current directory
+    run_dir(run)  # never a resume.log in the current directory
     running = [a for a in store.attempts(run["id"]) if a["status"] == "running" and a["dir"]]
     actions = [_look_after(store, run, attempt) for attempt in running]
     if not running:
@@ -189,17 +180,19 @@ def _look_after_run(store: RunStore, run: dict) -> Action | None:
         return None
     attempts = store.attempts(run["id"])
     last_activity = max([run["started_at"], *(a["finished_at"] or 0 for a in attempts)])
-    lock = DriverLock(run_dir(run))
-    if time.time() - last_activity < IDLE_GRACE or lock.is_held_elsewhere():
+    if time.time() - last_activity < IDLE_GRACE:
         return None
-    child = spawn_resume(store, run["id"], None)
-    _wait_for_driver(lock, child)
+    lease = Lease(store, run_lease(run["id"]))
+    if not lease.try_acquire():
+        return None
+    _wait_for_driver(lease, spawn_resume(store, run["id"], None, lease))
     return Action(run["id"], len(attempts), "continued", "the run had no driver between attempts")
 
 
 def _look_after(store: RunStore, run: dict, attempt: dict) -> Action | None:
-    lock = DriverLock(attempt_dir(attempt))
-    if not lock.try_acquire():
+    attempt_dir(attempt)
+    lease = Lease(store, attempt_lease(run["id"], attempt["n"]))
+    if not lease.try_acquire():
         return None  # its driver is alive and looks after it
     n, options = attempt["n"], run_options(run)
     try:
@@ -207,6 +200,7 @@ def _look_after(store: RunStore, run: dict, attempt: dict) -> Action | None:
         runtime = get_runtime(run["runtime"], **options.runtime_options)
         state = runtime.training_state(spec)
         if state.alive:
+            lease.release()
             return Action(run["id"], n, "running", "training runs without a driver; checked again next time")
         if metric_written(spec.output_dir):
             what, detail = "recorded", "training had finished; recording it"
@@ -220,11 +214,17 @@ def _look_after(store: RunStore, run: dict, attempt: dict) -> Action | None:
             store.add_restart(run["id"], n, state.reason, exit_code=state.exit_code,
                               resumed_epoch=epoch, actor="monitor")
             what, detail = "resumed", f"{state.reason}; from epoch {epoch or 0}"
-    finally:
-        lock.release()
-    child = spawn_resume(store, run["id"], n)
-    if n is not None:
-        _wait_for_driver(lock, child)
+    except BaseException:
+        lease.release()
+        raise
+    if n is None:  # the attempt is recorded as failed: the run goes on from its next attempt
+        lease.release()
+        lease = Lease(store, run_lease(run["id"]), holder=lease.holder)
+        if not lease.try_acquire():
+            return Action(run["id"], attempt["n"], what, detail)  # its run's driver goes on
+    else:
+        _take_run_too(store, run, lease)
+    _wait_for_driver(lease, spawn_resume(store, run["id"], n, lease))
     return Action(run["id"], attempt["n"], what, detail)
 
 

@@ -11,7 +11,6 @@ end every process of the attempt when it ends.
 from __future__ import annotations
 
 import codecs
-import fcntl
 import json
 import os
 import resource
@@ -21,10 +20,9 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, NoReturn, Protocol, TextIO
+from typing import Callable, Mapping, NoReturn, Protocol, TextIO
 
 from jobs.errors import UserError
 from jobs.metrics import is_regular_file, read_json_output
@@ -84,46 +82,6 @@ class Restart:
 
 
 OnRestart = Callable[[Restart], None]
-
-
-class DriverLock:
-    """Whoever holds `driver.lock` in an attempt directory drives that attempt: waits for its
-    training, restarts it, records its outcome. The kernel drops the lock when the holder dies,
-    so a monitor can tell an attempt whose driver is alive from one whose driver is gone."""
-
-    def __init__(self, workdir: Path):
-        self.path = workdir / "driver.lock"
-        self._handle = None
-
-    def try_acquire(self) -> bool:
-        handle = open(self.path, "a+")  # not inherited by children (PEP 446)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self._handle = handle
-        return True
-
-    def release(self) -> None:
-        if self._handle:
-            self._handle.close()
-            self._handle = None
-
-    def is_held_elsewhere(self) -> bool:
-        if self.try_acquire():
-            self.release()
-            return False
-        return True
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        if not self.try_acquire():
-            raise UserError(f"{self.path.parent} is already driven by another process")
-        try:
-            yield
-        finally:
-            self.release()
 
 
 @dataclass

@@ -1,7 +1,14 @@
-"""The run store: a SQLite file that is the single source of truth for runs and attempts.
+"""The run store: the single source of truth for runs, attempts and driver leases.
 
-Every write is its own short transaction in WAL mode with a busy timeout, so several processes
-(a `pushtune run`, a Jenkins step, the monitor) can write to the same file at once.
+It lives in an SQLite file under PUSHTUNE_HOME (the default) or in PostgreSQL (`PUSHTUNE_DB`,
+see jobs.database), with one schema and one set of queries for both. Every write is its own short
+transaction holding the store's write lock, so several processes on several machines (a `pushtune
+run`, Jenkins steps on any agent, monitors) can write at once. The schema is versioned: a store
+is migrated forward on open, and one from a newer pushtune is refused rather than misread.
+
+Run directories (each attempt's output, checkpoints, artifact and the report) live under
+`PUSHTUNE_ARTIFACTS` (default: beside the SQLite file, or PUSHTUNE_HOME), which every agent of a
+shared store must mount at the same path.
 """
 
 from __future__ import annotations
@@ -9,16 +16,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from jobs.database import Connection, Database, SQLiteDatabase, database_url, open_database
 from jobs.errors import UserError
 
-SCHEMA = """
+RUNS = """
 CREATE TABLE IF NOT EXISTS runs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     model_path      TEXT NOT NULL,
@@ -39,7 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at      REAL NOT NULL,
     finished_at     REAL,
     stop_reason     TEXT
-);
+)"""
+ATTEMPTS = """
 CREATE TABLE IF NOT EXISTS attempts (
     run_id          INTEGER NOT NULL REFERENCES runs(id),
     n               INTEGER NOT NULL,
@@ -66,12 +73,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     started_at      REAL NOT NULL,
     finished_at     REAL,
     seconds         REAL,
-    curve           TEXT,
-    reason          TEXT,
-    warm_from       INTEGER,
-    warm_epoch      INTEGER,
     PRIMARY KEY (run_id, n)
-);
+)"""
+RESTARTS = """
 CREATE TABLE IF NOT EXISTS restarts (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id          INTEGER NOT NULL,
@@ -81,7 +85,8 @@ CREATE TABLE IF NOT EXISTS restarts (
     exit_code       INTEGER,
     resumed_epoch   INTEGER,
     actor           TEXT NOT NULL DEFAULT 'run'
-);
+)"""
+NOTIFICATIONS = """
 CREATE TABLE IF NOT EXISTS notifications (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id          INTEGER NOT NULL,
@@ -90,10 +95,17 @@ CREATE TABLE IF NOT EXISTS notifications (
     recipients      TEXT NOT NULL DEFAULT '[]',
     status          TEXT NOT NULL,
     error           TEXT
-);
-"""
+)"""
+LEASES = """
+CREATE TABLE IF NOT EXISTS leases (
+    name            TEXT PRIMARY KEY,
+    holder          TEXT NOT NULL,
+    acquired_at     REAL NOT NULL,
+    expires_at      REAL NOT NULL
+)"""
+SCHEMA_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
-# Columns added after the first release, for stores created before them: (table, column, type).
+# Columns added after the first release (schema 2), for stores created before them: (table, column, type).
 ADDED_COLUMNS = (
     ("attempts", "curve", "TEXT"),  # the kit's history.json: per-epoch loss and metrics
     ("attempts", "reason", "TEXT"),  # why the strategy chose this attempt
@@ -101,14 +113,37 @@ ADDED_COLUMNS = (
     ("attempts", "warm_epoch", "INTEGER"),  # … at this epoch
 )
 
+
+def _columns(db: Connection, database: Database, table: str) -> set[str]:
+    if database.backend == "sqlite":
+        return {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+    rows = db.execute("SELECT column_name AS name FROM information_schema.columns "
+                      "WHERE table_schema = current_schema() AND table_name = ?", (table,))
+    return {row["name"] for row in rows}
+
+
+def _schema_1(db: Connection, database: Database) -> None:
+    for statement in (RUNS, ATTEMPTS, RESTARTS, NOTIFICATIONS):
+        db.execute(database.ddl(statement))
+
+
+def _schema_2(db: Connection, database: Database) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        if column not in _columns(db, database, table):  # a store from before versions may have some
+            db.execute(database.ddl(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
+def _schema_3(db: Connection, database: Database) -> None:
+    db.execute(database.ddl(LEASES))
+
+
+# The versioned migrations, oldest first: MIGRATIONS[i] takes a store from version i to i + 1.
+# A store without a schema_version table but with runs predates versions: it is version 1.
+MIGRATIONS: tuple[Callable[[Connection, Database], None], ...] = (_schema_1, _schema_2, _schema_3)
+SCHEMA = len(MIGRATIONS)
+
 JSON_COLUMNS = {"options", "tweaks", "params", "metrics", "recipients", "curve"}
-RUN_STATUSES = ("running", "passed", "below_threshold", "failed", "interrupted")
-MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: no run or attempt has a bigger id
-# SQLite result codes that mean the file is no (longer a) database, and those a user can fix
-# (permissions, a full disk, a lock held too long): both become one-line errors.
-DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-ENVIRONMENT = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR,
-               sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM}
+MAX_ID = 2**63 - 1  # the largest INTEGER either database holds: no run or attempt has a bigger id
 
 
 def home() -> Path:
@@ -136,7 +171,13 @@ def attempt_dir(attempt: dict[str, Any]) -> Path:
     return path
 
 
-def _decode(row: sqlite3.Row, store: Path) -> dict[str, Any]:
+def artifacts_home() -> Path | None:
+    """$PUSHTUNE_ARTIFACTS: the shared directory that holds the run directories, if set."""
+    text = os.environ.get("PUSHTUNE_ARTIFACTS")
+    return Path(text).resolve() if text else None
+
+
+def _decode(row: dict, store: str) -> dict[str, Any]:
     record = dict(row)
     for key in JSON_COLUMNS & record.keys():
         if record[key] is not None:
@@ -154,126 +195,108 @@ def _encode(values: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in values.items()}
 
 
-def _insert(db: sqlite3.Connection, table: str, fields: dict[str, Any]) -> int:
+def _insert(db: Connection, table: str, fields: dict[str, Any]) -> None:
     values = _encode(fields)
     columns = ", ".join(values)
     marks = ", ".join("?" for _ in values)
-    cursor = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(values.values()))
-    return int(cursor.lastrowid)
+    db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(values.values()))
 
 
-def _update(db: sqlite3.Connection, table: str, fields: dict[str, Any], where: str, key: list) -> None:
+def _update(db: Connection, table: str, fields: dict[str, Any], where: str, key: list) -> None:
     values = _encode(fields)
     assignments = ", ".join(f"{k} = ?" for k in values)
     db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", [*values.values(), *key])
 
 
-def _add_missing_columns(db: sqlite3.Connection) -> None:
-    for table, column, kind in ADDED_COLUMNS:
-        present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            try:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            except sqlite3.OperationalError as exc:  # another process added it first
-                if "duplicate column" not in str(exc):
-                    raise
-
-
 @dataclass
 class RunStore:
-    path: Path
+    database: Database
+    artifacts: Path  # holds runs/<id>/
+    local: Path = field(default_factory=lambda: home())  # this agent's own files (the weights cache)
 
     @classmethod
-    def open(cls, path: Path | str | None = None) -> "RunStore":
-        store = cls(Path(path) if path else home() / "pushtune.db")
-        try:
-            store.path.parent.mkdir(parents=True, exist_ok=True)
-            existed = store.path.exists()
-            if existed and store.path.stat().st_size == 0:  # before SQLite writes a header into it
-                store._check_own(set(), existed)
-            with store._connect() as db:
-                tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-                store._check_own({row["name"] for row in tables}, existed)
-                db.executescript(SCHEMA)
-                _add_missing_columns(db)
-        except (OSError, sqlite3.Error) as exc:
-            raise UserError(f"cannot open the run store {store.path}: {exc}") from None
+    def open(cls, location: Path | str | None = None) -> "RunStore":
+        """The store at `location` (an SQLite file or a database URL), else $PUSHTUNE_DB, else
+        pushtune.db under PUSHTUNE_HOME; migrated to this pushtune's schema."""
+        database = open_database(location or database_url() or "", home() / "pushtune.db")
+        if isinstance(database, SQLiteDatabase):
+            beside = database.path.parent.absolute()
+            store = cls(database, artifacts_home() or beside, beside)
+        else:
+            store = cls(database, artifacts_home() or home(), home())
+        store._migrate()
         return store
 
     @property
+    def path(self) -> Path:
+        """The SQLite file (tests and messages about one); a PostgreSQL store has none."""
+        if not isinstance(self.database, SQLiteDatabase):
+            raise AttributeError("a PostgreSQL run store has no file")
+        return self.database.path
+
+    @property
+    def name(self) -> str:
+        return self.database.name
+
+    @property
     def runs_dir(self) -> Path:
-        return self.path.parent.absolute() / "runs"
+        return self.artifacts / "runs"
+
+    def _migrate(self) -> None:
+        database = self.database
+        if isinstance(database, SQLiteDatabase) and database.is_empty_file():  # before SQLite writes a header
+            self._check_own(set(), existed=True)
+        existed = not isinstance(database, SQLiteDatabase) or database.path.exists()
+        if database.read(lambda db: self._version(db, existed)) == SCHEMA:
+            return
+        database.write(lambda db: self._migrate_locked(db, existed))
+
+    def _migrate_locked(self, db: Connection, existed: bool) -> None:
+        version = self._version(db, existed)  # another process may have migrated it meanwhile
+        for migration in MIGRATIONS[version:]:
+            migration(db, self.database)
+        db.execute(SCHEMA_VERSION_TABLE)
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA,))
+
+    def _version(self, db: Connection, existed: bool) -> int:
+        """The store's schema version (0: a new store); a UserError for one this code cannot use."""
+        tables = self.database.tables(db)
+        self._check_own(tables, existed)
+        if "schema_version" not in tables:
+            return 1 if "runs" in tables else 0
+        rows = db.execute("SELECT version FROM schema_version").fetchall()
+        if len(rows) != 1 or not isinstance(rows[0]["version"], int):
+            raise UserError(f"{self.name} has a damaged schema_version table: restore the store from a backup")
+        version = rows[0]["version"]
+        if version > SCHEMA:
+            raise UserError(f"{self.name} is a run store of schema {version}, newer than this pushtune "
+                            f"understands ({SCHEMA}): upgrade pushtune on this machine")
+        return version
 
     def _check_own(self, tables: set[str], existed: bool) -> None:
-        """A store file that is someone else's database, or an empty one beside recorded runs
-        (emptied by accident?), is not silently made a new store."""
+        """A store that is someone else's database, or an empty one beside recorded runs (emptied
+        by accident? a wrong PUSHTUNE_DB?), is not silently made a new store."""
         if tables and "runs" not in tables:
-            raise UserError(f"{self.path} is not a pushtune run store (it has other tables): "
-                            f"move it aside or set PUSHTUNE_HOME to another directory")
+            raise UserError(f"{self.name} is not a pushtune run store (it has other tables): "
+                            f"move it aside or point PUSHTUNE_HOME or PUSHTUNE_DB elsewhere")
         if tables or not existed:
             return
         runs = [p for p in self.runs_dir.glob("*") if p.name.isdigit() and p.is_dir()]
         if runs:
-            raise UserError(f"{self.path} is empty but {self.runs_dir} holds {len(runs)} run(s): restore "
-                            f"{self.path.name} from a backup, or move both aside to start a new store")
-
-    def _problem(self, exc: sqlite3.Error) -> Exception:
-        """The one-line error for a store SQLite cannot use, or `exc` itself (a bug)."""
-        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-        if code == sqlite3.SQLITE_NOTADB and not self._has_sqlite_header():
-            return UserError(f"{self.path} is not an SQLite database: move it aside or set "
-                             f"PUSHTUNE_HOME to another directory")
-        if code in DAMAGED:
-            return UserError(f"{self.path} is damaged ({exc}): restore it from a backup, or move it "
-                             f"aside (with its -wal and -shm files) to start a new store")
-        if code in ENVIRONMENT:
-            return UserError(f"cannot use the run store {self.path}: {exc}")
-        return exc
-
-    def _has_sqlite_header(self) -> bool:
-        try:
-            with open(self.path, "rb") as handle:
-                return handle.read(16) == b"SQLite format 3\0"
-        except OSError:
-            return True  # cannot tell
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise self._problem(exc) from None
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            yield db
-        except sqlite3.Error as exc:
-            problem = self._problem(exc)
-            if problem is exc:
-                raise
-            raise problem from None
-        finally:
-            db.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                if db.in_transaction:  # SQLite may have rolled back already
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+            raise UserError(f"{self.name} is empty but {self.runs_dir} holds {len(runs)} run(s): restore "
+                            f"the store from a backup, or move both aside to start a new store")
 
     def _ids(self, run_id: int, n: int | None = None) -> None:
-        """A UserError for an id no SQLite INTEGER can hold (rather than an OverflowError)."""
+        """A UserError for an id no INTEGER column can hold (rather than an OverflowError)."""
         if not -MAX_ID <= run_id <= MAX_ID:
-            raise UserError(f"no run {run_id} in {self.path}")
+            raise UserError(f"no run {run_id} in {self.name}")
         if n is not None and not -MAX_ID <= n <= MAX_ID:
             raise UserError(f"no attempt {n} in run {run_id}")
+
+    def _rows(self, query: str, args: tuple | list = ()) -> list[dict[str, Any]]:
+        rows = self.database.read(lambda db: db.execute(query, args).fetchall())
+        return [_decode(row, self.name) for row in rows]
 
     # runs
 
@@ -282,18 +305,22 @@ class RunStore:
         `files`, name → text) is made in the same transaction: a run is never recorded without
         it, and the id skips every runs/<n> already on disk (a recreated store's too)."""
         fields.setdefault("started_at", time.time())
-        with self._write() as db:
-            if "run_dir" in fields:  # laid out by the caller
-                return _insert(db, "runs", fields)
-            (next_id,) = db.execute(
-                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0),"
-                " COALESCE((SELECT MAX(id) FROM runs), 0)) + 1").fetchone()
-            path = self._new_run_dir(next_id, files or {})
+        laid_out = "run_dir" in fields  # by the caller
+
+        def create(db: Connection) -> int:
+            run_id = self.database.next_run_id(db)
+            if laid_out:
+                _insert(db, "runs", {**fields, "id": run_id})
+                return run_id
+            path = self._new_run_dir(run_id, files or {})
             try:
-                return _insert(db, "runs", {**fields, "id": int(path.name), "run_dir": str(path)})
+                _insert(db, "runs", {**fields, "id": int(path.name), "run_dir": str(path)})
             except BaseException:
                 shutil.rmtree(path, ignore_errors=True)  # a run not recorded leaves no directory
                 raise
+            return int(path.name)
+
+        return self.database.write(create)
 
     def _new_run_dir(self, run_id: int, files: dict[str, str]) -> Path:
         """runs/<run_id>/ with the files, or the first runs/<n> after it that does not exist
@@ -317,35 +344,33 @@ class RunStore:
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         self._ids(run_id)
-        with self._write() as db:
-            _update(db, "runs", fields, "id = ?", [run_id])
+        self.database.write(lambda db: _update(db, "runs", fields, "id = ?", [run_id]))
 
     def note_running(self, run_id: int, note: str | None) -> None:
         """Why a running run is stuck, kept as its stop_reason until it finishes; a finished
         run's stop_reason is never touched."""
         self._ids(run_id)
-        with self._write() as db:
-            db.execute("UPDATE runs SET stop_reason = ? WHERE id = ? AND status = 'running'", (note, run_id))
+        self.database.write(lambda db: db.execute(
+            "UPDATE runs SET stop_reason = ? WHERE id = ? AND status = 'running'", (note, run_id)))
 
     def get_run(self, run_id: int) -> dict[str, Any]:
         self._ids(run_id)
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise UserError(f"no run {run_id} in {self.path}")
-        return _decode(row, self.path)
+        rows = self._rows("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise UserError(f"no run {run_id} in {self.name}")
+        return rows[0]
 
     def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The last `limit` runs, newest first (a negative limit: all of them)."""
-        with self._connect() as db:
-            rows = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?",
-                              (max(min(limit, MAX_ID), -1),)).fetchall()
-        return [_decode(r, self.path) for r in rows]
+        if limit < 0:
+            return self._rows("SELECT * FROM runs ORDER BY id DESC")
+        return self._rows("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (min(limit, MAX_ID),))
 
     def run_ids(self, status: str) -> list[int]:
         """The runs with this status, oldest first (ids only: one bad row spoils no listing)."""
-        with self._connect() as db:
-            return [row[0] for row in db.execute("SELECT id FROM runs WHERE status = ? ORDER BY id", (status,))]
+        rows = self.database.read(lambda db: db.execute(
+            "SELECT id FROM runs WHERE status = ? ORDER BY id", (status,)).fetchall())
+        return [row["id"] for row in rows]
 
     # attempts
 
@@ -354,68 +379,94 @@ class RunStore:
         `dir_of(n)` names its directory in the same write, so no attempt is ever without one."""
         fields.setdefault("started_at", time.time())
         self._ids(run_id)
-        with self._write() as db:
-            (last,) = db.execute(
-                "SELECT COALESCE(MAX(n), 0) FROM attempts WHERE run_id = ?", (run_id,)
-            ).fetchone()
+
+        def add(db: Connection) -> int:
+            last = db.execute("SELECT COALESCE(MAX(n), 0) AS last FROM attempts WHERE run_id = ?",
+                              (run_id,)).fetchone()["last"]
             if dir_of is not None:
                 fields["dir"] = dir_of(last + 1)
             _insert(db, "attempts", {"run_id": run_id, "n": last + 1, **fields})
             return last + 1
 
+        return self.database.write(add)
+
     def update_attempt(self, run_id: int, n: int, **fields: Any) -> None:
         self._ids(run_id, n)
-        with self._write() as db:
-            _update(db, "attempts", fields, "run_id = ? AND n = ?", [run_id, n])
+        self.database.write(lambda db: _update(db, "attempts", fields, "run_id = ? AND n = ?", [run_id, n]))
 
     def attempts(self, run_id: int) -> list[dict[str, Any]]:
         self._ids(run_id)
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT * FROM attempts WHERE run_id = ? ORDER BY n", (run_id,)
-            ).fetchall()
-        return [_decode(r, self.path) for r in rows]
+        return self._rows("SELECT * FROM attempts WHERE run_id = ? ORDER BY n", (run_id,))
 
     def get_attempt(self, run_id: int, n: int) -> dict[str, Any]:
         self._ids(run_id, n)
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT * FROM attempts WHERE run_id = ? AND n = ?", (run_id, n)
-            ).fetchone()
-        if row is None:
+        rows = self._rows("SELECT * FROM attempts WHERE run_id = ? AND n = ?", (run_id, n))
+        if not rows:
             raise UserError(f"no attempt {n} in run {run_id}")
-        return _decode(row, self.path)
+        return rows[0]
 
     # restarts and notifications
 
     def add_restart(self, run_id: int, attempt: int, reason: str, **fields: Any) -> None:
         fields.setdefault("at", time.time())
         self._ids(run_id, attempt)
-        with self._write() as db:
+
+        def add(db: Connection) -> None:
             _insert(db, "restarts", {"run_id": run_id, "attempt": attempt, "reason": reason, **fields})
-            db.execute(
-                "UPDATE attempts SET restarts = restarts + 1 WHERE run_id = ? AND n = ?",
-                (run_id, attempt),
-            )
+            db.execute("UPDATE attempts SET restarts = restarts + 1 WHERE run_id = ? AND n = ?",
+                       (run_id, attempt))
+
+        self.database.write(add)
 
     def restarts(self, run_id: int, attempt: int | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM restarts WHERE run_id = ?", [run_id]
         if attempt is not None:
             query, args = query + " AND attempt = ?", [run_id, attempt]
         self._ids(run_id, attempt)
-        with self._connect() as db:
-            return [_decode(r, self.path) for r in db.execute(query + " ORDER BY id", args).fetchall()]
+        return self._rows(query + " ORDER BY id", args)
 
     def add_notification(self, run_id: int, channel: str, status: str, **fields: Any) -> None:
         fields.setdefault("at", time.time())
         self._ids(run_id)
-        with self._write() as db:
-            _insert(db, "notifications", {"run_id": run_id, "channel": channel, "status": status, **fields})
+        self.database.write(lambda db: _insert(
+            db, "notifications", {"run_id": run_id, "channel": channel, "status": status, **fields}))
 
     def notifications(self, run_id: int) -> list[dict[str, Any]]:
         self._ids(run_id)
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT * FROM notifications WHERE run_id = ? ORDER BY id", (run_id,)
-            ).fetchall()
-        return [_decode(r, self.path) for r in rows]
+        return self._rows("SELECT * FROM notifications WHERE run_id = ? ORDER BY id", (run_id,))
+
+    # driver leases (jobs.lease)
+
+    def acquire_lease(self, name: str, holder: str, seconds: float, *, stale: str | None = None) -> bool:
+        """Take the lease `name` for `holder` when it is free, expired, already `holder`'s, or
+        held by `stale` (a holder the caller knows is dead, or hands it over): one conditional
+        write, so of several callers at once exactly one wins."""
+        def take(db: Connection) -> bool:
+            now = time.time()
+            db.execute(
+                "INSERT INTO leases (name, holder, acquired_at, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at "
+                "WHERE leases.holder = excluded.holder OR leases.holder = ? OR leases.expires_at < ?",
+                (name, holder, now, now + seconds, stale or holder, now))
+            row = db.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+            return row["holder"] == holder
+
+        return self.database.write(take)
+
+    def renew_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Push the lease's expiry on; False when `holder` no longer holds it."""
+        def renew(db: Connection) -> bool:
+            cursor = db.execute("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
+                                (time.time() + seconds, name, holder))
+            return cursor.rowcount == 1
+
+        return self.database.write(renew)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self.database.write(lambda db: db.execute(
+            "DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)))
+
+    def lease(self, name: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM leases WHERE name = ?", (name,))
+        return rows[0] if rows else None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import docker
@@ -19,6 +22,8 @@ def pushtune_home(tmp_path, monkeypatch) -> Path:
     """A fresh PUSHTUNE_HOME (run store and run directories) for one test."""
     home = tmp_path / "home"
     monkeypatch.setenv("PUSHTUNE_HOME", str(home))
+    for shared in ("PUSHTUNE_DB", "PUSHTUNE_ARTIFACTS", "PUSHTUNE_AGENT", "PUSHTUNE_LEASE_SECONDS"):
+        monkeypatch.delenv(shared, raising=False)  # one machine's store, unless a test shares it
     return home
 
 
@@ -28,6 +33,8 @@ def cli(pushtune_home):
 
     def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
         full_env = {**os.environ, "PUSHTUNE_HOME": str(pushtune_home), "PYTHONPATH": str(ROOT)}
+        for shared in ("PUSHTUNE_DB", "PUSHTUNE_ARTIFACTS", "PUSHTUNE_AGENT", "PUSHTUNE_LEASE_SECONDS"):
+            full_env.pop(shared, None)
         full_env.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "jobs", *map(str, args)],
@@ -59,3 +66,63 @@ ENGINE_PROBLEM = _engine_problem()
 requires_engine = pytest.mark.skipif(
     ENGINE_PROBLEM is not None, reason=f"no Docker engine answers: {ENGINE_PROBLEM}"
 )
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 (scripts/throwaway-postgres.sh), or the one
+    `.ci/run` started ($PUSHTUNE_TEST_POSTGRES). Each test gets a database of its own."""
+
+    def __init__(self, url: str, directory: Path | None):
+        self.url, self.directory = url, directory
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url, autocommit=True) as db:
+            db.execute(f"CREATE DATABASE {name}")
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def restart(self) -> None:
+        """Restart the server (fast shutdown): every connection to it is cut."""
+        if self.directory is None:
+            pytest.skip("the server $PUSHTUNE_TEST_POSTGRES names is not this session's to restart")
+        subprocess.run([str(ROOT / "scripts/throwaway-postgres.sh"), "restart", str(self.directory)], check=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    if os.environ.get("PUSHTUNE_TEST_POSTGRES"):
+        yield PostgresServer(os.environ["PUSHTUNE_TEST_POSTGRES"], None)
+        return
+    if not (Path("/usr/lib/postgresql").is_dir() or shutil.which("pg_ctl")):
+        if os.environ.get("CI"):
+            pytest.fail("no PostgreSQL server in CI: .ci/run installs Debian's postgresql")
+        pytest.skip("no PostgreSQL server here (apt-get install -y postgresql)")
+    directory = Path(tempfile.mkdtemp(prefix="pushtune-pg-")) / "server"
+    directory.parent.chmod(0o755)  # the server runs as the postgres user when the tests run as root
+    started = subprocess.run([str(ROOT / "scripts/throwaway-postgres.sh"), "start", str(directory)],
+                             capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"could not start PostgreSQL: {started.stderr.strip()}")
+    try:
+        yield PostgresServer(started.stdout.strip().splitlines()[-1], directory)
+    finally:
+        subprocess.run([str(ROOT / "scripts/throwaway-postgres.sh"), "stop", str(directory)])
+        shutil.rmtree(directory.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new, empty PostgreSQL database for this test."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path, monkeypatch) -> str:
+    """Where a store suite's test keeps its store: an SQLite file, then a PostgreSQL database.
+    Either way the run directories go to tmp_path (PUSHTUNE_ARTIFACTS)."""
+    monkeypatch.setenv("PUSHTUNE_ARTIFACTS", str(tmp_path))
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    return request.getfixturevalue("postgres_url")

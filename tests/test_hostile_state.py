@@ -131,7 +131,7 @@ def test_a_run_without_its_directory_never_works_in_the_current_directory(tmp_pa
     finished = cli("finish", run_id, cwd=cwd)
     assert finished.returncode == 0, finished.stderr
     assert store.get_run(run_id)["status"] == "failed"
-    assert list(cwd.iterdir()) == []  # no driver.lock, resume.log or report.html
+    assert list(cwd.iterdir()) == []  # no resume.log or report.html
 
 
 def test_one_broken_run_does_not_stop_the_monitor_from_resuming_the_others(tmp_path, pushtune_home, cli):

@@ -1,14 +1,17 @@
-"""The run store: real SQLite, several writers at once, nothing recorded is lost."""
+"""The run store, against real SQLite and a real PostgreSQL (the `store_location` fixture runs
+each suite test on both): several writers at once, nothing recorded is lost, ids never repeat,
+and a store this code does not understand is refused."""
 
 from __future__ import annotations
 
 import multiprocessing
 import sqlite3
 
+import psycopg
 import pytest
 
 from jobs.errors import UserError
-from jobs.store import RunStore
+from jobs.store import SCHEMA, RunStore
 
 
 def new_run(store: RunStore, **extra) -> int:
@@ -18,8 +21,8 @@ def new_run(store: RunStore, **extra) -> int:
     return store.create_run(**{**fields, **extra})
 
 
-def test_runs_and_attempts_round_trip(tmp_path):
-    store = RunStore.open(tmp_path / "s.db")
+def test_runs_and_attempts_round_trip(store_location):
+    store = RunStore.open(store_location)
     run_id = new_run(store)
     n1 = store.add_attempt(run_id, source_sha256="a", config_key="k1", dir="/d1", params={"lr": 0.1})
     n2 = store.add_attempt(run_id, source_sha256="b", config_key="k2", dir="/d2", tweaks=["x"])
@@ -31,8 +34,8 @@ def test_runs_and_attempts_round_trip(tmp_path):
     assert store.get_run(run_id)["options"] == {"threshold": 0.9}
 
 
-def test_restarts_count_on_the_attempt(tmp_path):
-    store = RunStore.open(tmp_path / "s.db")
+def test_restarts_count_on_the_attempt(store_location):
+    store = RunStore.open(store_location)
     run_id = new_run(store)
     store.add_attempt(run_id, source_sha256="a", config_key="k", dir="/d")
     store.add_restart(run_id, 1, "killed by SIGKILL", exit_code=-9, resumed_epoch=3)
@@ -40,8 +43,8 @@ def test_restarts_count_on_the_attempt(tmp_path):
     assert store.restarts(run_id, 1)[0]["resumed_epoch"] == 3
 
 
-def test_unknown_run_is_a_user_error(tmp_path):
-    store = RunStore.open(tmp_path / "s.db")
+def test_unknown_run_is_a_user_error(store_location):
+    store = RunStore.open(store_location)
     with pytest.raises(UserError, match="no run 42"):
         store.get_run(42)
 
@@ -53,24 +56,27 @@ def test_unwritable_store_is_a_user_error(tmp_path):
         RunStore.open(blocker / "s.db")
 
 
-def _add_attempts(path: str, run_id: int, count: int) -> None:
-    store = RunStore(path=__import__("pathlib").Path(path))
+def _add_attempts_and_runs(location: str, run_id: int, count: int) -> None:
+    store = RunStore.open(location)
     for i in range(count):
         store.add_attempt(run_id, source_sha256=str(i), config_key=str(i), dir="/d")
+        new_run(store)
 
 
-def test_two_processes_writing_at_once_lose_nothing(tmp_path):
-    store = RunStore.open(tmp_path / "s.db")
+def test_several_processes_writing_at_once_lose_nothing(store_location):
+    store = RunStore.open(store_location)
     run_id = new_run(store)
-    workers = [multiprocessing.Process(target=_add_attempts, args=(str(store.path), run_id, 40))
-               for _ in range(2)]
+    workers = [multiprocessing.Process(target=_add_attempts_and_runs, args=(store_location, run_id, 25))
+               for _ in range(3)]
     for w in workers:
         w.start()
     for w in workers:
-        w.join(60)
+        w.join(120)
     assert all(w.exitcode == 0 for w in workers)
-    numbers = [a["n"] for a in store.attempts(run_id)]
-    assert numbers == list(range(1, 81))
+    assert [a["n"] for a in store.attempts(run_id)] == list(range(1, 76))
+    runs = store.list_runs(limit=-1)
+    assert sorted(r["id"] for r in runs) == list(range(1, 77))  # no run lost, no id twice
+    assert sorted(r["run_dir"] for r in runs) == sorted({r["run_dir"] for r in runs})
 
 
 def test_store_is_plain_sqlite(tmp_path):
@@ -80,14 +86,14 @@ def test_store_is_plain_sqlite(tmp_path):
         assert db.execute("SELECT model_name FROM runs").fetchone() == ("m.py",)
 
 
-def test_a_run_and_its_directory_are_made_in_one_step(tmp_path):
-    store = RunStore.open(tmp_path / "s.db")
+def test_a_run_and_its_directory_are_made_in_one_step(store_location, tmp_path):
+    store = RunStore.open(store_location)
     run_id = new_run(store, files={"pushed.py": "print(1)\n"})
     run_dir = tmp_path / "runs" / str(run_id)
     assert store.get_run(run_id)["run_dir"] == str(run_dir)
     assert (run_dir / "pushed.py").read_text() == "print(1)\n"
-    with pytest.raises(sqlite3.OperationalError):  # a run that cannot be recorded leaves no directory
-        new_run(store, no_such_column=1)
+    with pytest.raises((sqlite3.OperationalError, psycopg.errors.UndefinedColumn)):  # a run that
+        new_run(store, no_such_column=1)  # cannot be recorded leaves no directory
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [str(run_id)]
     assert [r["id"] for r in store.list_runs()] == [run_id]
 
@@ -132,8 +138,8 @@ def test_a_foreign_store_file_is_a_user_error_saying_what_to_do(tmp_path):
         assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["photos"]
 
 
-def test_ids_too_big_for_sqlite_are_no_such_run(tmp_path):
-    store = RunStore.open(tmp_path / "s.db")
+def test_ids_too_big_for_an_integer_column_are_no_such_run(store_location):
+    store = RunStore.open(store_location)
     run_id = new_run(store)
     huge = 10**30
     with pytest.raises(UserError, match=f"no run {huge}"):
@@ -154,3 +160,96 @@ def test_a_corrupt_json_column_names_the_run_and_the_column(tmp_path):
         db.execute("UPDATE runs SET options = '{\"threshold\": ' WHERE id = ?", (run_id,))
     with pytest.raises(UserError, match=f"the options column of run {run_id} in {store.path} is not valid JSON"):
         store.get_run(run_id)
+
+
+def test_run_ids_never_repeat_on_postgresql_even_when_runs_are_deleted(postgres_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("PUSHTUNE_ARTIFACTS", str(tmp_path))
+    store = RunStore.open(postgres_url)
+    first = new_run(store, files={"pushed.py": "first"})
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DELETE FROM runs")
+    (tmp_path / "runs" / str(first + 2)).mkdir()  # an older store's run directory
+    second, third = new_run(store), new_run(store)
+    assert (first, second, third) == (1, 2, 4)
+    assert (tmp_path / "runs" / "1" / "pushed.py").read_text() == "first"
+
+
+def test_a_store_of_a_newer_schema_is_refused_untouched(store_location):
+    store = RunStore.open(store_location)
+    run_id = new_run(store)
+    _sql(store_location, "UPDATE schema_version SET version = ?", (SCHEMA + 1,))
+    with pytest.raises(UserError, match=rf"run store of schema {SCHEMA + 1}, newer than this pushtune "
+                                        rf"understands \({SCHEMA}\): upgrade pushtune"):
+        RunStore.open(store_location)
+    _sql(store_location, "UPDATE schema_version SET version = ?", (SCHEMA,))
+    assert RunStore.open(store_location).get_run(run_id)["model_name"] == "m.py"
+
+
+def test_a_damaged_schema_version_is_refused(store_location):
+    RunStore.open(store_location)
+    _sql(store_location, "INSERT INTO schema_version (version) VALUES (?)", (1,))
+    with pytest.raises(UserError, match="damaged schema_version table"):
+        RunStore.open(store_location)
+
+
+def test_a_foreign_postgresql_database_is_refused_untouched(postgres_url):
+    _sql(postgres_url, "CREATE TABLE photos (id INTEGER)")
+    with pytest.raises(UserError, match="is not a pushtune run store .*PUSHTUNE_DB"):
+        RunStore.open(postgres_url)
+    with psycopg.connect(postgres_url) as db:
+        tables = db.execute("SELECT table_name FROM information_schema.tables "
+                            "WHERE table_schema = 'public'").fetchall()
+    assert tables == [("photos",)]
+
+
+def test_an_empty_postgresql_database_beside_recorded_runs_is_refused(postgres_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("PUSHTUNE_ARTIFACTS", str(tmp_path))
+    new_run(RunStore.open(postgres_server.new_database()), files={"pushed.py": "x"})
+    with pytest.raises(UserError, match=rf"is empty but {tmp_path / 'runs'} holds 1 run"):
+        RunStore.open(postgres_server.new_database())  # PUSHTUNE_DB pointed at the wrong database?
+
+
+def test_the_password_never_appears_in_messages(postgres_server):
+    url = postgres_server.url.replace("pushtune@", "pushtune:s3cret@").rsplit("/", 1)[0] + "/no_such_db"
+    with pytest.raises(UserError) as raised:
+        RunStore.open(url)
+    assert "s3cret" not in str(raised.value) and "pushtune:***@" in str(raised.value)
+    assert 'database "no_such_db" does not exist' in str(raised.value)
+
+
+def test_a_store_from_before_schema_versions_is_migrated_keeping_its_runs(tmp_path):
+    with sqlite3.connect(tmp_path / "s.db") as db:  # as pushtune 0.1 left it: no curve, no version
+        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, model_path TEXT NOT NULL,"
+                   " model_name TEXT NOT NULL, model_sha256 TEXT NOT NULL, kind TEXT NOT NULL,"
+                   " framework TEXT NOT NULL, git_commit TEXT, metric TEXT NOT NULL, mode TEXT NOT NULL,"
+                   " threshold REAL NOT NULL, strategy TEXT NOT NULL, runtime TEXT NOT NULL,"
+                   " options TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL DEFAULT 'running',"
+                   " best_attempt INTEGER, run_dir TEXT NOT NULL DEFAULT '', started_at REAL NOT NULL,"
+                   " finished_at REAL, stop_reason TEXT)")
+        db.execute("CREATE TABLE attempts (run_id INTEGER NOT NULL, n INTEGER NOT NULL,"
+                   " status TEXT NOT NULL DEFAULT 'running', parent INTEGER, tweak_name TEXT, tweak TEXT,"
+                   " tweaks TEXT NOT NULL DEFAULT '[]', params TEXT NOT NULL DEFAULT '{}',"
+                   " source_sha256 TEXT NOT NULL, config_key TEXT NOT NULL, diff TEXT NOT NULL DEFAULT '',"
+                   " dir TEXT NOT NULL, metric_value REAL, metrics TEXT, artifact_path TEXT,"
+                   " artifact_sha256 TEXT, error TEXT, log_tail TEXT, exit_code INTEGER,"
+                   " oom_killed INTEGER NOT NULL DEFAULT 0, container TEXT, restarts INTEGER NOT NULL DEFAULT 0,"
+                   " started_at REAL NOT NULL, finished_at REAL, seconds REAL, PRIMARY KEY (run_id, n))")
+        db.execute("INSERT INTO runs (model_path, model_name, model_sha256, kind, framework, metric, mode,"
+                   " threshold, strategy, runtime, started_at) VALUES ('/m.py', 'old.py', '0', 'ann', 'keras',"
+                   " 'accuracy', 'max', 0.9, 'ladder', 'local', 1.0)")
+        db.execute("INSERT INTO attempts (run_id, n, source_sha256, config_key, dir, started_at)"
+                   " VALUES (1, 1, 'a', 'k', '/d', 1.0)")
+    store = RunStore.open(tmp_path / "s.db")
+    assert store.get_run(1)["model_name"] == "old.py"
+    assert store.get_attempt(1, 1)["curve"] is None and store.get_attempt(1, 1)["warm_from"] is None
+    assert _sql(str(tmp_path / "s.db"), "SELECT version FROM schema_version") == [(SCHEMA,)]
+    assert store.acquire_lease("x", "me", 30)  # the leases table came with the migration
+
+
+def _sql(location: str, query: str, args: tuple = ()) -> list:
+    if location.startswith("postgresql://"):
+        with psycopg.connect(location, autocommit=True) as db:
+            cursor = db.execute(query.replace("?", "%s"), args)
+            return cursor.fetchall() if cursor.description else []
+    with sqlite3.connect(location) as db:
+        return db.execute(query, args).fetchall()

@@ -48,7 +48,7 @@ def resume(args: argparse.Namespace) -> int:
     run = store.get_run(args.run_id)
     if run["status"] != "running":
         raise UserError(f"run {args.run_id} is {run['status']}, not running")
-    run_dir(run)  # its driver.lock and report go there, never into the current directory
+    run_dir(run)  # its resume.log and report go there, never into the current directory
     if args.attempt is not None:
         attempt = store.get_attempt(args.run_id, args.attempt)
         if attempt["status"] != "running":  # its outcome is recorded: never train it over again

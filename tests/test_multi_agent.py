@@ -1,0 +1,200 @@
+"""Several agents, one run store: agents that share only PUSHTUNE_DB (a real PostgreSQL) and
+PUSHTUNE_ARTIFACTS, each with a PUSHTUNE_HOME of its own, take turns in a job chain, take over a
+dead driver's attempt once its lease expires, and ride out a database restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from jobs.lease import Lease, attempt_lease
+from jobs.store import RunStore
+import test_monitor
+import test_steps
+
+LEASE_SECONDS = 4
+SAVE_MODEL = "import joblib\njoblib.dump(model, os.path.join(os.environ['PUSHTUNE_OUTPUT'], 'model.joblib'))\n"
+
+
+class Agent:
+    """One Jenkins agent: its own home and working directory, the shared store and artifacts."""
+
+    def __init__(self, name: str, root: Path, database: str, artifacts: Path):
+        self.name, self.home, self.workdir = name, root / name / "home", root / name / "work"
+        self.workdir.mkdir(parents=True)
+        self.env = {**os.environ, "PUSHTUNE_HOME": str(self.home), "PUSHTUNE_DB": database,
+                    "PUSHTUNE_ARTIFACTS": str(artifacts), "PUSHTUNE_AGENT": name,
+                    "PUSHTUNE_LEASE_SECONDS": str(LEASE_SECONDS), "PYTHONPATH": str(ROOT),
+                    "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def args(self, *args) -> list[str]:
+        return [sys.executable, "-m", "jobs", *map(str, args)]
+
+    def __call__(self, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args(*args), cwd=self.workdir, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self, *args, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(self.args(*args), cwd=self.workdir, env=self.env, **kwargs)
+
+
+@pytest.fixture
+def shared(tmp_path, postgres_url, monkeypatch):
+    """(agent a, agent b, agent c, the store as this test process sees it)."""
+    artifacts = tmp_path / "nfs" / "artifacts"
+    monkeypatch.setenv("PUSHTUNE_ARTIFACTS", str(artifacts))
+    monkeypatch.setenv("PUSHTUNE_HOME", str(tmp_path / "tests-home"))
+    agents = [Agent(name, tmp_path, postgres_url, artifacts) for name in ("a", "b", "c")]
+    return (*agents, RunStore.open(postgres_url))
+
+
+def test_a_chain_alternating_between_two_agents_passes_and_both_see_it(tmp_path, shared):
+    a, b, _, store = shared
+    model = a.workdir / "logistic.py"
+    model.write_text(test_steps.LOGISTIC + SAVE_MODEL)  # ~0.916 as pushed; C×10 passes 0.94
+    started = a("start", model, "--runtime", "local", "--threshold", "0.94")
+    assert started.returncode == 0, started.stderr
+    run_id = int(started.stdout.strip())
+
+    first = b("train", run_id)
+    assert first.returncode == 3 and "below threshold" in first.stdout, first.stderr
+    tweak = a("tweak", run_id)
+    assert tweak.returncode == 0 and "C ×10" in tweak.stdout, tweak.stderr
+    second = b("train", run_id)
+    assert second.returncode == 0, second.stderr
+    finished = a("finish", run_id)
+    assert finished.returncode == 0, finished.stderr
+
+    shown = [json.loads(agent("show", run_id, "--json").stdout) for agent in (a, b)]
+    assert shown[0] == shown[1]
+    best = shown[0]["best"]
+    assert shown[0]["status"] == "passed" and best["attempt"] == 2
+    artifact = Path(best["artifact"])
+    assert artifact.is_file() and artifact.is_relative_to(tmp_path / "nfs" / "artifacts")
+    assert Path(shown[0]["report"]).is_file()
+    attempts = store.attempts(run_id)
+    assert [x["status"] for x in attempts] == ["ok", "ok"]
+    for agent in (a, b):  # nothing of the run is kept on an agent's own disk
+        assert not (agent.home / "runs").exists()
+    assert store.lease(attempt_lease(run_id, 2)) is None  # each driver let its lease go
+
+
+def _slow_run(agent: Agent, epochs: int) -> subprocess.Popen:
+    model = agent.workdir / "slow.py"
+    model.write_text(test_monitor.SLOW_KERAS.replace("EPOCHS", str(epochs)))
+    return agent.start("run", model, "--threshold", "0", "--max-attempts", "1", "--runtime", "local",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_driver_and_training(driver: subprocess.Popen, attempt: Path) -> None:
+    test_monitor.wait_for(lambda: test_monitor.epoch_of(attempt / "output") >= 2, 240, "a checkpoint")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    test_monitor.kill_training("local", attempt)
+
+
+@pytest.mark.slow
+def test_a_monitor_on_another_agent_takes_over_once_the_lease_expires(tmp_path, shared):
+    a, b, c, store = shared
+    attempt = tmp_path / "nfs" / "artifacts" / "runs" / "1" / "attempt-1"
+    _kill_driver_and_training(_slow_run(a, epochs=10), attempt)
+    killed = time.time()
+    lease = store.lease(attempt_lease(1, 1))
+    assert lease["holder"].startswith("a/")
+
+    early = b("monitor", "--once")  # the lease runs on: a driver on another agent may be alive
+    if time.time() < lease["expires_at"]:
+        assert "nothing to do" in early.stdout, early.stdout + early.stderr
+
+    test_monitor.wait_for(lambda: time.time() > lease["expires_at"], LEASE_SECONDS + 5, "the lease to expire")
+    monitors = [agent.start("monitor", "--once", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for agent in (b, c)]
+    outputs = [m.communicate(timeout=120)[0] for m in monitors]
+    resumed = [out for out in outputs if "run 1 attempt 1: resumed" in out]
+    assert len(resumed) == 1, outputs  # two monitors, exactly one takeover
+    assert time.time() - killed <= LEASE_SECONDS + 60
+
+    test_monitor.wait_for(lambda: store.get_run(1)["status"] != "running", 240, "the resumed run")
+    assert store.get_run(1)["status"] == "passed"
+    restarts = store.restarts(1, 1)
+    assert len(restarts) == 1 and restarts[0]["actor"] == "monitor"
+    assert "training starts at epoch 0" in (attempt / "log.txt").read_text()
+    assert f"training starts at epoch {restarts[0]['resumed_epoch']}" in (attempt / "log.txt").read_text()
+
+
+def test_exactly_one_of_many_racing_takes_an_expired_lease(shared):
+    *_, store = shared
+    assert store.acquire_lease("run/9/attempt/1", "dead/1/x", 0.001)
+    time.sleep(0.01)
+    leases = [Lease(store, "run/9/attempt/1", holder=f"m{i}/1/x") for i in range(8)]
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda lease: lease.store.acquire_lease(lease.name, lease.holder, 30), leases))
+    assert won.count(True) == 1
+    assert store.lease("run/9/attempt/1")["holder"] == leases[won.index(True)].holder
+
+
+def test_a_lease_is_renewed_while_its_driver_lives(shared, monkeypatch):
+    *_, store = shared
+    monkeypatch.setenv("PUSHTUNE_LEASE_SECONDS", "1.5")
+    lease = Lease(store, "run/5")
+    assert lease.try_acquire()
+    first = store.lease("run/5")["expires_at"]
+    time.sleep(2.5)  # longer than the lease: only the heartbeat keeps it
+    assert store.lease("run/5")["expires_at"] > first
+    assert not Lease(store, "run/5").try_acquire()
+    lease.release()
+    assert store.lease("run/5") is None and Lease(store, "run/5").try_acquire()
+
+
+def test_bad_lease_seconds_are_one_line_errors(shared):
+    a, *_ = shared
+    a.env["PUSHTUNE_LEASE_SECONDS"] = "soon"
+    model = a.workdir / "logistic.py"
+    model.write_text(test_steps.LOGISTIC)
+    result = a("run", model, "--runtime", "local", "--threshold", "0.5")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "pushtune: error: PUSHTUNE_LEASE_SECONDS='soon': give a number of seconds from 1 to 86400"]
+
+
+def test_a_postgresql_restart_mid_run_loses_nothing(shared, postgres_server):
+    a, *_, store = shared
+    model = a.workdir / "logistic.py"
+    model.write_text(test_steps.LOGISTIC.replace("C=0.001", "C=0.00001"))
+    a.env["PUSHTUNE_LEASE_SECONDS"] = "1"  # a heartbeat every third of a second: writes all along
+    driver = a.start("run", model, "--runtime", "local", "--threshold", "0.99", "--max-attempts", "4",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    test_monitor.wait_for(lambda: store.run_ids("running") or driver.poll() is not None, 60, "the run")
+    postgres_server.restart()
+    postgres_server.restart()
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode in (0, 3), err
+    run = store.get_run(1)
+    assert run["status"] in ("passed", "below_threshold")
+    attempts = store.attempts(1)
+    assert [x["n"] for x in attempts] == list(range(1, len(attempts) + 1)) and len(attempts) >= 2
+    assert all(x["status"] == "ok" and x["metric_value"] is not None for x in attempts)
+
+
+def test_an_unreachable_database_is_a_clear_error_after_bounded_retries(shared):
+    a, *_ = shared
+    a.env["PUSHTUNE_DB"] = "postgresql://pushtune:hunter2@127.0.0.1:1/pushtune"
+    a.env["PUSHTUNE_DB_RETRY_SECONDS"] = "1.5"
+    started = time.monotonic()
+    result = a("runs")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("pushtune: error: cannot read the run store postgresql://pushtune:***@127.0.0.1:1/pushtune: ")
+    assert "Connection refused" in line and line.endswith("(gave up after 1.5 s)")
+    assert "hunter2" not in result.stderr
+    assert 1.0 <= time.monotonic() - started < 30
