@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,14 @@ def params(**defaults: Any) -> dict:
     if not isinstance(given, dict):
         raise SystemExit(f"PUSHTUNE_PARAMS must be a JSON object, got {type(given).__name__}")
 
+    return overlay_params(defaults, given, _cast)
+
+
+def overlay_params(defaults: dict, given: dict, cast: Callable[[str, Any, Any], Any] | None = None) -> dict:
+    """`given` over `defaults`, as `params` does it: keys match the defaults case-insensitively
+    (and `lr` matches `learning_rate`) and keep the defaults' spelling; `cast(name, value,
+    default)` converts a matched value. Keys that match no default are added as given.
+    (pushtune's tweaks merge a script's declared parameters this way too.)"""
     by_lower = {name.lower(): name for name in defaults}
     result = dict(defaults)
     for key, value in given.items():
@@ -56,7 +65,7 @@ def params(**defaults: Any) -> dict:
         if name is None:
             result[key] = value
         else:
-            result[name] = _cast(name, value, defaults[name])
+            result[name] = cast(name, value, defaults[name]) if cast else value
     return result
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from jobs.classify import classify_file
 from jobs.errors import UserError
 from jobs.tweaks import (
-    LADDERS, TWEAK_NAMES, TWEAKS, TweakResult, apply_tweak, declared_params, reads_params,
+    LADDERS, PROFILE_LADDERS, PROFILES, TWEAK_NAMES, TWEAKS, TweakResult, apply_tweak, declared_params,
+    reads_params, registry,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +49,83 @@ def added_lines(before: str, after: str) -> list[str]:
     return added
 
 
-def test_ladders_name_only_known_tweaks():
-    assert LADDERS["cnn"] == LADDERS["ann"] == (
-        "add_dense", "double_epochs", "halve_learning_rate", "double_learning_rate", "halve_batch_size")
-    assert LADDERS["regression"] == ("c_times_10", "alpha_div_10", "double_max_iter")
-    plain = "print('hello')\n"
-    for ladder in LADDERS.values():
-        for name in ladder:
-            assert apply_tweak(name, plain, {}) is None  # nothing to change: skipped, not faked
+# --- the registry ----------------------------------------------------------------------------
+
+# Values a script may declare, or --param give, that no parameter form can change.
+ODD_VALUES = [None, "text", [1, 2], True, 0, -1, 1e308, 10**400, float("nan"), {"a": 1}]
+
+
+def param_keys() -> list[str]:
+    """Every parameter a parameter form reads or sets."""
+    keys: set[str] = set()
+    for record in TWEAKS.values():
+        if record.param:
+            keys.update(record.param.keys, *record.param.also)
+    return sorted(keys)
+
+
+def test_registry_names_are_unique_and_the_ladders_derive_from_the_records():
+    assert TWEAK_NAMES == tuple(TWEAKS) and len(set(TWEAK_NAMES)) == len(TWEAK_NAMES)
+    assert all(record.name == name for name, record in TWEAKS.items())
+    with pytest.raises(ValueError, match="registered twice: add_dense"):
+        registry._by_name(TWEAKS["add_dense"], TWEAKS["add_dense"])
+    assert set(PROFILE_LADDERS) == set(PROFILES)
+    for (kind, framework), names in PROFILE_LADDERS.items():
+        assert names, f"{kind}/{framework} has an empty ladder"
+        for name in names:
+            assert (kind, framework) in TWEAKS[name].profiles, f"{name} is on the {kind}/{framework} ladder"
+    for kind, names in LADDERS.items():  # the view by kind: the profile each kind had before PyTorch
+        assert names in (PROFILE_LADDERS.get((kind, "keras")), PROFILE_LADDERS.get((kind, "sklearn")))
+
+
+def test_every_record_is_complete_and_its_profiles_and_rungs_are_valid():
+    rungs: dict[str, list[int]] = {}
+    for name, record in TWEAKS.items():
+        frameworks = {framework for _, framework in record.profiles}
+        assert record.profiles and set(record.profiles) <= set(PROFILES), name
+        assert record.description and "\n" not in record.description, name
+        assert record.rewrites or record.param, f"{name} has neither a rewrite nor a parameter form"
+        assert set(record.rewrites) <= frameworks, f"{name} rewrites a framework it does not apply to"
+        assert record.param or set(record.rewrites) == frameworks, f"{name} has no way to tweak a profile"
+        assert set(record.ladder) <= frameworks, f"{name} is on a ladder of a framework it does not apply to"
+        for framework, rung in record.ladder.items():
+            rungs.setdefault(framework, []).append(rung)
+        if record.param:
+            assert record.param.keys and all(key == key.lower() for key in record.param.keys), name
+    for framework, numbers in rungs.items():  # 1, 2, … n: one tweak per rung
+        assert sorted(numbers) == list(range(1, len(numbers) + 1)), framework
+
+
+def test_profiles_are_what_classify_says_of_real_models():
+    """The registry's (kind, framework) names are the classifier's: each profile is the verdict
+    on one of the classifier's fixtures."""
+    verdicts = {(c.kind, c.framework) for c in map(classify_file, sorted(FIXTURES.glob("*.py")))}
+    assert set(PROFILES) <= verdicts
+
+
+def test_every_tweak_skips_a_file_with_nothing_to_change():
+    for name in TWEAK_NAMES:
+        assert apply_tweak(name, "print('hello')\n", {}) is None  # skipped, not faked
+        assert apply_tweak(name, "import torch\nprint('hello')\n", {}) is None
+
+
+@pytest.mark.parametrize("name", TWEAK_NAMES)
+def test_every_tweak_takes_any_script_reading_pushtune_params(name):
+    """Parameter mode never raises: nothing declared, every form's keys declared with values no
+    change applies to, odd values given, or PUSHTUNE_PARAMS read straight from the environment."""
+    keys = param_keys()
+    scripts = [
+        "from jobs import kit\np = kit.params()\n",
+        "import os\nraw = os.environ.get('PUSHTUNE_PARAMS')\n",
+        "from jobs import kit\np = kit.params(" + ", ".join(f"{key}=None" for key in keys) + ")\n",
+        "from jobs import kit\np = kit.params(" + ", ".join(f"{key.upper()}='x'" for key in keys) + ")\n",
+    ]
+    for script in scripts:
+        for value in ODD_VALUES:
+            for given in ({}, {key: value for key in keys}, {key.upper(): value for key in keys}):
+                result = apply_tweak(name, script, given)
+                if result is not None:
+                    assert result.source == script and result.description.endswith("(parameter)")
 
 
 def test_unknown_tweak_is_a_value_error_and_bad_source_a_user_error():
@@ -62,16 +133,6 @@ def test_unknown_tweak_is_a_value_error_and_bad_source_a_user_error():
         apply_tweak("make_it_better", "x = 1\n", {})
     with pytest.raises(UserError, match="does not parse"):
         apply_tweak("double_epochs", "def broken(:\n", {})
-
-
-def test_registry_holds_one_record_per_tweak_and_every_tweak_skips_when_nothing_fits():
-    assert TWEAK_NAMES == tuple(TWEAKS)
-    assert all(record.name == name for name, record in TWEAKS.items())
-    assert set(TWEAK_NAMES) >= {
-        "divide_learning_rate_by_10", "widen_dense", "add_dropout", "batch_size_32",
-        "c_div_10", "alpha_times_10", "max_iter_times_10"}
-    for name in TWEAK_NAMES:
-        assert apply_tweak(name, "print('hello')\n", {}) is None
 
 
 # --- add_dense ------------------------------------------------------------------------------
@@ -453,7 +514,6 @@ def test_string_optimizer_default_rates(name, rate):
 @pytest.mark.parametrize("source", [
     "import keras\nmodel.compile(optimizer=my_optimizer, loss='mse')\n",
     "import keras\nmodel.compile(optimizer='unknown_thing', loss='mse')\n",
-    "import torch\nopt = torch.optim.Adam(model.parameters())\n",  # not Keras: no default to write
     "x = 1\n",
 ])
 def test_learning_rate_skips_when_there_is_no_rate_to_change(source):
@@ -488,7 +548,6 @@ def test_divide_learning_rate_by_10_writes_out_string_and_default_rates():
 
 @pytest.mark.parametrize("source", [
     "import keras\nmodel.compile(optimizer=my_optimizer, loss='mse')\n",
-    "import torch\nopt = torch.optim.Adam(model.parameters())\n",
 ])
 def test_divide_learning_rate_by_10_skips_without_a_rate(source):
     assert apply_tweak("divide_learning_rate_by_10", source, {}) is None
