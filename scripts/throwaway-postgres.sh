@@ -7,6 +7,7 @@
 #
 # PostgreSQL refuses to run as root: as root the server runs as the `postgres` user that Debian's
 # package creates. Authentication is `trust`, on loopback only, so the URL carries no password.
+# fsync is off for speed (PUSHTUNE_PG_FSYNC=on for benchmarks: a server as durable as a real one).
 set -euo pipefail
 
 action="${1:?usage: throwaway-postgres.sh start|stop|restart DIR [PORT]}"
@@ -40,7 +41,7 @@ start)
     chmod 700 "$dir"
     as_owner "$bindir/initdb" -D "$dir/data" -U pushtune --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
     as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off" start >/dev/null
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=${PUSHTUNE_PG_FSYNC:-off}" start >/dev/null
     echo "$port" >"$dir/port"
     as_owner "$bindir/createdb" -h 127.0.0.1 -p "$port" -U pushtune pushtune
     echo "postgresql://pushtune@127.0.0.1:$port/pushtune"
@@ -48,7 +49,7 @@ start)
 restart)
     port="$(cat "$dir/port")"
     as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -m fast \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off" restart >/dev/null
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=${PUSHTUNE_PG_FSYNC:-off}" restart >/dev/null
     ;;
 stop)
     if [ -d "$dir/data" ]; then
