@@ -6,7 +6,18 @@ and `Conv2D(...)` after a star import all count, while the same name in a commen
 unused import or a user-defined `def Conv2D()` does not.
 
 Kinds, by precedence: `cnn` (a convolution layer or a pretrained convolutional base) > `ann`
-(dense layers only) > `regression` (a scikit-learn linear model or SVM) > `unsupported`.
+(dense layers only) > `regression` (a scikit-learn linear model or SVM) > `unsupported`. A
+transformers model (`BertModel.from_pretrained`, `AutoModel*`…) is `unsupported` ("transformer
+model") unless a convolution is also built.
+
+Pretrained convolutional bases: `keras.applications`, `torchvision.models`, `timm.create_model`
+(timm models are vision models), `torch.hub.load` of a convolutional model (resnet*, vgg*,
+efficientnet*…, read from the literal arguments) and TF Hub's `hub.KerasLayer` of an image model URL
+(imagenet, feature_vector, inception, resnet, mobilenet, efficientnet…).
+
+Notebooks (`.ipynb`) and notebook exports are read through `jobs.notebook.code_of`: the classifier
+reads exactly the Python text that the runner and the tweaker read, and names notebook lines as
+"cell N, line L" (N counts every cell of the notebook from 1).
 """
 
 from __future__ import annotations
@@ -24,13 +35,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from jobs.errors import UserError
+from jobs.notebook import NotebookError, decode_notebook, notebook_code, script_code
 
 KINDS = ("cnn", "ann", "regression", "unsupported")
 FRAMEWORKS = ("keras", "pytorch", "sklearn", "none")
-SKIPPED_DIRS = frozenset({".git", ".venv", "__pycache__"})
+SKIPPED_DIRS = frozenset({".git", ".venv", "__pycache__", ".ipynb_checkpoints"})
+MODEL_SUFFIXES = (".py", ".ipynb")  # what a directory is searched for
 
 
 @dataclass(frozen=True)
@@ -46,10 +59,10 @@ class Classification:
 
 # --- the library catalogue: what a fully qualified name means ----------------------------------
 
-CONV, BASE, DENSE, OTHER_NET, LINEAR, OTHER_ESTIMATOR, OTHER_LIBRARY, LOADER = (
-    "conv", "base", "dense", "other_net", "linear", "other_estimator", "other_library", "loader",
+CONV, BASE, TRANSFORMER, DENSE, OTHER_NET, LINEAR, OTHER_ESTIMATOR, OTHER_LIBRARY, LOADER = (
+    "conv", "base", "transformer", "dense", "other_net", "linear", "other_estimator", "other_library", "loader",
 )
-MODEL_ROLES = frozenset({CONV, BASE, DENSE, OTHER_NET, LINEAR, OTHER_ESTIMATOR, OTHER_LIBRARY})
+MODEL_ROLES = frozenset({CONV, BASE, TRANSFORMER, DENSE, OTHER_NET, LINEAR, OTHER_ESTIMATOR, OTHER_LIBRARY})
 
 _KERAS_CONV = re.compile(
     r"(Separable|Depthwise|Atrous)?(Conv|Convolution|Deconvolution)[123]D(Transpose)?|ConvLSTM[123]D"
@@ -78,6 +91,25 @@ _TORCHVISION_BASE = re.compile(
     r"(resnet|resnext|wide_resnet|vgg|densenet|mobilenet|efficientnet|regnet|convnext|squeezenet"
     r"|shufflenet|mnasnet|inception|googlenet|alexnet)\w*"
 )
+# A convolutional network's name anywhere in a hub model name, checkpoint or URL
+# (`nvidia_efficientnet_b0`, `microsoft/resnet-50`, `…/imagenet/mobilenet_v2_100_224/feature_vector`).
+_CONV_MODEL_NAME = re.compile(
+    r"resnet|resnext|vgg|densenet|mobilenet|efficientnet|regnet|convnext|squeezenet|shufflenet|mnasnet"
+    r"|inception|googlenet|alexnet|xception|nasnet|yolo(?!s)|unet|ghostnet|darknet|hrnet|mixnet|rexnet"
+    r"|res2net|resnest|efficientdet|midas",
+    re.I,
+)
+# … and a transformer's (checked after the convolutional names: `vit_base_resnet50` is a hybrid).
+_TRANSFORMER_MODEL_NAME = re.compile(
+    r"bert|gpt|roberta|xlnet|xlm|bart|electra|\bt5|llama|vit|deit|swin|dino|beit|whisper|wav2vec"
+    r"|transformer",
+    re.I,
+)
+# An image model's TF Hub URL with no network name in it.
+_TF_HUB_IMAGE_URL = re.compile(r"imagenet|feature[_-]vector|image[_-]classification|/bit/", re.I)
+# A transformers model class (what `from_pretrained` builds a model from, or what is built).
+_TRANSFORMERS_MODEL = re.compile(r"(?:TF|Flax)?(?:AutoModel\w*|[A-Z]\w*Model|[A-Z]\w*For[A-Z]\w*)")
+_TRANSFORMERS_BUILDERS = frozenset({"from_pretrained", "from_config", "_from_config"})
 # scikit-learn sub-packages whose public classes are (non-linear) estimators.
 _SKLEARN_OTHER_FAMILIES = frozenset({
     "ensemble", "tree", "neighbors", "cluster", "naive_bayes", "neural_network", "gaussian_process",
@@ -124,6 +156,12 @@ def library_symbol(qualname: str) -> Symbol | None:
         return Symbol(BASE, "pytorch", name)
     if root == "sklearn":
         return _sklearn_symbol(parts, name)
+    if root == "timm" and name == "create_model":  # timm's models are all vision models
+        return Symbol(BASE, "pytorch", "timm.create_model")
+    if root == "transformers":
+        return _transformers_symbol(parts)
+    if root == "sentence_transformers" and name == "SentenceTransformer":
+        return Symbol(TRANSFORMER, "pytorch", name)
     if root in _PICKLERS and name in ("load", "loads") and len(parts) == 2:
         return Symbol(LOADER, "", f"{root}.{name}")
     if root in _OTHER_LIBRARIES and name[:1].isupper() and name.endswith(("Classifier", "Regressor", "Ranker")):
@@ -181,11 +219,106 @@ def _sklearn_symbol(parts: list[str], name: str) -> Symbol | None:
     return None
 
 
+def _transformers_symbol(parts: list[str]) -> Symbol | None:
+    """`BertModel(config)`, `TFAutoModel.from_pretrained(…)`: a transformer, unless the class is
+    one of the convolutional networks transformers also holds (`ResNetModel`, `ConvNextFor…`)."""
+    name = parts[-1]
+    if name in _TRANSFORMERS_BUILDERS and len(parts) > 2:
+        name = parts[-2]
+    if not _TRANSFORMERS_MODEL.fullmatch(name):
+        return None
+    framework = "keras" if name.startswith("TF") else "none" if name.startswith("Flax") else "pytorch"
+    if _CONV_MODEL_NAME.search(name):
+        return Symbol(BASE, framework, f"{name} (transformers)")
+    return Symbol(TRANSFORMER, framework, name)
+
+
+def _string_argument(node: ast.Call, position: int, keyword: str, strings: dict[str, str]) -> str | None:
+    """A call's argument as text when it is a string literal, an f-string (the holes as `{}`) or a
+    name bound to a string literal; else None."""
+    value: ast.expr | None = node.args[position] if len(node.args) > position else None
+    if value is not None and value.__class__ is ast.Starred:
+        return None
+    for item in node.keywords:
+        if item.arg == keyword:
+            value = item.value
+    return _string_of(value, strings) if value is not None else None
+
+
+def _string_of(value: ast.expr, strings: dict[str, str]) -> str | None:
+    if value.__class__ is ast.Constant:
+        return value.value if isinstance(value.value, str) else None
+    if value.__class__ is ast.Name:
+        return strings.get(value.id)
+    if value.__class__ is ast.JoinedStr:
+        return "".join(part.value if part.__class__ is ast.Constant else "{}" for part in value.values)
+    return None
+
+
+def _torch_hub_symbol(node: ast.Call, strings: dict[str, str]) -> Symbol | None:
+    """`torch.hub.load('pytorch/vision', 'resnet18')`: a base when the model (or, for
+    torchvision's own repository, anything but a vision transformer) is convolutional."""
+    repo = _string_argument(node, 0, "repo_or_dir", strings) or ""
+    model = _string_argument(node, 1, "model", strings) or ""
+    if _CONV_MODEL_NAME.search(model):
+        return Symbol(BASE, "pytorch", f"{model} (torch.hub)")
+    if _TRANSFORMER_MODEL_NAME.search(model) or "transformers" in repo.lower():
+        return Symbol(TRANSFORMER, "pytorch", f"{model or repo} (torch.hub)")
+    if repo.lower().startswith("pytorch/vision") and model:
+        return Symbol(BASE, "pytorch", f"{model} (torch.hub)")
+    return None
+
+
+def _timm_symbol(node: ast.Call, strings: dict[str, str]) -> Symbol:
+    model = _string_argument(node, 0, "model_name", strings)
+    return Symbol(BASE, "pytorch", f"{model} (timm)" if model else "timm.create_model")
+
+
+def _tf_hub_symbol(node: ast.Call, strings: dict[str, str]) -> Symbol | None:
+    """`hub.KerasLayer(url)`: a base for an image model's URL, a transformer for BERT and kin."""
+    url = _string_argument(node, 0, "handle", strings)
+    if not url:
+        return None
+    short = re.sub(r"^\w+://(www\.)?[^/]+/(models/)?|/\d+/?$", "", url)
+    short = short if len(short) <= 60 else short[:59] + "…"
+    if _CONV_MODEL_NAME.search(url):
+        return Symbol(BASE, "keras", f"hub.KerasLayer({short})")
+    if _TRANSFORMER_MODEL_NAME.search(url):
+        return Symbol(TRANSFORMER, "keras", f"hub.KerasLayer({short})")
+    if _TF_HUB_IMAGE_URL.search(url):
+        return Symbol(BASE, "keras", f"hub.KerasLayer({short})")
+    return None
+
+
+def _torchvision_get_model_symbol(node: ast.Call, strings: dict[str, str]) -> Symbol | None:
+    model = _string_argument(node, 0, "name", strings)
+    return Symbol(BASE, "pytorch", model) if model and _TORCHVISION_BASE.fullmatch(model) else None
+
+
+# Calls whose meaning depends on their (literal) arguments: qualname -> the symbol they build.
+ARGUMENT_CALLS = {
+    "torch.hub.load": _torch_hub_symbol,
+    "timm.create_model": _timm_symbol,
+    "timm.models.create_model": _timm_symbol,
+    "tensorflow_hub.KerasLayer": _tf_hub_symbol,
+    "torchvision.models.get_model": _torchvision_get_model_symbol,
+}
+
+
+def _refined(symbol: Symbol, node: ast.Call, strings: dict[str, str]) -> Symbol:
+    """`AutoModelForImageClassification.from_pretrained("microsoft/resnet-50")` is a CNN."""
+    if symbol.role == TRANSFORMER and "Auto" in symbol.name:
+        checkpoint = _string_argument(node, 0, "pretrained_model_name_or_path", strings)
+        if checkpoint and _CONV_MODEL_NAME.search(checkpoint):
+            return Symbol(BASE, symbol.framework, f"{symbol.name}({checkpoint!r})")
+    return symbol
+
+
 def framework_of_module(module: str) -> str | None:
     root = module.split(".", 1)[0]
-    if root in ("keras", "tensorflow", "tf_keras"):
+    if root in ("keras", "tensorflow", "tf_keras", "tensorflow_hub"):
         return "keras"
-    if root in ("torch", "torchvision", "torchaudio"):
+    if root in ("torch", "torchvision", "torchaudio", "timm"):
         return "pytorch"
     if root == "sklearn":
         return "sklearn"
@@ -247,6 +380,7 @@ class Analyzer:
         self.imports: list[tuple[str, Binding]] = []
         self.evidence: list[Evidence] = []
         self.lookalikes: list[tuple[str, int, str]] = []  # (name, line, what it really is)
+        self.strings: dict[str, str] = {}  # names last bound to a string literal (model names, URLs)
         self._deferred: deque[tuple[list[ast.stmt], Chain]] = deque()
         self._conditional = 0
 
@@ -326,8 +460,14 @@ class Analyzer:
         elif kind is ast.Assign:
             self._expr(node.value, chain)
             value = self._alias_value(node.value, chain)
+            text = _string_of(node.value, self.strings)
             for target in node.targets:
                 self._bind_target(target, value, chain)
+                if target.__class__ is ast.Name:
+                    if text is None:
+                        self.strings.pop(target.id, None)
+                    else:
+                        self.strings[target.id] = text
         elif kind is ast.Import:
             for alias in node.names:
                 if alias.asname:
@@ -510,7 +650,13 @@ class Analyzer:
             to_walk.append(func)
             return to_walk
         target = self._resolve(node.func, chain)
-        symbol = library_symbol(target) if target and target != USER_DEFINED else None
+        symbol = None
+        if target and target != USER_DEFINED:
+            by_arguments = ARGUMENT_CALLS.get(target)
+            if by_arguments is not None:
+                symbol = by_arguments(node, self.strings)
+            elif (symbol := library_symbol(target)) is not None:
+                symbol = _refined(symbol, node, self.strings)
         if symbol is not None:
             self.evidence.append(Evidence(symbol, node.lineno, node.col_offset, "call"))
         elif target is not None:
@@ -560,7 +706,7 @@ def _children(node: ast.AST) -> list[ast.AST | None]:
 # --- decoding and parsing -----------------------------------------------------------------------
 
 _CODING_LINE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", re.M)
-_IPYTHON_LINE = re.compile(r"^[ \t]*(?:[!%?]|[\w.]+[ \t]*=[ \t]*[!%])|\?\??[ \t]*$")
+Where = Callable[[int], str]  # a source line as the reason names it ("line 7", "cell 4, line 2")
 
 
 class NotPython(Exception):
@@ -600,21 +746,15 @@ def _looks_binary(data: bytes) -> bool:
     return control > len(sample) * 0.05 or high > len(sample) * 0.3
 
 
-def parse_source(text: str) -> ast.Module:
-    """Parse Python 3 source; IPython-only lines (`!pip …`, `%matplotlib …`) are ignored."""
+def parse_source(text: str, where: Where = "line {}".format) -> ast.Module:
+    """Parse Python 3 source. IPython lines (`!pip …`, `%matplotlib …`) are not read here: they
+    are commented out by `jobs.notebook`, whose text the tweaker reads too."""
     if "\x00" in text:
         raise NotPython("binary content")
     try:
         return _parse(text)
-    except SyntaxError as first_error:
-        lines = text.splitlines(keepends=True)
-        cleaned = [_blank_ipython(line) for line in lines]
-        if cleaned == lines:
-            raise NotPython(_syntax_reason(first_error)) from None
-        try:
-            return _parse("".join(cleaned))
-        except SyntaxError as error:
-            raise NotPython(_syntax_reason(error)) from None
+    except SyntaxError as error:
+        raise NotPython(_syntax_reason(error, where)) from None
 
 
 def _parse(text: str) -> ast.Module:
@@ -626,39 +766,56 @@ def _parse(text: str) -> ast.Module:
         raise NotPython("binary content") from None
 
 
-def _blank_ipython(line: str) -> str:
-    """An IPython magic or shell line becomes `pass` (same indentation, same line numbers)."""
-    if not _IPYTHON_LINE.search(line):
-        return line
-    indent = line[: len(line) - len(line.lstrip(" \t"))]
-    return f"{indent}pass\n"
-
-
-def _syntax_reason(error: SyntaxError) -> str:
-    return f"syntax error at line {error.lineno}" if error.lineno else "syntax error"
+def _syntax_reason(error: SyntaxError, where: Where = "line {}".format) -> str:
+    return f"syntax error at {where(error.lineno)}" if error.lineno else "syntax error"
 
 
 # --- the verdict --------------------------------------------------------------------------------
 
 
 def classify_source(source: str | bytes, path: str = "<string>") -> Classification:
-    """Classify Python source text (bytes are decoded as the interpreter would)."""
-    if not source.strip():
+    """Classify Python source text (bytes are decoded as the interpreter would), or a notebook's
+    JSON when `path` ends in `.ipynb`."""
+    notebook = str(path).lower().endswith(".ipynb")
+    if not notebook and not source.strip():
         return Classification(path, "unsupported", "none", "empty file")
     try:
-        text = decode_source(source) if isinstance(source, bytes) else source
-        tree = parse_source(text)
-    except NotPython as exc:
+        if notebook:
+            code = notebook_code(decode_notebook(source) if isinstance(source, bytes) else source)
+            if not code.cells:
+                return Classification(path, "unsupported", "none", "no code cells")
+            text, where, tree = code.source, code.where, None
+        else:
+            text = decode_source(source) if isinstance(source, bytes) else source
+            text, where, tree = _script(text)
+        if tree is None:
+            tree = parse_source(text, where)
+    except (NotPython, NotebookError) as exc:
         return Classification(path, "unsupported", "none", str(exc))
     try:
         analyzer = Analyzer().run(tree)
     except RecursionError:  # e.g. a thousand nested lambdas: Python parses them, we recurse
         return Classification(path, "unsupported", "none", "source too deeply nested to analyse")
-    kind, framework, reason = _verdict(analyzer, tree, text)
+    kind, framework, reason = _verdict(analyzer, tree, text, where)
     return Classification(path, kind, framework, reason)
 
 
-def _verdict(analyzer: Analyzer, tree: ast.Module, text: str) -> tuple[str, str, str]:
+def _script(text: str) -> tuple[str, Where, ast.Module | None]:
+    """The text `jobs.notebook.script_code` makes of a script, how to name its lines, and its
+    tree when already parsed. A script that parses and holds no `get_ipython()` is read as it is
+    (as script_code would), parsed once."""
+    if "\x00" in text:
+        raise NotPython("binary content")
+    if "get_ipython" not in text:
+        try:
+            return text, "line {}".format, _parse(text)
+        except SyntaxError:
+            pass
+    code = script_code(text)
+    return code.source, code.where, None
+
+
+def _verdict(analyzer: Analyzer, tree: ast.Module, text: str, where: Where) -> tuple[str, str, str]:
     by_role: dict[str, Evidence] = {}
     for evidence in sorted(analyzer.evidence, key=lambda e: (e.line, e.column)):
         by_role.setdefault(evidence.symbol.role, evidence)
@@ -666,33 +823,39 @@ def _verdict(analyzer: Analyzer, tree: ast.Module, text: str) -> tuple[str, str,
     if cnn is not None:
         symbol = cnn.symbol
         how = "base" if symbol.role == BASE else cnn.how
-        return "cnn", symbol.framework, f"{symbol.name} {how} at line {cnn.line}"
+        return "cnn", symbol.framework, f"{symbol.name} {how} at {where(cnn.line)}"
+    if TRANSFORMER in by_role:
+        first = by_role[TRANSFORMER]
+        return "unsupported", first.symbol.framework, f"transformer model ({first.symbol.name} at {where(first.line)})"
     if OTHER_NET in by_role:
         first = by_role[OTHER_NET]
         return (
             "unsupported", first.symbol.framework,
-            f"{first.symbol.name} layer at line {first.line}: not a dense or convolutional network",
+            f"{first.symbol.name} layer at {where(first.line)}: not a dense or convolutional network",
         )
     if DENSE in by_role:
         first = by_role[DENSE]
-        return "ann", first.symbol.framework, f"{first.symbol.name} layers only (first at line {first.line})"
+        return "ann", first.symbol.framework, f"{first.symbol.name} layers only (first at {where(first.line)})"
     if LINEAR in by_role:
         symbol, line = by_role[LINEAR].symbol, by_role[LINEAR].line
-        return "regression", "sklearn", f"{symbol.name} (sklearn.{symbol.family}) at line {line}"
+        return "regression", "sklearn", f"{symbol.name} (sklearn.{symbol.family}) at {where(line)}"
     if OTHER_ESTIMATOR in by_role:
         symbol, line = by_role[OTHER_ESTIMATOR].symbol, by_role[OTHER_ESTIMATOR].line
         return (
             "unsupported", "sklearn",
-            f"scikit-learn {symbol.name} ({symbol.family}) at line {line} is not a linear model",
+            f"scikit-learn {symbol.name} ({symbol.family}) at {where(line)} is not a linear model",
         )
     framework = _framework_in_use(analyzer)
     if OTHER_LIBRARY in by_role:
         symbol, line = by_role[OTHER_LIBRARY].symbol, by_role[OTHER_LIBRARY].line
-        return "unsupported", "none", f"{symbol.name} ({symbol.family}) at line {line} is not a supported model"
+        return "unsupported", "none", f"{symbol.name} ({symbol.family}) at {where(line)} is not a supported model"
     if LOADER in by_role:
         symbol, line = by_role[LOADER].symbol, by_role[LOADER].line
-        return "unsupported", symbol.framework or framework, f"model only loaded from disk ({symbol.name} at line {line})"
-    return "unsupported", framework, _no_model_reason(analyzer, tree, text)
+        return (
+            "unsupported", symbol.framework or framework,
+            f"model only loaded from disk ({symbol.name} at {where(line)})",
+        )
+    return "unsupported", framework, _no_model_reason(analyzer, tree, text, where)
 
 
 def _framework_in_use(analyzer: Analyzer) -> str:
@@ -701,28 +864,28 @@ def _framework_in_use(analyzer: Analyzer) -> str:
     return frameworks.pop() if len(frameworks) == 1 else "none"
 
 
-def _no_model_reason(analyzer: Analyzer, tree: ast.Module, text: str) -> str:
+def _no_model_reason(analyzer: Analyzer, tree: ast.Module, text: str, where: Where) -> str:
     """Why nothing counts, naming the misleading evidence when there is some."""
     if analyzer.lookalikes:
         name, line, what = min(analyzer.lookalikes, key=lambda item: item[1])
-        return f"no model is built ({name} at line {line} is {what}, not a library layer)"
+        return f"no model is built ({name} at {where(line)} is {what}, not a library layer)"
     unused = sorted(
         (binding.line, local) for local, binding in analyzer.imports
         if not binding.used and binding.target and _is_model_symbol(binding.target)
     )
     if unused:
         line, local = unused[0]
-        return f"layer names only in unused imports ({local} at line {line})"
+        return f"layer names only in unused imports ({local} at {where(line)})"
     referenced = sorted(
         (node.lineno, name) for node, name in _identifiers(tree) if MODEL_NAME.fullmatch(name)
     )
     if referenced:
         line, name = referenced[0]
-        return f"no model is built ({name} at line {line} is not a call of a library layer)"
+        return f"no model is built ({name} at {where(line)} is not a call of a library layer)"
     mention = MODEL_NAME.search(text)
     if mention:
         line = text.count("\n", 0, mention.start()) + 1
-        return f"layer names only in comments or strings ({mention.group()} at line {line})"
+        return f"layer names only in comments or strings ({mention.group()} at {where(line)})"
     return "no model is built"
 
 
@@ -745,6 +908,7 @@ def _is_model_symbol(qualname: str) -> bool:
 
 
 MAX_FILE_BYTES = 32 * 2**20  # a model script is far smaller; more is data, not source
+MAX_NOTEBOOK_BYTES = 128 * 2**20  # a notebook also holds its outputs (plots, images)
 _SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
                   stat.S_IFSOCK: "a socket"}
 
@@ -761,7 +925,8 @@ def read_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
         _check_regular(os.fstat(fd).st_mode)  # … nor one put there since
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise Skipped(f"file too large to be a model script (over {limit // 2**20} MiB)")
+        what = "notebook" if str(path).lower().endswith(".ipynb") else "model script"
+        raise Skipped(f"file too large to be a {what} (over {limit // 2**20} MiB)")
     return data
 
 
@@ -773,10 +938,12 @@ def _check_regular(mode: int) -> None:
 
 
 def classify_file(path: str | Path) -> Classification:
-    """Classify one regular file, read whole up to MAX_FILE_BYTES; an unreadable, special or
-    oversized file is `unsupported` with the reason."""
+    """Classify one regular file (a notebook when it ends in `.ipynb`), read whole up to
+    MAX_FILE_BYTES (MAX_NOTEBOOK_BYTES); an unreadable, special or oversized file is `unsupported`
+    with the reason."""
+    notebook = str(path).lower().endswith(".ipynb")
     try:
-        data = read_file(path)
+        data = read_file(path, MAX_NOTEBOOK_BYTES if notebook else MAX_FILE_BYTES)
     except Skipped as exc:
         return Classification(str(path), "unsupported", "none", str(exc))
     except OSError as exc:
@@ -785,7 +952,7 @@ def classify_file(path: str | Path) -> Classification:
 
 
 def classify_paths(paths: Iterable[str | Path]) -> list[Classification]:
-    """Classify files, and every *.py below directories; sorted by path."""
+    """Classify files, and every *.py and *.ipynb below directories; sorted by path."""
     paths = list(paths)
     for path in paths:
         if not os.path.lexists(path):
@@ -814,7 +981,8 @@ def _gc_paused() -> Iterator[None]:
 
 
 def python_files_below(directory: str | Path) -> Iterator[str]:
-    """Every *.py below a directory, following symlinks but visiting each real directory once."""
+    """Every *.py and *.ipynb (MODEL_SUFFIXES) below a directory, following symlinks but visiting
+    each real directory once."""
     seen: set[tuple[int, int]] = set()
     for root, dirnames, filenames in os.walk(directory, followlinks=True):
         try:
@@ -828,5 +996,5 @@ def python_files_below(directory: str | Path) -> Iterator[str]:
         seen.add((info.st_dev, info.st_ino))
         dirnames[:] = sorted(name for name in dirnames if name not in SKIPPED_DIRS)
         for name in sorted(filenames):
-            if name.endswith(".py"):
+            if name.endswith(MODEL_SUFFIXES):
                 yield os.path.join(root, name)
