@@ -251,7 +251,7 @@ def _string_of(value: ast.expr, strings: dict[str, str]) -> str | None:
     if value.__class__ is ast.Name:
         return strings.get(value.id)
     if value.__class__ is ast.JoinedStr:
-        return "".join(part.value if part.__class__ is ast.Constant else "{}" for part in value.values)
+        return "".join(str(part.value) if part.__class__ is ast.Constant else "{}" for part in value.values)
     return None
 
 
@@ -362,6 +362,7 @@ class Evidence:
 
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+Comprehension = ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
 _TYPE_CHECKS = frozenset({"isinstance", "issubclass"})
 
 
@@ -454,10 +455,9 @@ class Analyzer:
             self._stmt(statement, chain)
 
     def _stmt(self, node: ast.stmt, chain: Chain) -> None:
-        kind = type(node)
-        if kind is ast.Expr:
+        if node.__class__ is ast.Expr:
             self._expr(node.value, chain)
-        elif kind is ast.Assign:
+        elif node.__class__ is ast.Assign:
             self._expr(node.value, chain)
             value = self._alias_value(node.value, chain)
             text = _string_of(node.value, self.strings)
@@ -468,41 +468,41 @@ class Analyzer:
                         self.strings.pop(target.id, None)
                     else:
                         self.strings[target.id] = text
-        elif kind is ast.Import:
+        elif node.__class__ is ast.Import:
             for alias in node.names:
                 if alias.asname:
                     self._import(alias.asname, alias.name, node.lineno, chain)
                 else:
                     root = alias.name.split(".", 1)[0]
                     self._import(root, root, node.lineno, chain, module=alias.name)
-        elif kind is ast.ImportFrom:
+        elif node.__class__ is ast.ImportFrom:
             self._import_from(node, chain)
-        elif kind in (ast.FunctionDef, ast.AsyncFunctionDef):
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             self._function(node, chain)
-        elif kind is ast.ClassDef:
+        elif node.__class__ is ast.ClassDef:
             self._class(node, chain)
-        elif kind is ast.AnnAssign:
+        elif node.__class__ is ast.AnnAssign:
             self._expr(node.annotation, chain)
             if node.value is not None:
                 self._expr(node.value, chain)
                 self._bind_target(node.target, self._alias_value(node.value, chain), chain)
-        elif kind is ast.AugAssign:
+        elif node.__class__ is ast.AugAssign:
             self._expr(node.value, chain)
             self._bind_target(node.target, None, chain)
-        elif kind in (ast.For, ast.AsyncFor):
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
             self._expr(node.iter, chain)
             self._bind_target(node.target, None, chain)
             self._conditional_block(node.body + node.orelse, chain)
-        elif kind in (ast.With, ast.AsyncWith):
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
             for item in node.items:
                 self._expr(item.context_expr, chain)
                 if item.optional_vars is not None:
                     self._bind_target(item.optional_vars, None, chain)
             self._block(node.body, chain)
-        elif kind in (ast.If, ast.While):
+        elif isinstance(node, (ast.If, ast.While)):
             self._expr(node.test, chain)
             self._conditional_block(node.body + node.orelse, chain)
-        elif kind in (ast.Try, getattr(ast, "TryStar", ast.Try)):
+        elif isinstance(node, (ast.Try, ast.TryStar)):
             self._block(node.body, chain)
             for handler in node.handlers:
                 if handler.type is not None:
@@ -512,9 +512,9 @@ class Analyzer:
                 self._conditional_block(handler.body, chain)
             self._conditional_block(node.orelse, chain)
             self._block(node.finalbody, chain)
-        elif kind in (ast.Global, ast.Nonlocal):
-            chain[-1].global_names.update(node.names if kind is ast.Global else ())
-        elif kind is ast.Match:
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            chain[-1].global_names.update(node.names if node.__class__ is ast.Global else ())
+        elif node.__class__ is ast.Match:
             self._expr(node.subject, chain)
             for case in node.cases:
                 for child in ast.walk(case.pattern):
@@ -527,9 +527,9 @@ class Analyzer:
                     self._expr(case.guard, chain)
                 self._conditional_block(case.body, chain)
         else:  # return, raise, assert, delete, ...: expressions only
-            for child in _children(node):
-                if child is not None:
-                    self._expr(child, chain)
+            for part in _children(node):
+                if part is not None:
+                    self._expr(part, chain)
 
     def _conditional_block(self, body: list[ast.stmt], chain: Chain) -> None:
         self._conditional += 1
@@ -602,33 +602,33 @@ class Analyzer:
 
     # expressions
 
-    def _expr(self, root: ast.expr, chain: Chain) -> None:
+    def _expr(self, root: ast.AST, chain: Chain) -> None:
+        """Walk an expression (or a part of one, such as a keyword argument)."""
         stack: list[ast.AST | None] = [root]
         lookup = self._lookup
         while stack:
             node = stack.pop()
-            kind = node.__class__
-            if kind is ast.Name:
+            if node.__class__ is ast.Name:
                 if node.ctx.__class__ is ast.Load:
                     lookup(node.id, chain)
-            elif kind is ast.Constant or node is None:
+            elif node.__class__ is ast.Constant or node is None:
                 continue
-            elif kind is ast.Attribute:
+            elif node.__class__ is ast.Attribute:
                 stack.append(node.value)
-            elif kind is ast.Call:
+            elif node.__class__ is ast.Call:
                 stack.extend(self._call(node, chain))
-            elif kind is ast.Lambda:
+            elif node.__class__ is ast.Lambda:
                 self._expr(node.body, self._arguments(node.args, chain))
-            elif kind in _COMPREHENSIONS:
+            elif isinstance(node, _COMPREHENSIONS):
                 for child, inner in self._comprehension(node, chain):
                     self._expr(child, inner)
-            elif kind is ast.NamedExpr:
+            elif node.__class__ is ast.NamedExpr:
                 stack.append(node.value)
                 self._bind(node.target.id, self._alias_value(node.value, chain), node.lineno, chain)
             else:
                 stack.extend(_children(node))
 
-    def _comprehension(self, node: ast.expr, chain: Chain) -> Iterator[tuple[ast.AST, Chain]]:
+    def _comprehension(self, node: Comprehension, chain: Chain) -> Iterator[tuple[ast.AST, Chain]]:
         inner = chain + (Scope(),)
         for number, generator in enumerate(node.generators):
             yield generator.iter, (chain if number == 0 else inner)
@@ -889,7 +889,7 @@ def _no_model_reason(analyzer: Analyzer, tree: ast.Module, text: str, where: Whe
     return "no model is built"
 
 
-def _identifiers(tree: ast.Module) -> Iterator[tuple[ast.AST, str]]:
+def _identifiers(tree: ast.Module) -> Iterator[tuple[ast.expr | ast.alias, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             yield node, node.id

@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from jobs import __version__
+from jobs import __version__, exit_codes
 from jobs.errors import UserError
 
 COMMAND_MODULES = (
@@ -25,12 +25,13 @@ COMMAND_MODULES = (
     "jobs.commands.jenkins",
     "jobs.commands.hook",
     "jobs.commands.images",
+    "jobs.commands.models",
 )
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, as for every bad input
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(exit_codes.USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,17 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_settings()
-        return int(args.func(args) or 0)
+        return int(args.func(args) or exit_codes.OK)
     except UserError as exc:
         print(f"pushtune: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("pushtune: interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
     except BrokenPipeError:
-        return 1
+        return exit_codes.FAILED
     except Exception as exc:  # never a traceback for the user, unless asked for
         if os.environ.get("PUSHTUNE_DEBUG"):
             traceback.print_exc()
         print(f"pushtune: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED

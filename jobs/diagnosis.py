@@ -12,12 +12,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# What to try when the evidence names no problem (or for scripts without a curve), per kind.
+from jobs.objective import Objective
+
+# What to try when the evidence names no problem (or for scripts without a curve), per
+# framework (and for the regression kind), best first: see `moves_for`.
 FALLBACK_MOVES: dict[str, tuple[str, ...]] = {
     "keras": (
         "double_epochs", "widen_dense", "add_dense", "divide_learning_rate_by_10",
         "double_learning_rate", "halve_learning_rate", "batch_size_32", "halve_batch_size",
         "add_dropout",
+    ),
+    # A hand-written PyTorch loop's usual trouble is its optimizer: plain SGD too slow for the
+    # epochs it gets (Adam; a rate ×10). use_adam and use_sgd skip scripts already using theirs.
+    "pytorch": (
+        "use_adam", "double_epochs", "multiply_learning_rate_by_10", "widen_dense", "add_dense",
+        "divide_learning_rate_by_10", "use_sgd", "double_learning_rate", "halve_learning_rate",
     ),
     "regression": (
         "c_times_10", "c_div_10", "alpha_div_10", "alpha_times_10", "max_iter_times_10",
@@ -46,8 +55,12 @@ class Diagnosis:
     moves: tuple[str, ...]  # tweak names that address it, best first
 
 
-def moves_for(kind: str) -> tuple[str, ...]:
-    return FALLBACK_MOVES["regression" if kind == "regression" else "keras"]
+def moves_for(kind: str, framework: str | None = None) -> tuple[str, ...]:
+    """The moves to try for a (kind, framework) profile when the evidence names none: the
+    regression kind's, else the framework's, else Keras' (a framework without a list of its own)."""
+    if kind == "regression":
+        return FALLBACK_MOVES["regression"]
+    return FALLBACK_MOVES.get(framework or "keras", FALLBACK_MOVES["keras"])
 
 
 def _series(history: list[dict], key: str) -> list[float | None] | None:
@@ -60,14 +73,18 @@ def _finite(values: list[float | None]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
-def _gain(values: list[float], mode: str) -> float:
+def _gain(values: list[float], objective: Objective) -> float:
     """How much the last epoch improved on the best epoch before it (positive = better)."""
-    before = max(values[:-1]) if mode == "max" else min(values[:-1])
-    return values[-1] - before if mode == "max" else before - values[-1]
+    before = values[0]
+    for value in values[1:-1]:
+        if objective.better_than(value, before):
+            before = value
+    return objective.improvement(values[-1], before)
 
 
 def diagnose(attempt: dict, metric: str, mode: str, kind: str, threshold: float) -> Diagnosis:
     """The problem the attempt's curve (or log) shows, and the moves that address it."""
+    objective = Objective(metric, mode, threshold)
     if kind == "regression" or not (attempt.get("curve") or {}).get("history"):
         return _diagnose_without_curve(attempt, kind)
     curve = attempt["curve"]
@@ -87,9 +104,9 @@ def diagnose(attempt: dict, metric: str, mode: str, kind: str, threshold: float)
     if _stuck_at_chance(loss, train):
         return Diagnosis("diverged", f"loss stuck at {loss[-1]:.4g} with train {metric} {train[-1]:.3f}, "
                                      f"chance level", DIVERGED_MOVES)
-    val_rising = len(val) >= 2 and _gain(val, mode) > STILL_IMPROVING
+    val_rising = len(val) >= 2 and _gain(val, objective) > STILL_IMPROVING
     if train and val and len(train) == len(val) and not val_rising:  # while it rises, train on
-        gap = (train[-1] - val[-1]) if mode == "max" else (val[-1] - train[-1])
+        gap = objective.improvement(train[-1], val[-1])  # how much better it does on what it trains on
         if gap > OVERFIT_GAP and _unit_scale(train + val):
             return Diagnosis("over-fitting", f"train {metric} {train[-1]:.3f} vs validation {val[-1]:.3f} "
                                              f"at epoch {last}", OVER_FITTING_MOVES)
@@ -101,7 +118,7 @@ def diagnose(attempt: dict, metric: str, mode: str, kind: str, threshold: float)
                              OVER_FITTING_MOVES)
 
     watched, name = (val, f"val_{metric}") if val else (train, metric)
-    rising = len(watched) >= 2 and _gain(watched, mode) > STILL_IMPROVING
+    rising = len(watched) >= 2 and _gain(watched, objective) > STILL_IMPROVING
     drop = (loss[-2] - loss[-1]) / loss[-2] if len(loss) >= 2 and loss[-2] > 0 else 0.0
     steps = curve.get("steps")
     total_steps = steps * last if isinstance(steps, int) and steps > 0 else None
@@ -115,8 +132,7 @@ def diagnose(attempt: dict, metric: str, mode: str, kind: str, threshold: float)
             return Diagnosis("under-trained", f"{what}, with only {steps} optimizer step(s) per epoch",
                              FEW_STEPS_MOVES + UNDER_TRAINED_MOVES)
         return Diagnosis("under-trained", what, UNDER_TRAINED_MOVES)
-    short = train and (train[-1] < threshold if mode == "max" else train[-1] > threshold)
-    if short:
+    if train and not objective.meets(train[-1]):
         return Diagnosis("under-capacity", f"train {metric} flat at {train[-1]:.3f} by epoch {last}",
                          UNDER_CAPACITY_MOVES)
     if train:
@@ -185,19 +201,22 @@ def final_loss(attempt: dict) -> float | None:
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def judge(child: dict, parent: dict, mode: str, tolerance: float) -> str:
+def judge(child: dict, parent: dict, objective: Objective | str, tolerance: float) -> str:
     """"helped", "neutral" or "hurt": the child's metric against its parent's, differences
     within `tolerance` being noise; more epochs that lowered the training loss without costing
-    more than noise count as helping (the curve says training is going somewhere)."""
+    more than noise count as helping (the curve says training is going somewhere). The direction
+    is the run's Objective (or its mode, "max" or "min")."""
+    if isinstance(objective, str):
+        objective = Objective("", objective, math.nan)  # the direction alone
     if child["status"] != "ok" or child.get("metric_value") is None:
         return "hurt"
     if parent.get("metric_value") is None:
         return "helped"
-    delta = child["metric_value"] - parent["metric_value"]
-    delta = delta if mode == "max" else -delta
-    if delta > tolerance:
+    value, before = child["metric_value"], parent["metric_value"]
+    beyond_noise = abs(value - before) > tolerance
+    if beyond_noise and objective.better_than(value, before):
         return "helped"
-    if delta < -tolerance:
+    if beyond_noise and objective.better_than(before, value):
         return "hurt"
     if child.get("tweak_name") == "double_epochs":
         before, after = final_loss(parent), final_loss(child)

@@ -1,4 +1,4 @@
-"""`DockerRuntime`: every attempt in a container of its own, from the image of its file's kind.
+"""`DockerRuntime`: every attempt in a container of its own, from the image of its file's profile.
 
 A container is named `pushtune-<run>-<attempt>` (`-r<n>` for the n-th restart) and labelled with
 what a monitor needs to recreate it. It runs as the invoking user (the image's unprivileged user
@@ -49,9 +49,7 @@ from jobs.runtime import (
     AttemptOutcome,
     AttemptSpec,
     Exit,
-    LocalRuntime,
     OnRestart,
-    Runtime,
     TrainingState,
     append_log,
     contract_env,
@@ -447,7 +445,7 @@ class _AttemptFailed(Exception):
 
 
 class DockerRuntime:
-    """Runs each attempt as `python model.py` in a container of the kind's image."""
+    """Runs each attempt as `python model.py` in a container of its profile's image."""
 
     name = "docker"
 
@@ -479,10 +477,12 @@ class DockerRuntime:
             raise UserError(f"--network {network}: no such Docker network")
         return network
 
-    def image_for(self, kind: str) -> str:
-        if kind not in self._images:
-            self._images[kind] = images.ensure_image(kind, self.client)
-        return self._images[kind]
+    def image_for(self, which: images.Which) -> str:
+        """The image of a profile (or an image name, or a kind), built when missing or stale."""
+        name = images.image_name(which)
+        if name not in self._images:
+            self._images[name] = images.ensure_image(name, self.client)
+        return self._images[name]
 
     def _attempt_containers(self, spec: AttemptSpec) -> list:
         labels = ["pushtune.role=train", f"pushtune.run={spec.run_id}",
@@ -560,7 +560,7 @@ class DockerRuntime:
         return outcome
 
     def run(self, spec: AttemptSpec, on_restart: OnRestart | None = None) -> AttemptOutcome:
-        image = self.image_for(spec.kind)
+        image = self.image_for(spec.profile)
         if spec.resume:
             taken = self._take_over(spec)
             if taken:
@@ -742,16 +742,21 @@ class DockerRuntime:
                 raise
 
 
-def select(name: str, *, memory: str | int = "4g", cpus: float = 2.0, network: str = "bridge",
-           keep: bool = False) -> Runtime:
-    """`docker`: a DockerRuntime, or UserError when no engine answers. `auto`: Docker when an
-    engine answers, else a LocalRuntime (the caller shows which by `.name`)."""
-    if name == "docker":
-        return DockerRuntime(images.connect(), memory=memory, cpus=cpus, network=network, keep=keep)
-    if name == "auto":
-        try:
-            client = images.connect(timeout=10)
-        except UserError:
-            return LocalRuntime()
-        return DockerRuntime(client, memory=memory, cpus=cpus, network=network, keep=keep)
-    raise UserError(f"unknown runtime {name!r} (choose local, docker or auto)")
+AUTO_PROBE_SECONDS = 10  # how long `auto` waits for an engine before it runs locally
+
+
+def engine_problem(timeout: float = AUTO_PROBE_SECONDS) -> str | None:
+    """The registry's need "a Docker engine": None when one answers, else why not (one line)."""
+    try:
+        client = images.connect(timeout=timeout)
+    except UserError as exc:
+        return str(exc)
+    client.close()
+    return None
+
+
+def create(*, memory: str | int = "4g", cpus: float = 2.0, network: str = "bridge",
+           keep: bool = False, **unused) -> DockerRuntime:
+    """The registry's factory: a DockerRuntime of the engine DOCKER_HOST names, or UserError when
+    no engine answers (said before any option is checked)."""
+    return DockerRuntime(images.connect(), memory=memory, cpus=cpus, network=network, keep=keep)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.exit_codes import FAILED, OK, USER_ERROR
 from jobs.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -226,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
                     out.write(f"{_now()} hook failed: {type(exc).__name__}: {exc}\n")
             except OSError:
                 pass
-        return 0
+        return OK
     pushes = [tuple(p.split("..", 1)) for p in args.push]
     try:
-        return min(work(Path(args.repo), pushes, split_run_args(args.run_args), home), 1)
+        return min(work(Path(args.repo), pushes, split_run_args(args.run_args), home), FAILED)
     except UserError as exc:
         print(f"{_now()} pushtune: error: {exc}", flush=True)
-        return 2
+        return USER_ERROR
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""The per-kind Docker images that attempts run in: build, list, and make sure one is there.
+"""The Docker images that attempts run in: build, list, and make sure one is there.
 
-Each kind has `dockerfiles/<kind>.Dockerfile`, built into `pushtune/<kind>:<version>` from a
-build context assembled here: the Dockerfile, its requirements file, the part of the `jobs`
-package model scripts import, and a wheelhouse. Online builds start from `python:3.11-slim` and
-pip installs from PyPI; offline builds start from the local `pushtune/base:bookworm`
-(scripts/build-base-image.sh) and install from the wheelhouse only (`pip download` on the host
-fills it first, and the build gets no network). An image carries a content hash of its recipe as
+Which images there are comes from the profiles (`jobs.profiles`): each (kind, framework)
+profile names its image (cnn, ann, regression, torch), built from `dockerfiles/<image>.Dockerfile`
+into `pushtune/<image>:<version>`, and the requirements set it installs; profiles may share an
+image (cnn/pytorch and ann/pytorch both run in torch). The functions here take an image name,
+a kind (its default profile's image), a `kind/framework` profile name or a `Profile`.
+
+An image is built from a build context assembled here: the Dockerfile, its requirements file,
+the part of the `jobs` package model scripts import, and a wheelhouse. Online builds start from
+`python:3.11-slim` and pip installs from PyPI; offline builds start from the local
+`pushtune/base:bookworm` (scripts/build-base-image.sh) and install from the wheelhouse only (`pip
+download` on the host, from its configured indexes, fills it first, and the build gets no network). An image carries a content hash of its recipe as
 a label, so a changed Dockerfile, requirements file or kit module means a rebuild.
 """
 
@@ -24,22 +29,26 @@ from typing import IO, Callable
 import docker
 from docker.errors import DockerException, ImageNotFound
 
-from jobs import __version__
+from jobs import __version__, profiles
 from jobs.errors import UserError
+from jobs.profiles import Profile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = PROJECT_ROOT / "dockerfiles"
 ONLINE_BASE_IMAGE = "python:3.11-slim"
 OFFLINE_BASE_IMAGE = "pushtune/base:bookworm"
 OFFLINE_PIP_OPTIONS = "--no-index --find-links /wheelhouse"
-# Kind -> the requirements set its image installs (dockerfiles/requirements-<set>.txt).
-REQUIREMENT_SETS = {"cnn": "tensorflow", "ann": "tensorflow", "regression": "regression"}
-KINDS = tuple(REQUIREMENT_SETS)
+# Image -> the requirements set it installs (dockerfiles/requirements-<set>.txt), from the profiles.
+REQUIREMENT_SETS: dict[str, str] = dict(profiles.IMAGES)
+IMAGES: tuple[str, ...] = tuple(REQUIREMENT_SETS)
+KINDS = IMAGES  # the older name: cnn, ann and regression are named after the kind they first served
 # Model scripts import only `jobs.kit`; copying the rest of the package would only make every
 # change to the pipeline rebuild the images.
 SCRIPT_MODULES = ("jobs/__init__.py", "jobs/kit.py")
 HASH_LABEL = "pushtune.content-hash"
-KIND_LABEL = "pushtune.kind"
+KIND_LABEL = "pushtune.kind"  # the image's name (older images: their kind); every pushtune image has it
+IMAGE_LABEL = "pushtune.image"
+PROFILES_LABEL = "pushtune.profiles"  # "cnn/pytorch ann/pytorch"
 
 Echo = Callable[[str], None]
 
@@ -68,38 +77,56 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def check_kind(kind: str) -> str:
-    if kind not in REQUIREMENT_SETS:
-        raise UserError(f"no image for kind {kind!r} (kinds: {', '.join(KINDS)})")
-    return kind
+Which = str | Profile  # an image name, a kind, "kind/framework", or a profile
 
 
-def image_tag(kind: str) -> str:
-    return f"pushtune/{check_kind(kind)}:{__version__}"
+def image_name(which: Which) -> str:
+    """The image `which` names: an image (cnn, ann, regression, torch), a kind (its default
+    profile's image), a profile `kind/framework`, or a `Profile`; UserError for anything else."""
+    if isinstance(which, Profile):
+        return which.image
+    if which in REQUIREMENT_SETS:
+        return which
+    if "/" in which:  # a profile: a UserError when there is none
+        kind, _, framework = which.partition("/")
+        return profiles.get(kind, framework).image
+    if which in profiles.KINDS:
+        return profiles.get(which).image
+    raise UserError(f"no image for {which!r} (images: {', '.join(IMAGES)}; "
+                    f"profiles: {', '.join(profiles.names())})")
 
 
-def dockerfile_of(kind: str) -> Path:
-    return DOCKERFILES / f"{check_kind(kind)}.Dockerfile"
+def _profile_of(which: Which) -> Profile:
+    """A profile of the image: where its Dockerfile's and requirements file's names come from."""
+    return profiles.of_image(image_name(which))[0]
 
 
-def requirements_of(kind: str) -> Path:
-    return DOCKERFILES / f"requirements-{REQUIREMENT_SETS[check_kind(kind)]}.txt"
+def image_tag(which: Which) -> str:
+    return profiles.image_tag(image_name(which))
 
 
-def recipe_files(kind: str) -> dict[str, Path]:
+def dockerfile_of(which: Which) -> Path:
+    return DOCKERFILES / _profile_of(which).dockerfile
+
+
+def requirements_of(which: Which) -> Path:
+    return DOCKERFILES / _profile_of(which).requirements_file
+
+
+def recipe_files(which: Which) -> dict[str, Path]:
     """Build-context path -> file, for everything but the wheelhouse."""
     files = {
-        f"dockerfiles/{dockerfile_of(kind).name}": dockerfile_of(kind),
-        f"dockerfiles/{requirements_of(kind).name}": requirements_of(kind),
+        f"dockerfiles/{dockerfile_of(which).name}": dockerfile_of(which),
+        f"dockerfiles/{requirements_of(which).name}": requirements_of(which),
     }
     files.update({name: PROJECT_ROOT / name for name in SCRIPT_MODULES})
     return files
 
 
-def content_hash(kind: str) -> str:
+def content_hash(which: Which) -> str:
     """sha256 of the image's recipe: its Dockerfile, requirements and the copied modules."""
     digest = hashlib.sha256()
-    for name, path in sorted(recipe_files(kind).items()):
+    for name, path in sorted(recipe_files(which).items()):
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -113,12 +140,13 @@ def wheelhouse_dir() -> Path:
     return cache / "pushtune" / "wheelhouse"
 
 
-def fill_wheelhouse(kind: str, echo: Echo = _stderr) -> Path:
-    """Download (on the host) the wheels the kind's image needs that the wheelhouse lacks."""
-    target = wheelhouse_dir() / REQUIREMENT_SETS[check_kind(kind)]
+def fill_wheelhouse(which: Which, echo: Echo = _stderr) -> Path:
+    """Download (on the host, from pip's configured indexes) the wheels the image needs that the
+    wheelhouse lacks. One wheelhouse per requirements set: images sharing a set share it."""
+    target = wheelhouse_dir() / REQUIREMENT_SETS[image_name(which)]
     target.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-           "--only-binary=:all:", "--dest", str(target), "-r", str(requirements_of(kind))]
+           "--only-binary=:all:", "--dest", str(target), "-r", str(requirements_of(which))]
     # Everything already there resolves from the wheelhouse alone, without touching an index.
     complete = subprocess.run([*pip, "--no-index", "--find-links", str(target)],
                               capture_output=True, text=True)
@@ -146,11 +174,11 @@ def _add_dir(archive: tarfile.TarFile, name: str) -> None:
     archive.addfile(info)
 
 
-def build_context(kind: str, wheelhouse: Path | None) -> IO[bytes]:
+def build_context(which: Which, wheelhouse: Path | None) -> IO[bytes]:
     """The build context as an uncompressed tar in a temporary file (wheels can be large)."""
     context = tempfile.TemporaryFile(prefix="pushtune-context-")
     with tarfile.open(fileobj=context, mode="w") as archive:
-        for name, path in sorted(recipe_files(kind).items()):
+        for name, path in sorted(recipe_files(which).items()):
             _add_file(archive, name, path)
         _add_dir(archive, "wheelhouse")
         if wheelhouse is not None:
@@ -170,7 +198,7 @@ def image_exists(client: docker.DockerClient, name: str) -> bool:
 
 
 def build_image(
-    kind: str,
+    which: Which,
     *,
     client: docker.DockerClient | None = None,
     offline: bool = False,
@@ -178,22 +206,24 @@ def build_image(
     no_cache: bool = False,
     echo: Echo = _stderr,
 ) -> str:
-    """Build `pushtune/<kind>:<version>`, streaming Docker's output to `echo`; returns the tag."""
-    tag = image_tag(kind)
+    """Build `pushtune/<image>:<version>`, streaming Docker's output to `echo`; returns the tag."""
+    name = image_name(which)
+    tag = image_tag(name)
     client = client or connect(timeout=None)
     base = base_image or (OFFLINE_BASE_IMAGE if offline else ONLINE_BASE_IMAGE)
     if offline and not image_exists(client, base):
         hint = " (scripts/build-base-image.sh builds it)" if base == OFFLINE_BASE_IMAGE else ""
         raise UserError(f"offline build: base image {base} is not in the local engine{hint}")
-    wheelhouse = fill_wheelhouse(kind, echo) if offline else None
+    wheelhouse = fill_wheelhouse(name, echo) if offline else None
     echo(f"building {tag} from {base} ({'offline' if offline else 'online'})\n")
-    labels = {KIND_LABEL: kind, HASH_LABEL: content_hash(kind), "pushtune.version": __version__,
-              "pushtune.base-image": base}
-    with build_context(kind, wheelhouse) as context:
+    labels = {KIND_LABEL: name, IMAGE_LABEL: name, HASH_LABEL: content_hash(name),
+              PROFILES_LABEL: " ".join(p.name for p in profiles.of_image(name)),
+              "pushtune.version": __version__, "pushtune.base-image": base}
+    with build_context(name, wheelhouse) as context:
         try:
             stream = client.api.build(
                 fileobj=context, custom_context=True, tag=tag, labels=labels,
-                dockerfile=f"dockerfiles/{dockerfile_of(kind).name}", nocache=no_cache,
+                dockerfile=f"dockerfiles/{dockerfile_of(name).name}", nocache=no_cache,
                 rm=True, forcerm=True, pull=False, decode=True,
                 buildargs={"BASE_IMAGE": base, "PIP_OPTIONS": OFFLINE_PIP_OPTIONS if offline else ""},
                 # An offline build must not need the network: it gets none, so a gap shows at once.
@@ -213,37 +243,40 @@ def build_image(
     return tag
 
 
-def is_current(client: docker.DockerClient, kind: str) -> bool:
-    """True when the kind's image exists and was built from the recipe as it is now."""
+def is_current(client: docker.DockerClient, which: Which) -> bool:
+    """True when the image exists and was built from the recipe as it is now."""
     try:
-        image = client.images.get(image_tag(kind))
+        image = client.images.get(image_tag(which))
     except ImageNotFound:
         return False
-    return (image.labels or {}).get(HASH_LABEL) == content_hash(kind)
+    return (image.labels or {}).get(HASH_LABEL) == content_hash(which)
 
 
-def ensure_image(kind: str, client: docker.DockerClient | None = None, echo: Echo = _stderr) -> str:
-    """The kind's image tag, built first when it is missing or out of date.
+def ensure_image(which: Which, client: docker.DockerClient | None = None, echo: Echo = _stderr) -> str:
+    """The image's tag (of a profile, kind or image name), built first when it is missing or
+    out of date.
 
     The build is offline when the local base image (scripts/build-base-image.sh) is there, else
     online from python:3.11-slim.
     """
+    name = image_name(which)
     client = client or connect()
-    if is_current(client, kind):
-        return image_tag(kind)
+    if is_current(client, name):
+        return image_tag(name)
     offline = image_exists(client, OFFLINE_BASE_IMAGE)
-    echo(f"image {image_tag(kind)} is missing or out of date; building it\n")
+    echo(f"image {image_tag(name)} is missing or out of date; building it\n")
 
     def steps_only(text: str) -> None:
         if text.startswith(("Step ", "Successfully", "building ", "filling ")):
             echo(text)
 
-    return build_image(kind, offline=offline, echo=steps_only)  # own client: no read timeout
+    return build_image(name, offline=offline, echo=steps_only)  # own client: no read timeout
 
 
 @dataclass
 class ImageInfo:
-    kind: str
+    image: str
+    profiles: str  # the profiles that run in it: "cnn/pytorch ann/pytorch"
     tag: str
     size: int
     created: str
@@ -251,15 +284,16 @@ class ImageInfo:
 
 
 def list_images(client: docker.DockerClient | None = None) -> list[ImageInfo]:
-    """pushtune's images in the local engine, by kind then tag."""
+    """pushtune's images in the local engine, by image then tag."""
     client = client or connect()
     found = []
     for image in client.images.list(filters={"label": KIND_LABEL}):
         labels = image.labels or {}
-        kind = labels.get(KIND_LABEL, "?")
-        current = kind in REQUIREMENT_SETS and labels.get(HASH_LABEL) == content_hash(kind)
+        name = labels.get(IMAGE_LABEL) or labels.get(KIND_LABEL, "?")
+        current = name in REQUIREMENT_SETS and labels.get(HASH_LABEL) == content_hash(name)
+        served = " ".join(p.name for p in profiles.of_image(name)) or labels.get(PROFILES_LABEL, "")
         for tag in image.tags:  # untagged ones are old builds
-            found.append(ImageInfo(kind, tag, int(image.attrs.get("Size") or 0),
+            found.append(ImageInfo(name, served, tag, int(image.attrs.get("Size") or 0),
                                    str(image.attrs.get("Created", ""))[:19].replace("T", " "),
-                                   current and tag == image_tag(kind)))
-    return sorted(found, key=lambda info: (info.kind, info.tag))
+                                   current and tag == image_tag(name)))
+    return sorted(found, key=lambda info: (info.image, info.tag))

@@ -27,18 +27,22 @@ import jenkins
 import requests
 import yaml
 
+from jobs import exit_codes
 from jobs.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR = PROJECT_ROOT / "jenkins" / "jobs"
-CHAIN = ("pull", "classify", "train", "tweak", "notify", "monitor")
+CHAIN = ("pull", "classify", "train", "tweak", "notify", "monitor", "deploy", "retrain")
 DEFAULT_PREFIX = "pushtune"
 # The label expression every job of the chain runs on (JJB `node:`, project.yaml `label`): only
 # agents that have Docker and pushtune carry the label, so the controller and other agents
 # never get a pushtune build.
 DEFAULT_LABEL = "pushtune"
 # Build results as exit codes, in the spirit of `pushtune train`: UNSTABLE = below threshold.
-RESULT_EXIT_CODES = {"SUCCESS": 0, "UNSTABLE": 3, "FAILURE": 1, "ABORTED": 1, "NOT_BUILT": 1}
+RESULT_EXIT_CODES = {
+    "SUCCESS": exit_codes.OK, "UNSTABLE": exit_codes.BELOW_THRESHOLD, "FAILURE": exit_codes.FAILED,
+    "ABORTED": exit_codes.FAILED, "NOT_BUILT": exit_codes.FAILED,
+}
 
 
 @dataclass

@@ -4,7 +4,9 @@ A script runs as `python model.py` with the contract's environment (see docs/arc
 PUSHTUNE_OUTPUT, PUSHTUNE_DATA, PUSHTUNE_PARAMS, PUSHTUNE_RESUME, PUSHTUNE_CACHE. Every helper
 also works standalone (nothing set): output goes to ./output, the cache to ./.cache.
 
-Importing this module is cheap: only `callbacks()` imports Keras, and only when called.
+Importing this module is cheap: only `callbacks()` imports Keras and only the `torch_*` helpers
+import torch, each when called. The module is copied alone into the runtime images: it imports
+nothing but the standard library at module level.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -23,6 +26,8 @@ METRICS_FILE = "metrics.json"
 PROGRESS_FILE = "progress.json"
 HISTORY_FILE = "history.json"
 CHECKPOINT_DIR = "checkpoints"
+TORCH_CHECKPOINT = "torch.pt"  # in CHECKPOINT_DIR: model and optimizer state, epoch, torch's RNG
+CHECKPOINT_METADATA = "training_metadata.json"  # in CHECKPOINT_DIR: {"epoch": n, "batch": 0}, Keras' format
 
 # Parameter names that mean the same thing (architecture.md: `learning_rate` (or `lr`)).
 _ALIASES = {"lr": "learning_rate", "learning_rate": "lr"}
@@ -271,3 +276,92 @@ def _repair_backup_metadata(backup_dir: Path) -> None:
         shutil.copyfile(previous_weights, backup_dir / "latest.weights.h5")
     else:
         metadata.unlink()
+
+
+# --- PyTorch checkpointing ---------------------------------------------------------------------
+
+
+def torch_resume(model: Any, optimizer: Any = None) -> int:
+    """The epoch a PyTorch training starts at: call it once, after building the model and the
+    optimizer, and loop `for epoch in range(start, EPOCHS)`, ending each epoch with
+    `torch_epoch_end`.
+
+    When the attempt resumes (PUSHTUNE_RESUME=1: its process died, or a warm start copied its
+    parent's checkpoint), the state `torch_epoch_end` saved in <output>/checkpoints/torch.pt is
+    loaded into `model` and `optimizer`, with torch's random number generator, and the number of
+    epochs it holds is returned. Otherwise (a training from scratch) an old checkpoint,
+    progress.json and history.json are removed and 0 is returned.
+    """
+    import torch  # lazy: only PyTorch scripts pay for it
+
+    out = output_dir()
+    checkpoints = out / CHECKPOINT_DIR
+    if not resuming():
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (out / PROGRESS_FILE).unlink(missing_ok=True)
+        (out / HISTORY_FILE).unlink(missing_ok=True)
+        return 0
+    for leftover in checkpoints.glob(f".{TORCH_CHECKPOINT}.*.tmp"):  # a save the kill cut short
+        leftover.unlink(missing_ok=True)
+    path = checkpoints / TORCH_CHECKPOINT
+    if not path.is_file():
+        print("kit: resuming, but no checkpoint yet: starting at epoch 0", file=sys.stderr, flush=True)
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        epoch = int(state["epoch"])
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as exc:
+        # saved atomically, so not a kill mid-save: a file damaged otherwise, or not a checkpoint
+        print(f"kit: cannot read {path} ({type(exc).__name__}: {exc}); starting at epoch 0",
+              file=sys.stderr, flush=True)
+        return 0
+    model.load_state_dict(state["model"])
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if state.get("rng") is not None:
+        torch.set_rng_state(state["rng"])
+    print(f"kit: resumed at epoch {epoch}", file=sys.stderr, flush=True)
+    return epoch
+
+
+def torch_epoch_end(epoch: int, model: Any, optimizer: Any = None, *, epochs: int | None = None,
+                    steps: int | None = None, **logs: Any) -> None:
+    """End epoch `epoch` (counted from 0, as `range` does) of a PyTorch training: save the model's
+    and optimizer's state, the epoch and torch's random number generator to
+    <output>/checkpoints/torch.pt (atomically), then add the epoch's `logs` (loss=…, accuracy=…,
+    val_loss=…, val_accuracy=…: numbers or 0-d tensors) to history.json and write progress.json,
+    as `callbacks()` does for Keras. `epochs` (the total) and `steps` (optimizer steps per epoch)
+    go into history.json, where pushtune's diagnosis and warm starts read them.
+    """
+    import torch
+
+    out = output_dir()
+    checkpoints = out / CHECKPOINT_DIR
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    done = int(epoch) + 1
+    state = {"epoch": done, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict() if optimizer is not None else None,
+             "rng": torch.get_rng_state()}
+    _save_atomic(checkpoints / TORCH_CHECKPOINT, lambda handle: torch.save(state, handle))
+    # The checkpoint first, then its epoch, then the curve and progress.json: progress never
+    # claims an epoch that a resume could not restore.
+    _write_json_atomic(checkpoints / CHECKPOINT_METADATA, {"epoch": done, "batch": 0})
+    plain_logs = {name: _finite_or_none(value) for name, value in logs.items()}
+    earlier = (history() or {}).get("history")
+    kept = [e for e in earlier or [] if isinstance(e, dict) and isinstance(e.get("epoch"), int)
+            and e["epoch"] < done]  # a resumed training repeats the epochs after its checkpoint
+    curve = {"epochs": epochs, "steps": steps, "history": [*kept, {"epoch": done, **plain_logs}]}
+    _write_json_atomic(out / HISTORY_FILE, curve)
+    _write_json_atomic(out / PROGRESS_FILE, {"epoch": done, "epochs": epochs, "logs": plain_logs})
+
+
+def _save_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """`write(handle)` into a temp file in the same directory, then rename it over `path`."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -25,15 +25,18 @@ from jobs import tweaks
 from jobs.classify import Classification, classify_file
 from jobs.errors import UserError
 from jobs.metrics import (
-    best_attempt, find_artifact, is_regular_file, log_tail, meets, read_curve, read_json_output, read_metrics,
+    find_artifact, is_regular_file, log_tail, read_curve, read_json_output, read_metrics,
 )
+from jobs.objective import MODES, Objective, best_attempt
 from jobs.lease import Lease, attempt_lease, run_lease
+from jobs.notebook import (
+    NotebookCode, NotebookError, code_of, decode_notebook, handed_back_notebook, notebook_json, notebook_problem,
+    script_code,
+)
 from jobs.runtime import AttemptOutcome, AttemptSpec, Restart, Runtime, metric_written
 from jobs.store import RunStore
 from jobs.store import run_dir as store_run_dir
 from jobs.strategies import Candidate, History, first_candidate, get_strategy
-
-EXIT_CODES = {"passed": 0, "below_threshold": 3, "failed": 1, "interrupted": 130}
 
 
 @dataclass
@@ -56,11 +59,17 @@ class RunOptions:
     jenkins_build_url: str | None = None
     chain: bool = False  # driven one step at a time by a job chain, which plans the next attempt
     min_delta: float = 0.0  # a smaller change of the metric is noise
+    name: str | None = None  # the model name a passing run registers under (default: the file's stem)
+    promote: bool = True  # a passing run's version becomes production if it beats production (jobs.versions)
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.metric, self.mode, self.threshold)
 
     def validate(self) -> None:
         if not math.isfinite(self.threshold):
             raise UserError("--threshold must be a finite number")
-        if self.mode not in ("max", "min"):
+        if self.mode not in MODES:
             raise UserError("--mode must be max or min")
         if self.max_attempts < 1:
             raise UserError("--max-attempts must be at least 1")
@@ -96,6 +105,34 @@ def read_source(path: Path) -> str:
     return "\n".join(head)
 
 
+PUSHED_NOTEBOOK = "pushed.ipynb"  # in the run directory, with pushed.py (the Python its code cells run)
+PUSHED_NOTES = "pushed-notes.txt"  # what the conversion left out, written at the top of each attempt's log
+
+
+def is_notebook(path: str | Path) -> bool:
+    return str(path).lower().endswith(".ipynb")
+
+
+def read_model(path: Path) -> tuple[NotebookCode, str | None]:
+    """The pushed file as the Python that runs, and a notebook's own text (None for a script).
+
+    The same text `jobs.classify` reads, so the classifier, the tweaker and the runner agree: a
+    notebook's code cells after their markers (jobs.notebook), a script in its declared encoding
+    with its IPython lines made Python (an export's `%matplotlib inline`, `get_ipython()…`)."""
+    if is_notebook(path):
+        text = decode_notebook(path.read_bytes())
+        return code_of(text, notebook=True), text
+    return script_code(read_source(path)), None
+
+
+def pushed_notebook(run_dir: Path) -> NotebookCode | None:
+    """The run's pushed notebook (kept as pushed.ipynb), or None for a script run."""
+    kept = run_dir / PUSHED_NOTEBOOK
+    if not kept.is_file():
+        return None
+    return code_of(kept.read_text(encoding="utf-8"), notebook=True)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -120,6 +157,12 @@ def git_commit_of(path: Path) -> str | None:
 
 def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classification, str]:
     """The pushed file's classification and source, or a UserError saying why it cannot run."""
+    found, code, _ = _check_model(model_path, options)
+    return found, code.source
+
+
+def _check_model(model_path: str | Path, options: RunOptions) -> tuple[Classification, NotebookCode, str | None]:
+    """`check_model`, with the pushed file as `read_model` reads it."""
     path = Path(model_path)
     if not path.is_file():
         raise UserError(f"no such model file: {model_path}")
@@ -128,9 +171,12 @@ def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classifica
     if found.kind == "unsupported":
         raise UserError(f"{path}: unsupported model file: {found.reason}")
     try:
-        source = read_source(path)
+        code, notebook = read_model(path)
+    except NotebookError as exc:
+        raise UserError(f"{path}: {exc}") from None
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
+    source = code.source
     if options.strategy in ("grid", "optuna") and not tweaks.reads_params(source):
         raise UserError(
             f"--strategy {options.strategy} sets parameters through PUSHTUNE_PARAMS, which "
@@ -144,19 +190,24 @@ def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classifica
                 f"--strategy optuna needs a search space (--space FILE): {path.name} declares no "
                 f"parameter it can search in kit.params(...) (such as learning_rate, C, alpha, epochs)"
             )
-    return found, source
+    return found, code, notebook
 
 
 def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> int:
     """Classify the pushed file and record a new run; returns its id."""
     path = Path(model_path)
-    found, source = check_model(path, options)
+    found, code, notebook = _check_model(path, options)
+    files = {"pushed.py": code.source}  # in runs/<id>/, made with the run in one step
+    if notebook is not None:  # each attempt's model.ipynb is rebuilt from it
+        files[PUSHED_NOTEBOOK] = notebook
+    if code.notes:
+        files[PUSHED_NOTES] = "".join(f"{note}\n" for note in code.notes)
     run_id = store.create_run(
         model_path=str(path.resolve()), model_name=path.name, model_sha256=sha256_of(path),
         kind=found.kind, framework=found.framework, git_commit=git_commit_of(path.resolve()),
         metric=options.metric, mode=options.mode, threshold=options.threshold,
         strategy=options.strategy, runtime=options.runtime, options=asdict(options),
-        files={"pushed.py": source},  # in runs/<id>/, made with the run in one step
+        files=files,
     )
     return run_id
 
@@ -181,7 +232,7 @@ def history_of(store: RunStore, run: dict) -> History:
     # "as pushed" and a search point with the same values are seen as the same configuration.
     declared = tweaks.declared_params(pushed) if tweaks.reads_params(pushed) else {}
     return History(
-        kind=run["kind"], mode=run["mode"], pushed_source=pushed,
+        kind=run["kind"], framework=run["framework"], mode=run["mode"], pushed_source=pushed,
         base_params={**declared, **options.params}, attempts=attempts, space=options.space,
         metric=run["metric"], threshold=run["threshold"], min_delta=options.min_delta,
     )
@@ -191,7 +242,7 @@ def stop_reason(run: dict, history: History) -> str | None:
     """Why the loop must stop now, or None while it may go on."""
     options = run_options(run)
     best = history.best()
-    if best and meets(best["metric_value"], run["threshold"], run["mode"]):
+    if best and history.objective.meets(best["metric_value"]):
         return "threshold met"
     if len(history.attempts) >= options.max_attempts:
         return f"attempt budget spent ({options.max_attempts})"
@@ -230,38 +281,104 @@ def train_attempt(store: RunStore, run_id: int, candidate: Candidate, runtime: R
     return execute_attempt(store, run_id, n, runtime)
 
 
-def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate) -> int:
-    """Record a new attempt and lay out its directory: model.py, params.json, diff.patch."""
+def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate, *, status: str = "running") -> int:
+    """Record a new attempt and lay out its directory: model.py, params.json, diff.patch; for a
+    notebook also model.ipynb (the pushed notebook with this attempt's code, output-free), its
+    tweak and diff naming cells; and what the conversion left out at the top of log.txt.
+    A job chain's tweak step records it "pending", for its train step to run as planned."""
     run = store.get_run(run_id)
     run_dir = store_run_dir(run)
     pushed = (run_dir / "pushed.py").read_text(encoding="utf-8")
+    parent = store.get_attempt(run_id, candidate.parent) if candidate.parent else None
+    notebook = pushed_notebook(run_dir)
+    if notebook is not None:  # "(line 12)" of the source the tweak was made on → "(cell 4, line 2)"
+        base = pushed
+        if parent and parent["dir"] and (Path(parent["dir"]) / "model.py").is_file():
+            base = (Path(parent["dir"]) / "model.py").read_text(encoding="utf-8")
+        named = notebook.name_cells(candidate.tweak, base)
+        if candidate.tweaks and candidate.tweaks[-1] == candidate.tweak:
+            candidate.tweaks = [*candidate.tweaks[:-1], named]
+        candidate.tweak = named
     n = store.add_attempt(
         run_id, dir_of=lambda n: str(run_dir / f"attempt-{n}"),
         parent=candidate.parent, tweak_name=candidate.tweak_name, tweak=candidate.tweak,
         tweaks=candidate.tweaks, params=candidate.params,
         source_sha256=hashlib.sha256(candidate.source.encode()).hexdigest(),
-        config_key=candidate.key, reason=candidate.reason,
+        config_key=candidate.key, reason=candidate.reason, status=status,
     )
     workdir = run_dir / f"attempt-{n}"
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "output").mkdir(parents=True)
-    parent = store.get_attempt(run_id, candidate.parent) if candidate.parent else None
     epoch = warm_start_epoch(parent, candidate) if parent else None
     if epoch:
         copy_checkpoint(Path(parent["dir"]) / "output", workdir / "output")
         store.update_attempt(run_id, n, warm_from=parent["n"], warm_epoch=epoch)
     (workdir / "model.py").write_text(candidate.source, encoding="utf-8")
     (workdir / "params.json").write_text(json.dumps(candidate.params, indent=2) + "\n")
-    diff = "".join(difflib.unified_diff(
-        pushed.splitlines(keepends=True), candidate.source.splitlines(keepends=True),
-        f"a/{run['model_name']}", f"b/{run['model_name']}",
-    ))
+    if notebook is not None:  # one diff per changed cell, headed `a/NAME (cell K)`
+        diff = notebook.diff(pushed, candidate.source, run["model_name"])
+    else:
+        diff = "".join(difflib.unified_diff(
+            pushed.splitlines(keepends=True), candidate.source.splitlines(keepends=True),
+            f"a/{run['model_name']}", f"b/{run['model_name']}",
+        ))
     (workdir / "diff.patch").write_text(diff, encoding="utf-8")
+    _lay_out_notebook(run, run_dir, workdir, notebook, candidate.source)
     store.update_attempt(run_id, n, diff=diff)
     return n
 
 
-WARM_START_FILES = ("progress.json", "history.json")  # with the checkpoints directory
+def _lay_out_notebook(run: dict, run_dir: Path, workdir: Path, notebook: NotebookCode | None, source: str) -> None:
+    """An attempt's model.ipynb (a notebook run's), and the notes on what the conversion of the
+    pushed file left out at the top of its log.txt (the runtimes append to it)."""
+    notes_file = run_dir / PUSHED_NOTES
+    notes = notes_file.read_text(encoding="utf-8").splitlines() if notes_file.is_file() else []
+    lines = []
+    if notes:
+        what = "notebook" if notebook is not None else "script"
+        lines.append(f"pushtune: the {what} {run['model_name']} runs as Python, its IPython lines as comments "
+                     f"(shell and install lines are skipped: the runtime image already has the packages):")
+        lines += [f"pushtune:   {note}" for note in notes]
+    if notebook is not None:
+        try:
+            rebuilt = notebook.rebuilt(source)
+        except (ValueError, NotebookError) as exc:
+            lines.append(f"pushtune: no model.ipynb for this attempt: {exc}")
+        else:
+            (workdir / "model.ipynb").write_text(notebook_json(rebuilt), encoding="utf-8")
+            problem = notebook_problem(rebuilt)
+            if problem:
+                lines.append(f"pushtune: model.ipynb does not validate as nbformat: {problem}")
+    if lines:
+        (workdir / "log.txt").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+def hand_back_notebook(run: dict, attempt: dict) -> Path | None:
+    """Copy the attempt's model.ipynb to `handed_back_notebook` (never through a link the script
+    left there); the path, or None when there is none to hand back. Never fails the run."""
+    target = handed_back_notebook(run, attempt)
+    source = Path(attempt["dir"]) / "model.ipynb" if target is not None else None
+    if target is None or source is None or not is_regular_file(source):
+        return None
+    import tempfile
+
+    staged = None
+    try:
+        handle, staged = tempfile.mkstemp(prefix=".notebook-", dir=target.parent)
+        with os.fdopen(handle, "wb") as out:
+            out.write(source.read_bytes())
+        shutil.copymode(source, staged)  # as readable as model.ipynb, not mkstemp's 0600
+        os.replace(staged, target)  # replaces a link itself, never what it points at
+    except OSError:
+        if staged is not None:
+            Path(staged).unlink(missing_ok=True)
+        return None
+    return target
+
+
+# With the checkpoints directory: its epoch (training_metadata.json, as Keras' BackupAndRestore
+# and the kit's PyTorch helpers write it) and state (the profile's file: jobs.profiles.Resume).
+WARM_START_FILES = ("progress.json", "history.json")
 
 
 def warm_start_epoch(parent: dict, candidate: Candidate) -> int | None:
@@ -278,12 +395,15 @@ def warm_start_epoch(parent: dict, candidate: Candidate) -> int | None:
     epochs = curve.get("epochs")
     if not isinstance(epochs, int) or len(history) != epochs or history[-1].get("epoch") != epochs:
         return None
+    from jobs import profiles
+
     checkpoints = Path(parent["dir"]) / "output" / "checkpoints"
     try:  # written by the script: never followed through a link, never blocking on a FIFO
-        saved = read_json_output(checkpoints / "training_metadata.json")["epoch"]
+        saved = read_json_output(checkpoints / profiles.CHECKPOINT_METADATA)["epoch"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if saved != epochs or checkpoints.is_symlink() or not is_regular_file(checkpoints / "latest.weights.h5"):
+    weights = profiles.checkpoint_weights()  # Keras' latest.weights.h5, the kit's torch.pt
+    if saved != epochs or checkpoints.is_symlink() or not any(is_regular_file(checkpoints / w) for w in weights):
         return None
     parent_source = (Path(parent["dir"]) / "model.py").read_text(encoding="utf-8")
     return epochs if _only_epochs_differ(parent_source, parent["params"], candidate) else None
@@ -308,12 +428,26 @@ def copy_checkpoint(parent_output: Path, output: Path) -> None:
         shutil.copy2(path, target, follow_symlinks=False)
 
 
+def pending_attempt(store: RunStore, run_id: int) -> dict | None:
+    """The attempt a tweak step planned and no train step has run yet."""
+    return next((a for a in store.attempts(run_id) if a["status"] == "pending"), None)
+
+
+def as_candidate(attempt: dict) -> Candidate:
+    """A recorded attempt as the candidate it was planned from (for progress lines)."""
+    source = (Path(attempt["dir"]) / "model.py").read_text(encoding="utf-8")
+    return Candidate(source=source, params=attempt["params"], tweak_name=attempt["tweak_name"],
+                     tweak=attempt["tweak"], tweaks=attempt["tweaks"], parent=attempt["parent"],
+                     reason=attempt["reason"])
+
+
 def attempt_spec(store: RunStore, run: dict, attempt: dict, *, resume: bool = False) -> AttemptSpec:
     """What a runtime needs for an attempt, rebuilt from the store (so a monitor can resume it)."""
     options = run_options(run)
     spec = AttemptSpec(
-        run_id=run["id"], attempt=attempt["n"], kind=run["kind"], model_name=run["model_name"],
-        workdir=Path(attempt["dir"]), data_dir=Path(options.data) if options.data else None,
+        run_id=run["id"], attempt=attempt["n"], kind=run["kind"], framework=run["framework"],
+        model_name=run["model_name"], workdir=Path(attempt["dir"]),
+        data_dir=Path(options.data) if options.data else None,
         cache_dir=store.local / "cache", params=attempt["params"],
         timeout=_remaining_budget(run, options),
         max_restarts=max(options.max_restarts - attempt["restarts"], 0),
@@ -378,17 +512,28 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
 def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool = False) -> dict:
     """Decide the run's status from its attempts, record it, write the report; the summary."""
     run = store.get_run(run_id)
-    best = best_attempt(store.attempts(run_id), run["mode"])
+    objective = Objective.of(run)
+    best = best_attempt(store.attempts(run_id), objective)
     if interrupted:
         status = "interrupted"
-    elif best and meets(best["metric_value"], run["threshold"], run["mode"]):
+    elif best and objective.meets(best["metric_value"]):
         status = "passed"
     elif best:
         status = "below_threshold"
     else:
         status = "failed"
+    pending = pending_attempt(store, run_id)
+    if pending:  # planned by a tweak step, never trained: recorded as such, not left hanging
+        store.update_attempt(run_id, pending["n"], status="failed", finished_at=time.time(),
+                             error=f"never trained: the run finished first ({reason})")
     store.update_run(run_id, status=status, best_attempt=best and best["n"],
                      finished_at=time.time(), stop_reason=reason)
+    if best:  # a notebook run hands its best notebook back next to the model
+        hand_back_notebook(run, best)
+    if status == "passed":  # its best model: the next version of its name, production if better
+        from jobs.versions import deploy_after_run
+
+        deploy_after_run(store, run_id)
     from jobs.report import write_report
 
     write_report(store, run_id)
@@ -397,10 +542,12 @@ def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool =
 
 def summarize(store: RunStore, run_id: int) -> dict:
     """The run as the `--json` object: status, threshold, metric, best, attempts, run_id."""
+    from jobs.versions import deployment_of
+
     run = store.get_run(run_id)
     metric = run["metric"]
     attempts = store.attempts(run_id)
-    best = next((a for a in attempts if a["n"] == run["best_attempt"]), None)
+    best = best_attempt(attempts, Objective.of(run))  # the best so far, while the run is running
     return {
         "run_id": run_id,
         "model": run["model_path"],
@@ -414,6 +561,7 @@ def summarize(store: RunStore, run_id: int) -> dict:
             "attempt": best["n"], metric: best["metric_value"], "params": best["params"],
             "tweaks": best["tweaks"], "artifact": best["artifact_path"],
             "artifact_sha256": best["artifact_sha256"],
+            "notebook": _existing(handed_back_notebook(run, best)),
         },
         "attempts": [
             {"n": a["n"], **({metric: a["metric_value"]} if a["status"] == "ok" else {"error": a["error"]}),
@@ -421,8 +569,13 @@ def summarize(store: RunStore, run_id: int) -> dict:
              "warm_epoch": a["warm_epoch"], "seconds": round(a["seconds"] or 0.0, 3)}
             for a in attempts
         ],
+        "deployment": deployment_of(store, run_id),
         "report": str(Path(run["run_dir"]) / "report.html"),
     }
+
+
+def _existing(path: Path | None) -> str | None:
+    return str(path) if path is not None and is_regular_file(path) else None
 
 
 Progress = Callable[[str, dict], None]

@@ -19,6 +19,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from jobs.objective import Objective
+
 _LINE = re.compile(r"^\s*([A-Za-z_][\w.\- ]*?)\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 ARTIFACT_NAMES = ("model.keras", "model.h5", "model.joblib", "model.pkl", "model.pt", "model.onnx")
 OUTPUT_LIMIT = 1 << 20  # metrics.json, accuracy.txt, progress.json
@@ -214,23 +216,7 @@ def log_tail(log_path: Path, lines: int = 15, limit: int = LOG_TAIL_BYTES) -> st
     return "\n".join(kept)
 
 
-def is_better(value: float, than: float | None, mode: str) -> bool:
-    if than is None:
-        return True
-    return value > than if mode == "max" else value < than
-
-
-def best_attempt(attempts: list[dict], mode: str) -> dict | None:
-    """The succeeded attempt with the best metric (the first of equals), or None."""
-    best = None
-    for attempt in attempts:
-        if attempt["status"] == "ok" and attempt["metric_value"] is not None:
-            if best is None or is_better(attempt["metric_value"], best["metric_value"], mode):
-                best = attempt
-    return best
-
-
 def meets(value: float | None, threshold: float, mode: str) -> bool:
-    if value is None:
-        return False
-    return value >= threshold if mode == "max" else value <= threshold
+    """`Objective(…, mode, threshold).meets(value)` (jobs.objective), kept for
+    benchmarks/bench_tuning.py; pushtune itself asks the run's Objective."""
+    return Objective("", mode, threshold).meets(value)

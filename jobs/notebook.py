@@ -25,12 +25,15 @@ rewrite inserts may shift the rest: the restoring aligns lines, it does not coun
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import io
 import os
 import re
 import tokenize
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jobs.errors import UserError
@@ -39,6 +42,8 @@ PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})  # run the
 IPYTHON_METHODS = frozenset({"system", "getoutput", "run_line_magic", "magic", "run_cell_magic"})
 COMMENT = "# ipython: "
 CELL_MARKER = "# %% pushtune cell {}"
+_MARKER_LINE = re.compile(r"# %% pushtune cell (\d+)")
+_LINE_REFERENCE = re.compile(r"\(line (\d+)")  # as the tweaks name a line: "(line 12)", "(line 12, …)"
 
 # A line IPython reads and Python cannot: a magic, a shell escape, `x = !cmd`, `obj?` / `?obj`.
 _IPYTHON_LINE = re.compile(r"^[ \t]*(?:[!%?]|[A-Za-z_][\w.]*[ \t]*=[ \t]*[!%])|\?\??[ \t]*$")
@@ -113,6 +118,141 @@ class NotebookCode:
             text = "".join(_restored(chunk, written, python))
             cells[index] = text if self.trailing_newline[number] else text.removesuffix("\n")
         return cells
+
+    # --- running, tweaking and handing back a notebook (see also the module functions below) ---
+
+    def locate(self, source: str, line: int) -> str | None:
+        """Where line `line` of `source` (this notebook's source, or a rewrite of it) is, as
+        `where` says it: "cell 4, line 2". The pushed source is read through `origins`; a rewrite
+        (whose inserted lines shift the rest) by the cell marker above the line. None for a
+        script, a marker line or a line above the first marker."""
+        if not self.is_notebook or line < 1:
+            return None
+        if source == self.source:
+            return self.where(line) if line <= len(self.origins) and self.origin(line)[1] else None
+        found = _marked_cell(source, line)
+        return None if found is None else f"cell {found[0]}, line {found[1]}"
+
+    def name_cells(self, text: str | None, source: str) -> str | None:
+        """A tweak's description with each "(line N" of `source` named as "(cell K, line M":
+        `halve learning rate 8 → 4 (line 12)` → `… (cell 4, line 2)`. A script's is unchanged."""
+        if not text or not self.is_notebook:
+            return text
+
+        def named(match: re.Match[str]) -> str:
+            where = self.locate(source, int(match.group(1)))
+            return f"({where}" if where else match.group(0)
+
+        return _LINE_REFERENCE.sub(named, text)
+
+    def diff(self, old: str, new: str, name: str) -> str:
+        """The unified diff from `old` to `new` (this notebook's source or rewrites of it): for a
+        notebook one per changed code cell, headed `a/NAME (cell K)`, in the cell's own lines (its
+        IPython lines as written); for a script, or sources whose markers are lost, one diff of
+        the whole text."""
+        if self.is_notebook:
+            try:
+                before, after = self.split(old), self.split(new)
+            except ValueError:
+                pass
+            else:
+                parts: list[str] = []
+                for index in self.cells:
+                    if before[index] != after[index]:
+                        label = f"{name} (cell {index + 1})"
+                        parts.extend(difflib.unified_diff(_diff_lines(before[index]), _diff_lines(after[index]),
+                                                          f"a/{label}", f"b/{label}"))
+                return "".join(parts)
+        return "".join(difflib.unified_diff(_diff_lines(old), _diff_lines(new), f"a/{name}", f"b/{name}"))
+
+    def rebuilt(self, source: str) -> Any:
+        """The notebook with its code cells' text taken from `source` (this notebook's source,
+        rewritten or not; IPython lines restored), every other cell kept in its place, and every
+        output and execution count cleared: what a person opens to see exactly what ran.
+        ValueError when `source` lost a cell marker; NotebookError for a script."""
+        if not self.is_notebook or self.notebook is None:
+            raise NotebookError("a script has no notebook to rebuild")
+        nb = copy.deepcopy(self.notebook)
+        for index, text in self.split(source).items():
+            nb.cells[index]["source"] = text
+        return output_free(nb)
+
+
+def _marked_cell(source: str, line: int) -> tuple[int, int] | None:
+    """(cell number as people count it, line in that cell) of line `line` of a notebook source,
+    found by the last `# %% pushtune cell N` marker above it; None on or above the first marker."""
+    cell, start = None, 0
+    for number, text in enumerate(_lines(source)[:line], 1):
+        match = _MARKER_LINE.fullmatch(text.rstrip("\r\n"))
+        if match:
+            cell, start = int(match.group(1)), number
+    if cell is None or line <= start:
+        return None
+    return cell, line - start
+
+
+def _diff_lines(text: str) -> list[str]:
+    """Lines for difflib, each ending in a newline (a last line without one gets one)."""
+    return [line if line.endswith(("\n", "\r")) else line + "\n" for line in _lines(text)]
+
+
+def output_free(nb: Any) -> Any:
+    """The notebook (changed in place and returned) without outputs or execution counts, repaired
+    where nbformat's own normalizing can (missing cell ids, metadata of the wrong type) and where
+    a cell lacks a key the schema requires, so that it validates."""
+    import nbformat
+    from nbformat.validator import normalize
+
+    nb.setdefault("metadata", {})
+    for cell in nb.cells:
+        cell.setdefault("metadata", {})
+        if not isinstance(cell.get("source"), str):
+            cell["source"] = "".join(cell.get("source") or [])
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        else:
+            cell.pop("outputs", None)
+            cell.pop("execution_count", None)
+    with warnings.catch_warnings():  # nbformat warns about what it repairs
+        warnings.simplefilter("ignore")
+        _, repaired = normalize(nb, strip_invalid_metadata=True)
+    return nbformat.from_dict(repaired)
+
+
+def notebook_problem(nb: Any) -> str | None:
+    """Why the notebook does not validate against its nbformat schema, or None when it does."""
+    import nbformat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            nbformat.validate(copy.deepcopy(nb))
+        except nbformat.ValidationError as exc:
+            return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
+
+
+def handed_back_notebook(run: dict[str, Any], attempt: dict[str, Any]) -> Path | None:
+    """Where a notebook run hands an attempt's notebook (its model.ipynb) back: next to the
+    attempt's model artifact (in its output directory when it saved none), named as the pushed
+    notebook. None for a script run. (The copy is jobs.loop.hand_back_notebook's.)"""
+    name = run.get("model_name") or ""
+    if not name.lower().endswith(".ipynb") or not attempt.get("dir"):
+        return None
+    artifact = attempt.get("artifact_path")
+    folder = Path(artifact).parent if artifact else Path(attempt["dir"]) / "output"
+    return folder / Path(name).name
+
+
+def notebook_json(nb: Any) -> str:
+    """The notebook as its file's text (nbformat's JSON, ending in a newline)."""
+    import nbformat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
 
 
 def code_of(path_or_text: str | os.PathLike[str], *, notebook: bool | None = None) -> NotebookCode:

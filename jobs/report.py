@@ -15,6 +15,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from jobs.notebook import handed_back_notebook
+from jobs.objective import Objective, best_attempt
 from jobs.plot import curves_plot_png, metric_plot_png
 from jobs.store import RunStore, run_dir
 
@@ -59,13 +61,14 @@ def _row(attempt: dict[str, Any], best_n: int | None) -> dict[str, Any]:
     }
 
 
-def _best(best: dict[str, Any]) -> dict[str, Any]:
+def _best(best: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     return {
         "n": best["n"],
         "value": f"{best['metric_value']:.4f}",
         "params": str(best["params"]),
         "artifact": best["artifact_path"] or "none saved",
         "sha256": best["artifact_sha256"] or "",
+        "notebook": str(notebook) if (notebook := handed_back_notebook(run, best)) and notebook.is_file() else "",
         # the winner's source is the pushed file's when there is no diff: only parameters changed
         # (listed), or nothing did
         "diff": _diff_lines(best["diff"]) if best["diff"] else [],
@@ -77,7 +80,8 @@ def report_context(store: RunStore, run_id: int) -> dict[str, Any]:
     """Everything report.html.j2 shows, as text (escaped by the template) and base64 PNGs."""
     run = store.get_run(run_id)
     attempts = store.attempts(run_id)
-    best = next((a for a in attempts if a["n"] == run["best_attempt"]), None)
+    objective = Objective.of(run)
+    best = best_attempt(attempts, objective)  # the best so far, while the run is running
     best_n = best["n"] if best else None
     metric_png = metric_plot_png(attempts, run["metric"], run["threshold"])
     try:  # the curves come from the scripts' history.json: an odd one costs the chart, not the report
@@ -96,13 +100,13 @@ def report_context(store: RunStore, run_id: int) -> dict[str, Any]:
         "finished": _when(run["finished_at"]),
         "stop_reason": run["stop_reason"] or "",
         "metric": run["metric"],
-        "comparison": "≥" if run["mode"] == "max" else "≤",
+        "comparison": objective.symbol,
         "threshold": f"{run['threshold']:g}",
         "metric_png": base64.b64encode(metric_png).decode("ascii"),
         "curves_png": base64.b64encode(curves_png).decode("ascii") if curves_png else "",
         "with_why": any(a.get("reason") for a in attempts),
         "rows": [_row(a, best_n) for a in attempts],
-        "best": _best(best) if best else None,
+        "best": _best(best, run) if best else None,
     }
 
 

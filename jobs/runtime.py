@@ -6,6 +6,10 @@ container) with `PUSHTUNE_RESUME=1`, a bounded number of times, so it resumes fr
 checkpoint; a script that exits with an error of its own is not restarted. Both give the script
 the contract's variables and an allow-listed part of pushtune's environment (`passed_env`), and
 end every process of the attempt when it ends.
+
+`RUNTIMES` registers them: a name, a description, what each needs of the machine and a factory
+taking the runtime options. `get_runtime` looks a name up; `auto` is the first whose needs are
+met, by `auto_rank` (docker, then local). A new runtime is one `register_runtime` call.
 """
 
 from __future__ import annotations
@@ -47,7 +51,15 @@ class AttemptSpec:
     verbose: bool = False
     resume: bool = False  # the first start already resumes (a monitor took the attempt over)
     previous_restarts: int = 0  # restarts before this driver took over, for the bound's message
+    framework: str | None = None  # with `kind`, the attempt's profile (None: the kind's default)
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def profile(self):
+        """The attempt's (kind, framework) profile (jobs.profiles): its image, how it resumes."""
+        from jobs import profiles
+
+        return profiles.get(self.kind, self.framework)
 
     @property
     def script(self) -> Path:
@@ -494,12 +506,91 @@ def local_process_alive(workdir: Path) -> bool:
     return state != "Z"
 
 
-def get_runtime(name: str, **options) -> Runtime:
-    """`local`, `docker`, or `auto` (Docker when a daemon answers, else local)."""
-    if name == "local":
-        return LocalRuntime()
-    if name in ("docker", "auto"):
-        from jobs import docker_runtime
+# --- the registry: which runtimes there are, what each needs, and how `auto` picks one -----------
 
-        return docker_runtime.select(name, **options)
-    raise UserError(f"unknown runtime {name!r} (choose local, docker or auto)")
+AUTO = "auto"  # not a runtime: the first registered one, by `auto_rank`, whose needs are met
+
+
+@dataclass(frozen=True)
+class Need:
+    """Something a runtime needs of this machine."""
+
+    what: str  # "a Docker engine"
+    check: Callable[[], str | None]  # None when met, else why not, in one line
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """One runtime of the registry. `factory` takes the runtime options (memory, cpus, network,
+    keep: what `RunOptions.runtime_options` holds) and ignores those it has no use for; chosen by
+    name, it raises a one-line UserError itself when a need is not met."""
+
+    name: str
+    description: str
+    factory: Callable[..., Runtime]
+    needs: tuple[Need, ...] = ()
+    auto_rank: int | None = None  # `auto` tries lower ranks first; None: `auto` never picks it
+
+    def unmet(self) -> str | None:
+        """Why the runtime cannot run here (the first need that is not met), or None."""
+        for need in self.needs:
+            reason = need.check()
+            if reason is not None:
+                return reason
+        return None
+
+
+RUNTIMES: dict[str, RuntimeEntry] = {}  # name -> entry, in the order the CLI lists them
+
+
+def register_runtime(entry: RuntimeEntry) -> RuntimeEntry:
+    if entry.name == AUTO or entry.name in RUNTIMES:
+        raise ValueError(f"runtime {entry.name!r} is registered already")
+    RUNTIMES[entry.name] = entry
+    return entry
+
+
+def runtime_choices() -> tuple[str, ...]:
+    """What `--runtime` accepts: the registered runtimes, then `auto`."""
+    return (*RUNTIMES, AUTO)
+
+
+def get_runtime(name: str, **options) -> Runtime:
+    """The registered runtime `name`, made with `options`; `auto`: the first registered runtime,
+    by `auto_rank`, whose needs are met (Docker when an engine answers, else local)."""
+    if name == AUTO:
+        ranked = sorted((e for e in RUNTIMES.values() if e.auto_rank is not None), key=lambda e: e.auto_rank)
+        reasons = []
+        for entry in ranked:
+            reason = entry.unmet()
+            if reason is None:
+                return entry.factory(**options)
+            reasons.append(f"{entry.name}: {reason}")
+        raise UserError(f"no runtime can run here ({'; '.join(reasons) or 'none is registered'})")
+    entry = RUNTIMES.get(name)
+    if entry is None:
+        raise UserError(f"unknown runtime {name!r} (choose {', '.join(RUNTIMES)} or {AUTO})")
+    return entry.factory(**options)
+
+
+def _local(**options) -> Runtime:
+    return LocalRuntime()
+
+
+def _docker(**options) -> Runtime:
+    from jobs import docker_runtime  # imports the Docker SDK: only when Docker is asked for
+
+    return docker_runtime.create(**options)
+
+
+def _docker_engine() -> str | None:
+    from jobs import docker_runtime
+
+    return docker_runtime.engine_problem()
+
+
+register_runtime(RuntimeEntry(
+    "local", "a child process on this machine, with pushtune's own Python", _local, auto_rank=100))
+register_runtime(RuntimeEntry(
+    "docker", "a container per attempt, from the image of its kind, with memory, CPU and network limits",
+    _docker, needs=(Need("a Docker engine", _docker_engine),), auto_rank=0))

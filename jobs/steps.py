@@ -16,23 +16,21 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from jobs.classify import classify_file
+from jobs import exit_codes, profiles
+from jobs.classify import MODEL_SUFFIXES, classify_file
 from jobs.errors import UserError
-from jobs.loop import (EXIT_CODES, Progress, RunOptions, check_model, execute_attempt, finish_run, plan_next,
-                       prepare_attempt, run_options, start_run, summarize)
-from jobs.metrics import meets
+from jobs.loop import (Progress, RunOptions, as_candidate, check_model, execute_attempt, finish_run,
+                       pending_attempt, plan_next, prepare_attempt, run_options, start_run, summarize)
+from jobs.objective import Objective
 from jobs.runtime import Runtime, get_runtime
 from jobs.store import RunStore, run_dir
 
-# `pushtune train` exit codes
-TRAIN_PASSED, TRAIN_BELOW, TRAIN_FAILED = 0, 3, 1
 NO_COMMIT = "0" * 40
 TRAIN_JOB, NOTIFY_JOB = "pushtune-train", "pushtune-notify"  # as named in jenkins/jobs/
 BUILD_URL_OPTION = "jenkins_build_url"  # read by notify.summary for the mail's link
@@ -85,7 +83,8 @@ def _is_commit(repo: Path, rev: str | None) -> bool:
 
 
 def changed_paths(repo: Path, old: str | None, new: str) -> list[str]:
-    """Python files added, modified or renamed between two commits.
+    """Model files (`.py` scripts and `.ipynb` notebooks: jobs.classify.MODEL_SUFFIXES) added,
+    modified or renamed between two commits.
 
     Without a usable `old` (a first build, a new branch) the files of the `new` commit itself.
     """
@@ -96,7 +95,7 @@ def changed_paths(repo: Path, old: str | None, new: str) -> list[str]:
     else:
         output = run_git(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "-z",
                       "--diff-filter=AMR", new)
-    return [p for p in output.split("\0") if p.endswith(".py")]
+    return [p for p in output.split("\0") if p.endswith(MODEL_SUFFIXES)]
 
 
 def model_files(root: Path, paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -205,12 +204,16 @@ def record_build_url(store: RunStore, run_id: int, env: Mapping[str, str] | None
     return True
 
 
-def build_image(kind: str) -> None:
-    """`pushtune images build KIND`, which builds the kind's runtime image when it is missing."""
-    command = [sys.executable, "-m", "jobs", "images", "build", kind]
-    result = subprocess.run(command, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        raise UserError(f"`pushtune images build {kind}` failed (exit {result.returncode})")
+def build_image(which: str) -> str:
+    """The runtime image of a profile (`kind/framework`), an image name or a kind, built when it
+    is missing or out of date (offline when the local base image is there); its tag."""
+    from jobs import images  # lazy: the docker SDK only for steps that build
+
+    name = images.image_name(which)
+    try:
+        return images.ensure_image(name)
+    except UserError as exc:
+        raise UserError(f"`pushtune images build {name}` failed: {exc}") from None
 
 
 def chain_jobs(train: str | None = None, notify: str | None = None,
@@ -252,10 +255,10 @@ def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
             if found.kind == "unsupported":
                 skipped.append((path, found.reason))
                 continue
-        chosen.append((path, check_model(path, options)[0].kind))
+        chosen.append((path, check_model(path, options)[0]))
     if with_image and options.runtime in ("docker", "auto"):
-        for kind in sorted({kind for _, kind in chosen}):
-            build_image(kind)
+        for image in dict.fromkeys(profiles.get(found.kind, found.framework).image for _, found in chosen):
+            build_image(image)  # once per image, in the order of the files
     started = []
     for path, _ in chosen:
         run_id = start_run(store, path, options)
@@ -285,14 +288,19 @@ def train_step(store: RunStore, run_id: int, runtime: Runtime | None = None,
     {run_id, attempt}) after."""
     run = _running(store, run_id)
     record_build_url(store, run_id)
-    candidate, reason = plan_next(store, run_id)
+    pending = pending_attempt(store, run_id)  # what the tweak step planned, if it did
+    candidate, reason = (as_candidate(pending), None) if pending else plan_next(store, run_id)
     if candidate is None:
         summary = finish_run(store, run_id, reason)
-        return EXIT_CODES[summary["status"]], f"run {run_id} finished: {summary['status']} ({reason})"
+        return exit_codes.for_status(summary["status"]), f"run {run_id} finished: {summary['status']} ({reason})"
     options = run_options(run)
     runtime = runtime or get_runtime(options.runtime, **options.runtime_options)
     try:
-        n = prepare_attempt(store, run_id, candidate)
+        if pending:
+            n = pending["n"]
+            store.update_attempt(run_id, n, status="running", started_at=time.time())
+        else:
+            n = prepare_attempt(store, run_id, candidate)
         if progress:
             progress("attempt", {"run_id": run_id, "candidate": candidate, "n": n,
                                  "output": Path(store.get_attempt(run_id, n)["dir"]) / "output"})
@@ -304,13 +312,13 @@ def train_step(store: RunStore, run_id: int, runtime: Runtime | None = None,
         progress("attempted", {"run_id": run_id, "attempt": attempt})
     label = f"run {run_id} attempt {attempt['n']} ({candidate.tweak or 'as pushed'})"
     if attempt["status"] != "ok":
-        return TRAIN_FAILED, f"{label}: failed: {attempt['error']}"
+        return exit_codes.FAILED, f"{label}: failed: {attempt['error']}"
     value = attempt["metric_value"]
     line = f"{label}: {run['metric']} {value:.4f}, threshold {run['threshold']:g}"
-    if meets(value, run["threshold"], run["mode"]):
+    if Objective.of(run).meets(value):
         finish_run(store, run_id, "threshold met")
-        return TRAIN_PASSED, f"{line}: passed"
-    return TRAIN_BELOW, f"{line}: below threshold"
+        return exit_codes.OK, f"{line}: passed"
+    return exit_codes.BELOW_THRESHOLD, f"{line}: below threshold"
 
 
 def tweak_step(store: RunStore, run_id: int) -> Decision:
@@ -322,11 +330,15 @@ def tweak_step(store: RunStore, run_id: int) -> Decision:
             return Decision("none", run_id, f"run {run_id} is finished ({run['status']}) and was reported")
         return Decision("notify", run_id, f"run {run_id} is finished ({run['status']})")
     run_dir(run)
-    candidate, reason = plan_next(store, run_id)
-    if candidate is not None:
-        n = len(store.attempts(run_id)) + 1
-        limit = run_options(run).max_attempts
-        return Decision("train", run_id, f"run {run_id} attempt {n}/{limit} next: {candidate.tweak or 'as pushed'}")
+    limit = run_options(run).max_attempts
+    planned = pending_attempt(store, run_id)  # planned before: a retriggered tweak step plans no other
+    if planned is None:
+        candidate, reason = plan_next(store, run_id)
+        if candidate is not None:  # recorded now, trained as planned by the next train step
+            planned = store.get_attempt(run_id, prepare_attempt(store, run_id, candidate, status="pending"))
+    if planned is not None:
+        return Decision("train", run_id, f"run {run_id} attempt {planned['n']}/{limit} next: "
+                                         f"{planned['tweak'] or 'as pushed'}")
     summary = finish_run(store, run_id, reason)
     return Decision("notify", run_id, f"run {run_id} finished: {summary['status']} ({reason})")
 

@@ -137,9 +137,61 @@ def _schema_3(db: Connection, database: Database) -> None:
     db.execute(database.ddl(LEASES))
 
 
+# Model versions (jobs.versions): each passing run's best artifact, numbered per name (1, 2, …,
+# never reused), a copy of it under PUSHTUNE_ARTIFACTS/models/<name>/v<N>/, and at most one
+# `production` version per name; every change of production is an event (who, when, what, why).
+MODEL_VERSIONS = """
+CREATE TABLE IF NOT EXISTS model_versions (
+    name            TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'candidate',
+    reason          TEXT,
+    sha256          TEXT NOT NULL,
+    artifact_path   TEXT NOT NULL,
+    run_id          INTEGER NOT NULL,
+    attempt         INTEGER NOT NULL,
+    metric          TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    metric_value    REAL NOT NULL,
+    threshold       REAL NOT NULL,
+    params          TEXT NOT NULL DEFAULT '{}',
+    kind            TEXT,
+    framework       TEXT,
+    runtime         TEXT,
+    image           TEXT,
+    git_commit      TEXT,
+    source_repo     TEXT,
+    source_path     TEXT,
+    created_at      REAL NOT NULL,
+    promoted_at     REAL,
+    PRIMARY KEY (name, version)
+)"""
+MODEL_EVENTS = """
+CREATE TABLE IF NOT EXISTS model_events (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    name            TEXT NOT NULL,
+    version         INTEGER,
+    action          TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    actor           TEXT NOT NULL,
+    at              REAL NOT NULL,
+    run_id          INTEGER,
+    previous        INTEGER
+)"""
+
+
+def _schema_4(db: Connection, database: Database) -> None:
+    db.execute(database.ddl(MODEL_VERSIONS))
+    db.execute(database.ddl(MODEL_EVENTS))
+    # one production version per name, and one version per run, whatever writes the store
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS model_versions_production ON model_versions (name) "
+               "WHERE status = 'production'")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS model_versions_run ON model_versions (run_id)")
+
+
 # The versioned migrations, oldest first: MIGRATIONS[i] takes a store from version i to i + 1.
 # A store without a schema_version table but with runs predates versions: it is version 1.
-MIGRATIONS: tuple[Callable[[Connection, Database], None], ...] = (_schema_1, _schema_2, _schema_3)
+MIGRATIONS: tuple[Callable[[Connection, Database], None], ...] = (_schema_1, _schema_2, _schema_3, _schema_4)
 SCHEMA = len(MIGRATIONS)
 
 JSON_COLUMNS = {"options", "tweaks", "params", "metrics", "recipients", "curve"}
@@ -470,3 +522,131 @@ class RunStore:
     def lease(self, name: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM leases WHERE name = ?", (name,))
         return rows[0] if rows else None
+
+    # model versions (jobs.versions)
+
+    @property
+    def models_dir(self) -> Path:
+        """models/<name>/v<N>/: each version's own copy of its artifact, kept when runs are deleted."""
+        return self.artifacts / "models"
+
+    def add_model_version(self, name: str, staged: Path, artifact_name: str, **fields: Any) -> dict[str, Any]:
+        """Record the next version of `name` (its last number + 1: no gap, never reused) and move
+        `staged` (a directory inside models/<name>/ holding `artifact_name`) to
+        models/<name>/v<N>/ in the same write: a version is never recorded without its files.
+        Returns the version's record."""
+        fields.setdefault("created_at", time.time())
+        moved: list[Path] = []  # where a try that lost its connection put the files
+
+        def add(db: Connection) -> int:
+            if moved:  # a retried write (PostgreSQL): the files go back before anything else
+                done = db.execute("SELECT version FROM model_versions WHERE run_id = ?",
+                                  (fields["run_id"],)).fetchone()
+                if done is not None and moved[0].name == f"v{done['version']}":
+                    return done["version"]  # that try did commit
+                moved.pop().rename(staged)
+            last = db.execute("SELECT COALESCE(MAX(version), 0) AS last FROM model_versions WHERE name = ?",
+                              (name,)).fetchone()["last"]
+            version = last + 1
+            target = self.models_dir / name / f"v{version}"
+            if target.exists():  # left by a registration that died before its write, or a recreated store
+                target.rename(target.with_name(f"{target.name}.orphaned-{time.time_ns()}"))
+            staged.rename(target)
+            moved.append(target)
+            try:
+                _insert(db, "model_versions", {**fields, "name": name, "version": version,
+                                               "artifact_path": str(target / artifact_name)})
+            except BaseException:
+                moved.pop().rename(staged)
+                raise
+            return version
+
+        version = self.database.write(add)
+        return self.get_model_version(name, version)
+
+    def model_versions(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every version (of `name`), by name then number."""
+        if name is None:
+            return self._rows("SELECT * FROM model_versions ORDER BY name, version")
+        return self._rows("SELECT * FROM model_versions WHERE name = ? ORDER BY version", (name,))
+
+    def get_model_version(self, name: str, version: int) -> dict[str, Any]:
+        if not -MAX_ID <= version <= MAX_ID:
+            raise UserError(f"{name} has no version {version}")
+        rows = self._rows("SELECT * FROM model_versions WHERE name = ? AND version = ?", (name, version))
+        if not rows:
+            raise UserError(f"{name} has no version {version}")
+        return rows[0]
+
+    def model_version_of_run(self, run_id: int) -> dict[str, Any] | None:
+        """The version the run registered, if any (a run registers at most one)."""
+        self._ids(run_id)
+        rows = self._rows("SELECT * FROM model_versions WHERE run_id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    def model_names(self) -> list[str]:
+        rows = self.database.read(lambda db: db.execute(
+            "SELECT DISTINCT name FROM model_versions ORDER BY name").fetchall())
+        return [row["name"] for row in rows]
+
+    def production_version(self, name: str) -> dict[str, Any] | None:
+        """The production version of `name`: its number, sha256 and artifact (a cheap query, made
+        by the server on every request), or None."""
+        rows = self.database.read(lambda db: db.execute(
+            "SELECT version, sha256, artifact_path FROM model_versions WHERE name = ? AND status = 'production'",
+            (name,)).fetchall())
+        return dict(rows[0]) if rows else None
+
+    def production_versions(self) -> dict[str, dict[str, Any]]:
+        """name → its production version's record, for every name that has one."""
+        return {row["name"]: row for row in self._rows(
+            "SELECT * FROM model_versions WHERE status = 'production' ORDER BY name")}
+
+    def change_production(self, name: str, decide: Callable[[list[dict[str, Any]]], dict[str, Any] | None],
+                          *, actor: str, run_id: int | None = None) -> dict[str, Any] | None:
+        """One write that decides and records a change of `name`'s production version.
+
+        `decide(versions)` sees all of the name's versions (oldest first) as they are under the
+        write lock and returns None (nothing to record) or {"version": the version concerned,
+        "promote": whether it becomes production, "action": what happened, "reason": why,
+        "retire_reason": what the replaced version's record says}. It may raise UserError, and
+        nothing is written. The replaced production version becomes `retired`; the event (who,
+        when, what, why, the previous production version) is recorded and returned."""
+        def change(db: Connection) -> dict[str, Any] | None:
+            rows = db.execute("SELECT * FROM model_versions WHERE name = ? ORDER BY version", (name,)).fetchall()
+            versions = [_decode(row, self.name) for row in rows]
+            outcome = decide(versions)
+            if outcome is None:
+                return None
+            now = time.time()
+            current = next((v["version"] for v in versions if v["status"] == "production"), None)
+            target = outcome.get("version")
+            if outcome.get("promote") and target != current:
+                if current is not None:
+                    db.execute("UPDATE model_versions SET status = 'retired', reason = ? WHERE name = ? AND version = ?",
+                               (outcome.get("retire_reason") or f"replaced by v{target}", name, current))
+                db.execute("UPDATE model_versions SET status = 'production', promoted_at = ?, reason = ? "
+                           "WHERE name = ? AND version = ?", (now, outcome["reason"], name, target))
+            elif target is not None and not outcome.get("promote"):
+                db.execute("UPDATE model_versions SET reason = ? WHERE name = ? AND version = ? AND status = 'candidate'",
+                           (outcome["reason"], name, target))
+            event = {"name": name, "version": target, "action": outcome["action"], "reason": outcome["reason"],
+                     "actor": actor, "at": now, "run_id": run_id, "previous": current}
+            _insert(db, "model_events", event)
+            return event
+
+        return self.database.write(change)
+
+    def add_model_event(self, name: str, action: str, reason: str, *, actor: str, **fields: Any) -> None:
+        fields.setdefault("at", time.time())
+        self.database.write(lambda db: _insert(
+            db, "model_events", {"name": name, "action": action, "reason": reason, "actor": actor, **fields}))
+
+    def model_events(self, name: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:
+        """The model events (of `name`, or about run `run_id`), oldest first."""
+        if run_id is not None:
+            self._ids(run_id)
+            return self._rows("SELECT * FROM model_events WHERE run_id = ? ORDER BY id", (run_id,))
+        if name is not None:
+            return self._rows("SELECT * FROM model_events WHERE name = ? ORDER BY id", (name,))
+        return self._rows("SELECT * FROM model_events ORDER BY id")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 
 from jobs import diagnosis, tweaks
 from jobs.errors import UserError
-from jobs.metrics import best_attempt, is_better
+from jobs.objective import Objective, best_attempt, scored, usable
 
 
 def config_key(source: str, params: dict) -> str:
@@ -52,15 +52,21 @@ class History:
     metric: str = "accuracy"
     threshold: float = 0.9
     min_delta: float = 0.0
+    framework: str = ""  # with kind, the run's profile (jobs.profiles); "" when not known
 
     def tried(self) -> set[str]:
         return {a["config_key"] for a in self.attempts}
 
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.metric, self.mode, self.threshold)
+
     def succeeded(self) -> list[dict]:
-        return [a for a in self.attempts if a["status"] == "ok" and a["metric_value"] is not None]
+        """The attempts that succeeded with a finite metric (the ones that can be ranked)."""
+        return [a for a in self.attempts if scored(a)]
 
     def best(self) -> dict | None:
-        return best_attempt(self.attempts, self.mode)
+        return best_attempt(self.attempts, self.objective)
 
 
 class Strategy(Protocol):
@@ -77,14 +83,16 @@ def first_candidate(history: History) -> Candidate:
 
 
 class LadderStrategy:
-    """Start from the best attempt so far and apply the next untried tweak of the kind's ladder;
+    """Start from the best attempt so far and apply the next untried tweak of the profile's ladder;
     a tweak that improved the metric is applied again before moving on."""
 
     name = "ladder"
 
     def next_candidate(self, history: History) -> Candidate | None:
         base = history.best() or history.attempts[0]
-        order = list(tweaks.LADDERS.get(history.kind, ()))
+        # the (kind, framework) profile's ladder, else the kind's (jobs.profiles.ladder)
+        order = list(tweaks.PROFILE_LADDERS.get((history.kind, history.framework))
+                     or tweaks.LADDERS.get(history.kind, ()))
         tried_names = {a["tweak_name"] for a in history.attempts if a["tweak_name"]}
         repeat = self._improving_tweak(history)
         names = ([repeat] if repeat else []) + [n for n in order if n not in tried_names]
@@ -105,12 +113,12 @@ class LadderStrategy:
     def _improving_tweak(history: History) -> str | None:
         """The last attempt's tweak, when it beat its parent (so it is worth applying again)."""
         last = history.attempts[-1]
-        if not last["tweak_name"] or last["status"] != "ok" or last["metric_value"] is None:
+        if not last["tweak_name"] or not scored(last):
             return None
         parent = next((a for a in history.attempts if a["n"] == last["parent"]), None)
-        if parent is None or parent["metric_value"] is None:
+        if parent is None or not usable(parent["metric_value"]):
             return None
-        if is_better(last["metric_value"], parent["metric_value"], history.mode):
+        if history.objective.better_than(last["metric_value"], parent["metric_value"]):
             return last["tweak_name"]
         return None
 
@@ -126,14 +134,14 @@ class DiagnoseStrategy:
         tolerance = diagnosis.noise(history.attempts, history.metric, history.min_delta)
         by_n = {a["n"]: a for a in history.attempts}
         verdicts = {
-            a["n"]: diagnosis.judge(a, by_n[a["parent"]], history.mode, tolerance)
+            a["n"]: diagnosis.judge(a, by_n[a["parent"]], history.objective, tolerance)
             for a in history.attempts if a["tweak_name"] and a["parent"] in by_n
         }
         helped = self._helped_moves(history, verdicts, by_n)
         tried = history.tried()
         for base in self._bases(history, verdicts, tolerance):
             found = diagnosis.diagnose(base, history.metric, history.mode, history.kind, history.threshold)
-            moves = dict.fromkeys([*found.moves, *helped, *diagnosis.moves_for(history.kind)])
+            moves = dict.fromkeys([*found.moves, *helped, *diagnosis.moves_for(history.kind, history.framework)])
             for name in moves:
                 result = tweaks.apply_tweak(name, base["source"], base["params"])
                 if result is None:
@@ -162,8 +170,7 @@ class DiagnoseStrategy:
             if verdicts.get(a["n"]) != "helped":
                 continue
             parent = by_n[a["parent"]]
-            gain = (a["metric_value"] or 0.0) - (parent["metric_value"] or 0.0)
-            gain = gain if history.mode == "max" else -gain
+            gain = history.objective.improvement(a["metric_value"] or 0.0, parent["metric_value"] or 0.0)
             words = (f"{a['tweak_name']} helped at attempt {a['n']} "
                      f"({parent['metric_value'] or 0:.4g} → {a['metric_value']:.4g})")
             if a["tweak_name"] not in gains or gain > gains[a["tweak_name"]][0]:
@@ -176,11 +183,11 @@ class DiagnoseStrategy:
         """Attempts to build on, in order: the best (or, within noise of it, the latest attempt
         whose move helped), the other succeeded attempts best first, then the failed ones."""
         succeeded = history.succeeded()
-        sign = 1 if history.mode == "max" else -1
-        ranked = sorted(succeeded, key=lambda a: (-sign * a["metric_value"], a["n"]))
+        objective = history.objective
+        ranked = objective.ranked(succeeded)  # best first, equals in attempt order
         last = history.attempts[-1]
         if (ranked and verdicts.get(last["n"]) == "helped" and last in ranked
-                and sign * (ranked[0]["metric_value"] - last["metric_value"]) <= tolerance):
+                and objective.improvement(ranked[0]["metric_value"], last["metric_value"]) <= tolerance):
             ranked.remove(last)
             ranked.insert(0, last)
         failed = [a for a in reversed(history.attempts) if a not in succeeded]

@@ -1,24 +1,56 @@
 """pushtune notification channels: tell the owner what was pushed, tried, won, and where the model is.
 
-`notify_run()` is what the loop and `pushtune notify` call. Bad settings raise `UserError`; a
-delivery failure never raises: it is recorded on the run (notifications table) and returned.
+`notify_run()` is what the loop and `pushtune notify` call. Bad or missing settings raise
+`UserError`; a delivery failure never raises: it is recorded on the run (notifications table) and
+returned.
+
+`NOTIFIERS` registers the channels (name -> `notify.base.Channel`: what it needs and the factory
+of its `Notifier`); email is the only one, and the default. A new channel is a module with a
+notifier and its `Channel`, and one `register_notifier` call.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
+from jobs.errors import UserError
 from jobs.store import RunStore
-from notify.email_channel import Delivery, DeliveryError, EmailNotifier, Notifier
-from notify.settings import MailSettings, check_address, load_settings
+from notify.base import Channel, Delivery, DeliveryError, Notifier, NotifierFactory
+from notify.email_channel import EMAIL, EmailNotifier
+from notify.settings import MailSettings, load_settings
 from notify.summary import RunSummary, load_summary
 
 __all__ = [
-    "Delivery", "DeliveryError", "EmailNotifier", "MailSettings", "Notifier", "NotifyResult",
-    "RunSummary", "load_settings", "load_summary", "notify_run",
+    "DEFAULT_CHANNEL", "NOTIFIERS", "Channel", "Delivery", "DeliveryError", "EmailNotifier",
+    "MailSettings", "Notifier", "NotifierFactory", "NotifyResult", "RunSummary", "get_notifier",
+    "load_settings", "load_summary", "notify_run", "register_notifier",
 ]
+
+NOTIFIERS: dict[str, Channel] = {}  # channel name -> its record
+DEFAULT_CHANNEL = EMAIL.name
+
+
+def register_notifier(channel: Channel) -> Channel:
+    if channel.name in NOTIFIERS:
+        raise ValueError(f"notification channel {channel.name!r} is registered already")
+    NOTIFIERS[channel.name] = channel
+    return channel
+
+
+register_notifier(EMAIL)
+
+
+def get_notifier(channel: str = DEFAULT_CHANNEL, recipients: list[str] | None = None,
+                 settings: Any = None) -> Notifier:
+    """The channel's notifier for `recipients` (None: the configured ones) with `settings` (None:
+    the channel loads its own); UserError in one line for an unknown channel or missing settings."""
+    entry = NOTIFIERS.get(channel)
+    if entry is None:
+        raise UserError(f"unknown notification channel {channel!r} (choose {', '.join(NOTIFIERS)})")
+    return entry.factory(recipients, settings)
 
 
 @dataclass
@@ -36,10 +68,11 @@ class NotifyResult:
 
     def describe(self, run_id: int) -> str:
         tries = f"{self.tries} {'try' if self.tries == 1 else 'tries'}"
+        what = "mail" if self.channel == EMAIL.name else f"{self.channel} notification"
         if self.sent:
             note = f"; {self.error}" if self.error else ""
-            return f"mail for run {run_id} sent to {', '.join(self.recipients)} ({tries}){note}"
-        return f"mail for run {run_id} not sent: {self.error}"
+            return f"{what} for run {run_id} sent to {', '.join(self.recipients)} ({tries}){note}"
+        return f"{what} for run {run_id} not sent: {self.error}"
 
 
 def _print_to_stderr(line: str) -> None:
@@ -50,23 +83,23 @@ def notify_run(
     store: RunStore,
     run_id: int,
     recipients: list[str] | None = None,
-    settings: MailSettings | None = None,
+    settings: Any = None,
     *,
+    channel: str = DEFAULT_CHANNEL,
     notifier: Notifier | None = None,
     echo: Callable[[str], None] | None = _print_to_stderr,
 ) -> NotifyResult:
-    """Mail the run's summary, with retries, and record the outcome on the run.
+    """Send the run's summary through `channel` (default: mail, with retries) and record the
+    outcome on the run.
 
-    `recipients` (e.g. from --notify) replace the configured ones. A final delivery failure is
-    recorded as a "failed" notification, passed to `echo` and returned; the run is not changed.
+    `recipients` (e.g. from --notify) replace the configured ones; `settings` (the channel's:
+    `MailSettings` for email) replace the loaded ones; `notifier` replaces the channel's own. A
+    final delivery failure is recorded as a "failed" notification, passed to `echo` and returned;
+    the run is not changed.
     """
-    if settings is None:
-        settings = load_settings(recipients)
-    elif recipients:
-        settings = replace(settings, recipients=tuple(check_address(a, "recipient") for a in recipients))
+    notifier = notifier or get_notifier(channel, recipients, settings)
     summary = load_summary(store, run_id)
-    notifier = notifier or EmailNotifier(settings)
-    to = list(settings.recipients)
+    to = list(notifier.recipients)
     try:
         delivery = notifier.send(summary)
     except DeliveryError as error:

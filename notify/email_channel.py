@@ -12,37 +12,13 @@ import smtplib
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses
-from typing import Protocol
 
+from notify.base import Channel, Delivery, DeliveryError
 from notify.message import build_message
-from notify.settings import MailSettings
+from notify.settings import MailSettings, load_settings, with_recipients
 from notify.summary import RunSummary
-
-
-class DeliveryError(Exception):
-    """The mail could not be delivered; the message never contains the password."""
-
-    def __init__(self, message: str, tries: int, permanent: bool) -> None:
-        super().__init__(message)
-        self.tries = tries
-        self.permanent = permanent
-
-
-@dataclass
-class Delivery:
-    tries: int
-    refused: dict[str, str] = field(default_factory=dict)  # recipient -> server reply
-
-
-class Notifier(Protocol):
-    channel: str
-
-    def send(self, summary: RunSummary) -> Delivery:
-        """Deliver the notification for `summary`, or raise DeliveryError."""
-        ...
 
 
 def is_temporary(error: OSError) -> bool:
@@ -87,6 +63,8 @@ class _Steps:
 
 
 class EmailNotifier:
+    """A `notify.base.Notifier`: the run's summary as a mail to the settings' recipients."""
+
     channel = "email"
 
     def __init__(self, settings: MailSettings, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -94,6 +72,10 @@ class EmailNotifier:
         self._sleep = sleep
 
     # public
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.settings.recipients
 
     def send(self, summary: RunSummary) -> Delivery:
         try:
@@ -208,3 +190,22 @@ class EmailNotifier:
         except (OSError, smtplib.SMTPException):
             smtp.close()  # the mail is already accepted; a failed QUIT must not cause a resend
         return {rcpt: f"{code} {_reply_text(reply)}" for rcpt, (code, reply) in refused.items()}
+
+
+def email_notifier(recipients: list[str] | None = None, settings: MailSettings | None = None) -> EmailNotifier:
+    """The email channel's factory: `settings` (default: `load_settings`, which says in one line
+    what is missing), with `recipients` (e.g. from --notify) replacing the configured ones."""
+    if settings is None:
+        settings = load_settings(recipients)
+    elif recipients:
+        settings = with_recipients(settings, recipients)
+    return EmailNotifier(settings)
+
+
+EMAIL = Channel(
+    name=EmailNotifier.channel,
+    description="the run's summary as a mail, through an SMTP server (docs/mail.md)",
+    needs="an SMTP server (PUSHTUNE_SMTP_HOST, or [smtp] host in notify.ini) and recipients "
+          "(--notify or PUSHTUNE_MAIL_TO)",
+    factory=email_notifier,
+)

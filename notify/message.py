@@ -68,8 +68,8 @@ def _facts(summary: RunSummary) -> list[tuple[str, str]]:
         ("model", f"{run['kind']} ({run['framework']})"),
         ("tuning", f"{run['strategy']} strategy, {run['runtime']} runtime, "
                    f"{len(summary.attempts)} attempts in {format_seconds(took)}"),
-        ("goal", f"{run['metric']} {'≤' if run['mode'] == 'min' else '≥'} {format_value(run['threshold'])}"),
-    ]
+        ("goal", f"{run['metric']} {summary.objective.symbol} {format_value(run['threshold'])}"),
+    ] + ([("production", summary.production)] if summary.production else [])
 
 
 def _where(summary: RunSummary) -> list[tuple[str, str]]:
@@ -84,6 +84,8 @@ def _where(summary: RunSummary) -> list[tuple[str, str]]:
                                    "in $PUSHTUNE_OUTPUT)"))
     if best and best.get("dir"):
         rows.append(("winning source", f"{best['dir']}/model.py"))
+    if summary.notebook:
+        rows.append(("notebook", summary.notebook))
     if summary.build_url:
         rows.append(("Jenkins build", summary.build_url))
     if summary.run.get("run_dir"):
@@ -176,7 +178,7 @@ def html_context(summary: RunSummary, plot_cid: str) -> dict[str, Any]:
         "model_name": summary.run["model_name"],
         "headline": summary.headline(),
         "facts": _pairs(_facts(summary), {"pushed file"}),
-        "where": _pairs(_where(summary), {"model file", "sha256", "winning source", "run directory"}),
+        "where": _pairs(_where(summary), {"model file", "sha256", "winning source", "notebook", "run directory"}),
         "metric": summary.metric,
         "plot_cid": plot_cid,
         "attempts": [

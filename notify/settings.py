@@ -12,7 +12,7 @@ import re
 import socket
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -107,6 +107,11 @@ def check_address(address: str, what: str) -> str:
     if not bare or not _ADDRESS.match(bare) or "\n" in address or "\r" in address:
         raise UserError(f"{what} {address!r} is not a mail address like name@example.com")
     return address
+
+
+def with_recipients(settings: MailSettings, recipients: list[str]) -> MailSettings:
+    """The settings with `recipients` (e.g. from --notify) instead of the configured ones."""
+    return replace(settings, recipients=tuple(check_address(a, "recipient") for a in recipients))
 
 
 def _check_ca_file(path: str) -> None:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.metrics import best_attempt, meets
+from jobs.objective import Objective, best_attempt
 from jobs.store import RunStore
 
 STATUS_WORDS = {
@@ -56,6 +56,7 @@ class RunSummary:
     attempts: list[dict[str, Any]]
     best: dict[str, Any] | None
     build_url: str | None
+    production: str | None = None  # what happened to production (jobs.versions.production_line)
 
     @property
     def run_id(self) -> int:
@@ -70,12 +71,24 @@ class RunSummary:
         return self.run["threshold"]
 
     @property
+    def objective(self) -> Objective:
+        return Objective.of(self.run)
+
+    @property
+    def notebook(self) -> str | None:
+        """The best attempt's notebook, handed back next to its model (a notebook run's), if there."""
+        from jobs.notebook import handed_back_notebook
+
+        path = handed_back_notebook(self.run, self.best) if self.best else None
+        return str(path) if path is not None and path.is_file() and not path.is_symlink() else None
+
+    @property
     def best_value(self) -> float | None:
         return self.best["metric_value"] if self.best else None
 
     @property
     def met(self) -> bool:
-        return self.best_value is not None and meets(self.best_value, self.threshold, self.run["mode"])
+        return self.objective.meets(self.best_value)
 
     @property
     def status_word(self) -> str:
@@ -86,10 +99,7 @@ class RunSummary:
         value = self.best_value
         if value is None:
             return f"no {self.metric} reported (threshold {format_value(self.threshold)})"
-        if self.run["mode"] == "min":
-            sign = "≤" if self.met else ">"
-        else:
-            sign = "≥" if self.met else "<"
+        sign = self.objective.sign(value)
         return f"{self.metric} {format_value(value)} {sign} {format_value(self.threshold)}"
 
     def headline(self) -> str:
@@ -138,18 +148,12 @@ class RunSummary:
                f"; this run had {budget}." if budget else ".")
         )
         if self.best_value is not None:
+            easier = "lower" if self.objective.mode == "max" else "higher"  # min: a higher loss is easier
             tips.append(
-                f"If {self.metric} {format_value(self.best_value)} is good enough for now, a lower "
+                f"If {self.metric} {format_value(self.best_value)} is good enough for now, a {easier} "
                 f"threshold: `--threshold {format_value(self.best_value)}`."
             )
         return tips
-
-
-def _best_attempt(run: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    by_number = {a["n"]: a for a in attempts}
-    if run.get("best_attempt") in by_number and by_number[run["best_attempt"]]["metric_value"] is not None:
-        return by_number[run["best_attempt"]]
-    return best_attempt(attempts, run["mode"])
 
 
 def load_summary(store: RunStore, run_id: int) -> RunSummary:
@@ -158,4 +162,15 @@ def load_summary(store: RunStore, run_id: int) -> RunSummary:
     attempts = store.attempts(run_id)
     options = run.get("options") or {}
     build_url = options.get("jenkins_build_url") or os.environ.get("BUILD_URL") or None
-    return RunSummary(run=run, attempts=attempts, best=_best_attempt(run, attempts), build_url=build_url)
+    return RunSummary(run=run, attempts=attempts, best=best_attempt(attempts, Objective.of(run)), build_url=build_url,
+                      production=_production(store, run_id))
+
+
+def _production(store: RunStore, run_id: int) -> str | None:
+    """The mail's line on production; a mail is never lost over it."""
+    from jobs.versions import production_line
+
+    try:
+        return production_line(store, run_id)
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__}: {exc})"

@@ -1,8 +1,10 @@
 """`make run`: the example models through the loop, as a user would run them.
 
 Each example starts below its threshold on purpose, so the run shows the loop tweaking and
-retraining. The face example needs the ORL faces (PUSHTUNE_DATA, default
-../shared/data/att_faces); without them it is skipped with a note.
+retraining: the Keras, scikit-learn and PyTorch profiles (the torch examples need torch, which
+`make install` puts in the venv; with PUSHTUNE_RUNTIME=docker they run in the torch image). The
+face example needs the ORL faces (PUSHTUNE_DATA, default ../shared/data/att_faces); without them
+it is skipped with a note.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ RUNTIME = os.environ.get("PUSHTUNE_RUNTIME", "local")
 
 EXAMPLES = [
     ("models/regression_logistic.py", ["--threshold", "0.95"]),
+    ("models/notebook_digits.ipynb", ["--threshold", "0.93"]),  # a notebook: C×10 in its %%time cell
     ("models/ann_digits.py", ["--threshold", "0.9"]),
+    ("models/torch_digits_mlp.py", ["--threshold", "0.9"]),  # SGD's rate far too high: ÷10
+    ("models/torch_digits_cnn.py", ["--threshold", "0.9"]),  # too few epochs: more, warm-started
     ("models/face_vgg16.py", ["--threshold", "0.9", "--data", "{data}"]),
 ]
 

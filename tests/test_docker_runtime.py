@@ -23,10 +23,10 @@ import pytest
 from docker.errors import NotFound
 
 from conftest import ROOT, requires_engine
-from jobs.docker_runtime import IMAGE_USER, PIDS_LIMIT, DockerRuntime, container_name, select
+from jobs.docker_runtime import IMAGE_USER, PIDS_LIMIT, DockerRuntime, container_name
 from jobs.errors import UserError
 from jobs.loop import RunOptions, attempt_spec, resume_attempt, run_model
-from jobs.runtime import AttemptSpec, LocalRuntime
+from jobs.runtime import AttemptSpec, LocalRuntime, get_runtime
 from jobs.store import RunStore
 
 
@@ -418,17 +418,17 @@ def test_runtime_auto_without_an_engine_runs_locally(cli, tmp_path, model_file):
     assert '"status": "passed"' in result.stdout
 
 
-def test_select_auto_falls_back_to_local_and_docker_refuses(tmp_path, monkeypatch):
+def test_auto_falls_back_to_local_and_docker_refuses(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
-    assert isinstance(select("auto"), LocalRuntime)
+    assert isinstance(get_runtime("auto"), LocalRuntime)
     with pytest.raises(UserError, match="no Docker engine answers"):
-        select("docker")
+        get_runtime("docker")
 
 
 @pytest.mark.docker
 @requires_engine
-def test_select_auto_picks_docker_when_an_engine_answers():
-    runtime = select("auto", memory="1g", cpus=1, network="none", keep=True)
+def test_auto_picks_docker_when_an_engine_answers():
+    runtime = get_runtime("auto", memory="1g", cpus=1, network="none", keep=True)
     assert isinstance(runtime, DockerRuntime) and runtime.name == "docker"
     assert (runtime.memory, runtime.cpus, runtime.network, runtime.keep) == (2**30, 1.0, "none", True)
 

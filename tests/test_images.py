@@ -1,18 +1,23 @@
-"""The per-kind images: recipes, build contexts, the wheelhouse, and `pushtune images`."""
+"""The images of the profiles: recipes, build contexts, the wheelhouse, and `pushtune images`."""
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
+import textwrap
 from pathlib import Path
 
 import docker
 import pytest
-
-from jobs import images
 from conftest import requires_engine
+
+from jobs import images, profiles
 from jobs.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,23 +34,56 @@ def pins(path: Path) -> dict[str, str]:
     return found
 
 
-def test_every_kind_has_a_dockerfile_pinned_like_the_project():
+def test_every_image_has_a_dockerfile_pinned_like_the_project():
     project = pins(ROOT / "requirements.txt")
-    for kind in images.KINDS:
-        dockerfile = images.dockerfile_of(kind).read_text()
+    assert images.IMAGES == ("cnn", "ann", "regression", "torch")
+    for name in images.IMAGES:
+        dockerfile = images.dockerfile_of(name).read_text()
         assert "ARG BASE_IMAGE=python:3.11-slim" in dockerfile
         assert "USER 1000:1000" in dockerfile
-        image_pins = pins(images.requirements_of(kind))
-        assert image_pins, kind
-        for name, version in image_pins.items():
-            assert project.get(name) == version, f"{kind}: {name}=={version} vs requirements.txt"
+        assert f"COPY dockerfiles/{images.requirements_of(name).name} /tmp/requirements.txt" in dockerfile
+        image_pins = pins(images.requirements_of(name))
+        assert image_pins, name
+        for package, version in image_pins.items():
+            assert project.get(package) == version, f"{name}: {package}=={version} vs requirements.txt"
     assert "tensorflow-cpu" not in pins(images.requirements_of("regression"))
     assert "tensorflow-cpu" in pins(images.requirements_of("ann"))
+    torch = pins(images.requirements_of("torch"))
+    assert torch["torch"] == "2.13.0+cpu" and "tensorflow-cpu" not in torch
+    assert {"numpy", "scikit-learn", "pillow"} <= set(torch)
 
 
-def test_unknown_kind_is_a_user_error():
-    with pytest.raises(UserError, match="no image for kind 'svm'"):
+def test_each_profile_names_its_image_and_how_it_resumes():
+    assert [p.name for p in profiles.PROFILES] == [
+        "cnn/keras", "ann/keras", "regression/sklearn", "cnn/pytorch", "ann/pytorch"]
+    by_name = {p.name: p for p in profiles.PROFILES}
+    assert {name: p.image for name, p in by_name.items()} == {
+        "cnn/keras": "cnn", "ann/keras": "ann", "regression/sklearn": "regression",
+        "cnn/pytorch": "torch", "ann/pytorch": "torch"}
+    assert by_name["cnn/pytorch"].resume.weights == "torch.pt"
+    assert by_name["ann/keras"].resume.weights == "latest.weights.h5"
+    assert by_name["regression/sklearn"].resume is profiles.RESTART
+    for p in profiles.PROFILES:
+        assert images.image_name(p) == images.image_name(p.name) == p.image
+        assert images.image_tag(p) == p.tag == f"pushtune/{p.image}:{images.__version__}"
+        assert images.dockerfile_of(p).name == p.dockerfile and images.dockerfile_of(p).is_file()
+        assert images.requirements_of(p).name == p.requirements_file and images.requirements_of(p).is_file()
+        assert p.ladder and p.ladder == profiles.ladder(p.kind, p.framework)
+    # a kind alone means its first profile: what older runs (and `images build cnn`) name
+    assert profiles.get("cnn") is by_name["cnn/keras"] and images.image_name("cnn") == "cnn"
+    assert profiles.get("ann", "none") is by_name["ann/keras"]
+    assert images.image_name("ann/pytorch") == "torch"
+    assert profiles.checkpoint_weights() == ("latest.weights.h5", "torch.pt")
+
+
+def test_unknown_image_or_profile_is_a_user_error():
+    with pytest.raises(UserError, match=r"no image for 'svm' \(images: cnn, ann, regression, torch; profiles: "
+                                        r"cnn/keras, ann/keras, regression/sklearn, cnn/pytorch, ann/pytorch\)"):
         images.image_tag("svm")
+    with pytest.raises(UserError, match="no profile for cnn/jax"):
+        images.image_tag("cnn/jax")
+    with pytest.raises(UserError, match="no profile for rnn"):
+        profiles.get("rnn")
 
 
 def _copy_recipes(tmp_path: Path, monkeypatch) -> Path:
@@ -61,8 +99,9 @@ def _copy_recipes(tmp_path: Path, monkeypatch) -> Path:
 
 def test_content_hash_follows_the_dockerfile_requirements_and_kit(tmp_path, monkeypatch):
     root = _copy_recipes(tmp_path, monkeypatch)
-    before = {kind: images.content_hash(kind) for kind in images.KINDS}
-    assert len(set(before.values())) == 3  # every kind has its own recipe
+    before = {name: images.content_hash(name) for name in images.IMAGES}
+    assert len(set(before.values())) == len(images.IMAGES) == 4  # every image has its own recipe
+    assert images.content_hash("cnn/pytorch") == images.content_hash("ann/pytorch") == before["torch"]
 
     with open(root / "dockerfiles" / "cnn.Dockerfile", "a") as handle:
         handle.write("# changed\n")
@@ -72,6 +111,7 @@ def test_content_hash_follows_the_dockerfile_requirements_and_kit(tmp_path, monk
     with open(root / "jobs" / "kit.py", "a") as handle:
         handle.write("\n# changed\n")
     assert images.content_hash("regression") != before["regression"]
+    assert images.content_hash("torch") != before["torch"]
 
     (root / "jobs" / "loop.py").write_text("# not copied into images\n")
     changed = images.content_hash("ann")
@@ -130,7 +170,76 @@ def test_wheelhouse_is_filled_only_with_what_is_missing(tmp_path, monkeypatch):
 def test_images_build_rejects_an_unknown_kind_in_one_line(cli):
     result = cli("images", "build", "svm")
     assert result.returncode == 2
-    assert result.stderr.strip() == "pushtune: error: no image for kind 'svm' (kinds: cnn, ann, regression)"
+    assert result.stderr.strip() == (
+        "pushtune: error: no image for 'svm' (images: cnn, ann, regression, torch; "
+        "profiles: cnn/keras, ann/keras, regression/sklearn, cnn/pytorch, ann/pytorch)")
+    result = cli("images", "build", "ann/jax")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("pushtune: error: no profile for ann/jax (profiles: cnn/keras, ")
+
+
+def test_images_build_takes_images_kinds_and_profiles(cli):
+    usage = cli("images", "build", "--help")
+    assert usage.returncode == 0
+    text = " ".join(usage.stdout.split())
+    assert "an image (cnn, ann, regression, torch)" in text and "cnn/pytorch" in text
+
+
+# A framework added the way profiles.py says: one record, a Dockerfile and a requirements file.
+NEW_PROFILE = """
+PROFILES = PROFILES + (
+    Profile("ann", "jax", image="jax", requirements="jax", resume=RESTART, description="JAX networks"),
+)
+BY_KEY = _checked(PROFILES)
+IMAGES = {p.image: p.requirements for p in PROFILES}
+"""
+
+CHECK_NEW_PROFILE = textwrap.dedent("""\
+    import json
+    from pathlib import Path
+    from jobs import images
+    from jobs.runtime import AttemptSpec
+
+    spec = AttemptSpec(run_id=1, attempt=1, kind="ann", framework="jax", model_name="m.py",
+                       workdir=Path("."), data_dir=None, cache_dir=Path("."), params={})
+    print(json.dumps({
+        "images": images.IMAGES, "tag": images.image_tag("ann/jax"), "spec_image": spec.profile.image,
+        "dockerfile": images.dockerfile_of("jax").name, "requirements": images.requirements_of("jax").name,
+        "context": sorted(images.recipe_files("jax")), "hash": len(images.content_hash("jax")),
+    }))
+""")
+
+
+def test_adding_a_profile_is_one_record_plus_its_dockerfile_and_requirements(tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "jobs", root / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "dockerfiles", root / "dockerfiles")
+    before = {path.relative_to(root) for path in root.rglob("*") if path.is_file()}
+    with open(root / "jobs" / "profiles.py", "a") as handle:  # the one module touched
+        handle.write(NEW_PROFILE)
+    (root / "dockerfiles" / "jax.Dockerfile").write_text(
+        (ROOT / "dockerfiles" / "regression.Dockerfile").read_text().replace("regression", "jax"))
+    (root / "dockerfiles" / "requirements-jax.txt").write_text("jax==0.0.0\n")
+    after = {path.relative_to(root) for path in root.rglob("*") if path.is_file()}
+    assert after - before == {Path("dockerfiles/jax.Dockerfile"), Path("dockerfiles/requirements-jax.txt")}
+
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def python(*args: str) -> str:
+        result = subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    seen = json.loads(python("-c", CHECK_NEW_PROFILE))
+    assert seen["images"] == ["cnn", "ann", "regression", "torch", "jax"]
+    assert seen["tag"] == f"pushtune/jax:{images.__version__}" and seen["spec_image"] == "jax"
+    assert (seen["dockerfile"], seen["requirements"]) == ("jax.Dockerfile", "requirements-jax.txt")
+    assert seen["context"] == ["dockerfiles/jax.Dockerfile", "dockerfiles/requirements-jax.txt",
+                               "jobs/__init__.py", "jobs/kit.py"]
+    assert seen["hash"] == 64
+    usage = " ".join(python("-m", "jobs", "images", "build", "--help").split())
+    assert "an image (cnn, ann, regression, torch, jax)" in usage and "ann/jax" in usage
 
 
 def test_images_list_without_an_engine_is_one_line(cli, tmp_path):
@@ -154,10 +263,12 @@ def test_offline_build_then_list_shows_a_current_labelled_image(cli):
     image = client.images.get(images.image_tag("regression"))
     assert image.labels[images.HASH_LABEL] == images.content_hash("regression")
     assert image.labels[images.KIND_LABEL] == "regression"
+    assert image.labels[images.IMAGE_LABEL] == "regression"
+    assert image.labels[images.PROFILES_LABEL] == "regression/sklearn"
     assert image.attrs["Config"]["User"] == "1000:1000"
     assert images.is_current(client, "regression")
 
     listed = cli("images", "list")
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if "pushtune/regression:" in line)
-    assert "regression" in row and "MB" in row and "yes" in row
+    assert "regression" in row and "regression/sklearn" in row and "MB" in row and "yes" in row

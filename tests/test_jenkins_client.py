@@ -343,8 +343,8 @@ def test_install_creates_then_updates_the_six_jobs_with_crumbs(tmp_path, fake_je
                      env=env_for(fake_jenkins))
     assert first.returncode == 0, first.stderr
     names = ["pushtune-pull", "pushtune-classify", "pushtune-train", "pushtune-tweak",
-             "pushtune-notify", "pushtune-monitor"]
-    assert sorted(first.stdout.split()) == sorted(["created"] * 6 + names)
+             "pushtune-notify", "pushtune-monitor", "pushtune-deploy", "pushtune-retrain"]
+    assert sorted(first.stdout.split()) == sorted(["created"] * len(names) + names)
     assert set(fake_jenkins.jobs) == set(names)
     pull = ET.fromstring(fake_jenkins.jobs["pushtune-pull"]["config"])
     assert pull.findtext(".//hudson.model.StringParameterDefinition/defaultValue") == "file:///srv/models.git"
@@ -353,7 +353,7 @@ def test_install_creates_then_updates_the_six_jobs_with_crumbs(tmp_path, fake_je
 
     second = pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins))
     assert second.returncode == 0, second.stderr
-    assert second.stdout.split().count("updated") == 6
+    assert second.stdout.split().count("updated") == len(names)
     assert any(p == "/job/pushtune-train/config.xml" for m, p, q in fake_jenkins.requests if m == "POST")
     pull = ET.fromstring(fake_jenkins.jobs["pushtune-pull"]["config"])
     assert pull.findtext(".//hudson.model.StringParameterDefinition/defaultValue") != "file:///srv/models.git"
@@ -656,7 +656,7 @@ def test_install_with_a_label_ties_every_job_to_it(tmp_path, fake_jenkins):
     assert result.returncode == 0, result.stderr
     nodes = {name: (ET.fromstring(job["config"]).findtext("assignedNode"),
                     ET.fromstring(job["config"]).findtext("canRoam")) for name, job in fake_jenkins.jobs.items()}
-    assert set(nodes.values()) == {("pushtune && gpu", "false")} and len(nodes) == 6
+    assert set(nodes.values()) == {("pushtune && gpu", "false")} and len(nodes) == 8  # deploy and retrain too
     fake_jenkins.requests.clear()
     bad = pushtune(tmp_path, "jenkins", "install", "--label", "pushtune gpu", env=env_for(fake_jenkins))
     assert_one_line_error(bad, "label expression")

@@ -130,10 +130,24 @@ def test_progress_is_none_without_a_file_and_reads_one():
     assert kit.progress() == {"epoch": 3, "logs": {"loss": 0.1}}
 
 
-def test_importing_kit_does_not_import_tensorflow():
-    code = "import sys, jobs.kit; print(any(m in sys.modules for m in ('tensorflow', 'keras')))"
+def test_importing_kit_does_not_import_tensorflow_or_torch():
+    code = "import sys, jobs.kit; print(any(m in sys.modules for m in ('tensorflow', 'keras', 'torch')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_kit_imports_only_the_standard_library_at_module_level():
+    """It is copied alone into the runtime images (jobs/images.py SCRIPT_MODULES)."""
+    import ast
+
+    tree = ast.parse((ROOT / "jobs" / "kit.py").read_text())
+    imported = set()
+    for node in tree.body:  # module level only: the helpers import Keras and torch lazily
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
 
 
 # --- Keras callbacks: resume after SIGKILL ------------------------------------------------------
@@ -235,3 +249,164 @@ def test_resume_with_a_truncated_checkpoint_metadata_falls_back_to_the_previous(
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3
     assert (backup / "latest.weights.h5").read_bytes() == b"previous weights"
     assert [type(c).__name__ for c in callbacks] == ["BackupAndRestore", "ProgressFile"]
+
+
+# --- PyTorch checkpoints: torch_resume / torch_epoch_end -----------------------------------------
+
+
+def _torch_model(seed: int):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    return model, optimizer
+
+
+def _train_a_little(model, optimizer, steps: int = 3) -> None:
+    import torch
+
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def _same_tensors(a, b) -> bool:
+    """Nested state dicts (tensors, numbers, lists, dicts) equal, tensors exactly."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_torch_checkpoint_round_trip_restores_model_optimizer_epoch_and_rng(monkeypatch, capsys):
+    import torch
+
+    model, optimizer = _torch_model(0)
+    assert kit.torch_resume(model, optimizer) == 0  # a training from scratch
+    _train_a_little(model, optimizer)
+    kit.torch_epoch_end(0, model, optimizer, epochs=5, steps=3, loss=torch.tensor(0.7), accuracy=0.5)
+    _train_a_little(model, optimizer)
+    kit.torch_epoch_end(1, model, optimizer, epochs=5, steps=3, loss=0.6, accuracy=0.75)
+    rng_after_save = torch.get_rng_state()
+    checkpoints = kit.output_dir() / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["torch.pt", "training_metadata.json"]
+    assert json.loads((checkpoints / "training_metadata.json").read_text()) == {"epoch": 2, "batch": 0}
+
+    fresh_model, fresh_optimizer = _torch_model(1)  # other weights, no optimizer state
+    torch.manual_seed(123)  # another RNG state
+    assert not _same_tensors(fresh_model.state_dict(), model.state_dict())
+    monkeypatch.setenv("PUSHTUNE_RESUME", "1")
+    assert kit.torch_resume(fresh_model, fresh_optimizer) == 2
+    assert "kit: resumed at epoch 2" in capsys.readouterr().err
+    assert _same_tensors(fresh_model.state_dict(), model.state_dict())
+    assert _same_tensors(fresh_optimizer.state_dict(), optimizer.state_dict())
+    assert torch.equal(torch.get_rng_state(), rng_after_save)
+    # and they train on alike, on the same batches (Adam's moments and step count came back too)
+    rng = torch.get_rng_state()
+    _train_a_little(model, optimizer)
+    torch.set_rng_state(rng)
+    _train_a_little(fresh_model, fresh_optimizer)
+    assert _same_tensors(fresh_model.state_dict(), model.state_dict())
+
+
+def test_torch_resume_without_a_checkpoint_starts_at_0_and_a_fresh_start_clears_old_files(monkeypatch, capsys):
+    model, optimizer = _torch_model(0)
+    monkeypatch.setenv("PUSHTUNE_RESUME", "1")
+    assert kit.torch_resume(model, optimizer) == 0  # killed before its first epoch ended
+    assert "no checkpoint yet" in capsys.readouterr().err
+
+    kit.torch_epoch_end(0, model, optimizer, epochs=2, loss=1.0)
+    monkeypatch.setenv("PUSHTUNE_RESUME", "")
+    assert kit.torch_resume(model, optimizer) == 0  # an earlier run's files are not this one's
+    assert sorted(p.name for p in kit.output_dir().iterdir()) == []
+
+
+def test_torch_resume_of_an_unreadable_checkpoint_starts_at_0(monkeypatch, capsys):
+    checkpoints = kit.output_dir() / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "torch.pt").write_bytes(b"not a checkpoint")
+    (checkpoints / ".torch.pt.abc.tmp").write_bytes(b"a save cut short")
+    monkeypatch.setenv("PUSHTUNE_RESUME", "1")
+    assert kit.torch_resume(*_torch_model(0)) == 0
+    assert "cannot read" in capsys.readouterr().err
+    assert not (checkpoints / ".torch.pt.abc.tmp").exists()
+
+
+def test_torch_checkpoint_save_that_fails_keeps_the_previous_and_leaves_no_temp_file():
+    model, optimizer = _torch_model(0)
+    kit.torch_epoch_end(0, model, optimizer, epochs=3, loss=1.0)
+    checkpoints = kit.output_dir() / "checkpoints"
+    saved = (checkpoints / "torch.pt").read_bytes()
+
+    class Unpicklable:
+        def state_dict(self):
+            return {"x": lambda: None}  # torch.save cannot pickle it: the write fails midway
+
+    with pytest.raises(AttributeError, match="pickle"):
+        kit.torch_epoch_end(1, Unpicklable(), None, epochs=3, loss=0.5)
+    assert (checkpoints / "torch.pt").read_bytes() == saved
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["torch.pt", "training_metadata.json"]
+    assert kit.progress()["epoch"] == 1  # progress never claims the epoch that was not saved
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras' own, with NumPy 2
+def test_torch_epoch_end_writes_progress_and_history_as_the_keras_callbacks_do(tmp_path, monkeypatch):
+    """Same files, same keys, same epoch numbering as `kit.callbacks()` in a Keras `fit`; a
+    resumed training's curve drops the epochs after its checkpoint."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+
+    monkeypatch.setenv("PUSHTUNE_OUTPUT", str(tmp_path / "keras"))
+    keras.utils.set_random_seed(0)
+    x = np.random.rand(64, 4).astype("float32")
+    y = (x.sum(axis=1) > 2).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[:48], y[:48], validation_data=(x[48:], y[48:]), epochs=2, batch_size=16, verbose=0,
+              callbacks=kit.callbacks())
+    keras_history, keras_progress = kit.history(), kit.progress()
+
+    monkeypatch.setenv("PUSHTUNE_OUTPUT", str(tmp_path / "torch"))
+    net, optimizer = _torch_model(0)
+    assert kit.torch_resume(net, optimizer) == 0
+    import torch
+
+    for epoch in range(2):
+        kit.torch_epoch_end(epoch, net, optimizer, epochs=2, steps=3, loss=torch.tensor(0.5 - epoch / 10),
+                            accuracy=0.6, val_loss=np.float32(0.55), val_accuracy=0.625)
+    torch_history, torch_progress = kit.history(), kit.progress()
+
+    assert torch_history.keys() == keras_history.keys() == {"epochs", "steps", "history"}
+    assert (torch_history["epochs"], torch_history["steps"]) == (keras_history["epochs"], keras_history["steps"])
+    assert [e["epoch"] for e in torch_history["history"]] == [e["epoch"] for e in keras_history["history"]] == [1, 2]
+    for ours, theirs in zip(torch_history["history"], keras_history["history"]):
+        assert sorted(ours) == sorted(theirs) == ["accuracy", "epoch", "loss", "val_accuracy", "val_loss"]
+        assert all(type(value) in (int, float) for value in ours.values())
+    assert torch_progress.keys() == keras_progress.keys() == {"epoch", "epochs", "logs"}
+    assert torch_progress["logs"].keys() == keras_progress["logs"].keys()
+    assert (torch_progress["epoch"], torch_progress["epochs"]) == (keras_progress["epoch"], keras_progress["epochs"])
+    assert torch_history["history"][1]["loss"] == pytest.approx(0.4)
+
+    # pushtune reads them as it reads Keras': the curve, the live progress, the resumable epoch
+    from jobs.metrics import read_curve
+    from jobs.runtime import resumable_epoch
+
+    output = tmp_path / "torch"
+    assert read_curve(output) == torch_history and resumable_epoch(output) == 2
+
+    # a NaN loss is written as null, as Keras' is
+    kit.torch_epoch_end(2, net, optimizer, epochs=4, loss=float("nan"))
+    assert kit.history()["history"][-1] == {"epoch": 3, "loss": None}
+    # resumed from the checkpoint of epoch 1, epoch 2 is trained again and replaces the old one
+    kit.torch_epoch_end(1, net, optimizer, epochs=4, loss=0.3)
+    assert [(e["epoch"], e["loss"]) for e in kit.history()["history"]] == [(1, 0.5), (2, 0.3)]

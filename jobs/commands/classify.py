@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from jobs.exit_codes import OK
 from jobs.classify import Classification, classify_paths
 from jobs.errors import UserError
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print("no Python files found", file=sys.stderr)
     else:
         print_table(results)
-    return 0
+    return OK
 
 
 def print_table(results: list[Classification], file: TextIO | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from jobs.exit_codes import OK
 from jobs import hook
 from jobs.store import home
 
@@ -31,4 +32,4 @@ def install(args: argparse.Namespace) -> int:
     path = hook.install_hook(Path(args.repo), home=home(), run_args=hook.split_run_args(args.run_args),
                              force=args.force, chain=args.chain)
     print(f"installed {path} (runs logged to {hook.log_path(home())})")
-    return 0
+    return OK

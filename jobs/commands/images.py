@@ -1,4 +1,4 @@
-"""`pushtune images build|list`: the per-kind Docker images attempts run in."""
+"""`pushtune images build|list`: the Docker images attempts run in, one per profile's image."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from jobs import images
+from jobs import images, profiles
 
 
 def add_parser(subparsers) -> None:
@@ -18,9 +18,10 @@ def add_parser(subparsers) -> None:
     commands = p.add_subparsers(dest="images_command", metavar="{build,list}")
     commands.required = True
 
-    build = commands.add_parser("build", help="build the image of each kind (default: all)")
-    build.add_argument("kinds", nargs="*", metavar="KIND",
-                       help=f"one of {', '.join(images.KINDS)}")
+    build = commands.add_parser("build", help="build the images (default: all of them)")
+    build.add_argument("kinds", nargs="*", metavar="IMAGE",
+                       help=f"an image ({', '.join(images.IMAGES)}), or the profile whose image "
+                            f"to build ({', '.join(profiles.names())})")
     build.add_argument("--offline", action="store_true",
                        help=f"from the local {images.OFFLINE_BASE_IMAGE} and a host-side wheelhouse")
     build.add_argument("--base-image", metavar="IMG", help="base image (default: "
@@ -38,11 +39,11 @@ def _echo(text: str) -> None:
 
 
 def build_images(args: argparse.Namespace) -> int:
-    kinds = [images.check_kind(kind) for kind in dict.fromkeys(args.kinds or images.KINDS)]
+    names = list(dict.fromkeys(images.image_name(which) for which in args.kinds or images.IMAGES))
     client = images.connect(timeout=None)
-    for kind in kinds:  # once each, in the order given  # once each, in the order given
+    for name in names:  # once each, in the order given
         started = time.monotonic()
-        tag = images.build_image(kind, client=client, offline=args.offline,
+        tag = images.build_image(name, client=client, offline=args.offline,
                                  base_image=args.base_image, no_cache=args.no_cache, echo=_echo)
         print(f"built {tag} in {time.monotonic() - started:.1f} s", flush=True)
     return 0
@@ -55,10 +56,10 @@ def list_images(args: argparse.Namespace) -> int:
         console.print("no pushtune images (build them with `pushtune images build`)")
         return 0
     table = Table()
-    for column in ("kind", "tag", "size", "created", "current"):
+    for column in ("image", "profiles", "tag", "size", "created", "current"):
         table.add_column(column)
     for info in found:
-        table.add_row(info.kind, info.tag, f"{info.size / 1e6:.0f} MB", info.created,
+        table.add_row(info.image, info.profiles, info.tag, f"{info.size / 1e6:.0f} MB", info.created,
                       "yes" if info.current else "no (rebuild)")
     console.print(table)
     return 0

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from jobs import exit_codes
 from jobs import jenkins as jk
 from jobs.errors import UserError
 
@@ -111,7 +112,7 @@ def render(args: argparse.Namespace) -> int:
     jobs = jk.render_jobs(args.repo_url, args.branch, label=args.label)
     for path in jk.write_jobs(jobs, Path(args.outdir)):
         print(path)
-    return 0
+    return exit_codes.OK
 
 
 def install(args: argparse.Namespace) -> int:
@@ -132,7 +133,7 @@ def install(args: argparse.Namespace) -> int:
               "→ System → Jenkins URL, or unclassified.location.url in JCasC): builds get no "
               "BUILD_URL, so pushtune-tweak and pushtune-monitor cannot start the next job",
               file=sys.stderr)
-    return 0
+    return exit_codes.OK
 
 
 def trigger(args: argparse.Namespace) -> int:
@@ -144,7 +145,7 @@ def trigger(args: argparse.Namespace) -> int:
     what = "already queued (the same build is waiting)" if queued.already_queued else "queued"
     print(f"{what} {args.job}{where}", file=sys.stderr)
     if not args.wait:
-        return 0
+        return exit_codes.OK
     if queue_id is None:
         raise UserError("Jenkins did not return a queue item, so the build cannot be followed")
     number, url = client.wait_for_start(args.job, queue_id, deadline, args.poll)
@@ -156,7 +157,7 @@ def trigger(args: argparse.Namespace) -> int:
 
     result = client.follow(args.job, number, write, deadline, args.poll)
     print(f"{args.job} #{number}: {result}", file=sys.stderr)
-    return jk.RESULT_EXIT_CODES.get(result, 1)
+    return jk.RESULT_EXIT_CODES.get(result, exit_codes.FAILED)
 
 
 def agent_secret(args: argparse.Namespace) -> int:
@@ -166,14 +167,14 @@ def agent_secret(args: argparse.Namespace) -> int:
     secret = client.agent_secret(args.agent)
     path = jk.write_secret(Path(args.file), secret)
     print(f"wrote the secret of agent {args.agent} to {path}", file=sys.stderr)
-    return 0
+    return exit_codes.OK
 
 
 def status(args: argparse.Namespace) -> int:
     rows = _client(args).last_builds(jk.chain_jobs(args.prefix))
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return exit_codes.OK
     table = Table()
     for column in ("job", "build", "result", "started"):
         table.add_column(column)
@@ -181,4 +182,4 @@ def status(args: argparse.Namespace) -> int:
         started = datetime.fromtimestamp(row["started"]).strftime("%Y-%m-%d %H:%M:%S") if row["started"] else ""
         table.add_row(Text(row["job"]), str(row["number"] or ""), Text(str(row["result"])), started)
     Console(highlight=False).print(table)
-    return 0
+    return exit_codes.OK

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import steps
+from jobs import exit_codes, steps
 from jobs.errors import UserError
-from jobs.loop import EXIT_CODES, drive, notify_if_asked, resume_attempt, run_options
+from jobs.loop import drive, notify_if_asked, resume_attempt, run_options
 from jobs.monitor import MAX_INTERVAL, check_interval, sweep, watch
 from jobs.runtime import get_runtime
 from jobs.store import RunStore, attempt_dir, run_dir
@@ -38,9 +38,9 @@ def monitor(args: argparse.Namespace) -> int:
             _echo(str(action))
         if not actions:
             _echo("nothing to do: every running attempt has a live driver")
-        return 0
+        return exit_codes.OK
     watch(store, args.interval, _echo)
-    return 0
+    return exit_codes.OK
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -63,8 +63,8 @@ def resume(args: argparse.Namespace) -> int:
         triggered = steps.dispatch(decision, steps.recorded_jobs(run))
         if triggered:
             print(triggered, file=sys.stderr)
-        return 0
+        return exit_codes.OK
     summary = drive(store, args.run_id, runtime)
     notify_if_asked(store, args.run_id)
     print(f"run {args.run_id}: {summary['status']}", file=sys.stderr)
-    return EXIT_CODES[summary["status"]]
+    return exit_codes.for_status(summary["status"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs.exit_codes import FAILED, OK
 from jobs.errors import UserError
 from jobs.store import RunStore
 
@@ -55,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
             for line in log:
                 print(f"  ok  {line}")
             print(f"pushtune: mail test failed: {error}", file=sys.stderr)
-            return 1
+            return FAILED
         for line in log:
             print(f"  ok  {line}")
         print("mail settings work")
-        return 0
+        return OK
 
     result = notify_run(RunStore.open(), args.run_id, settings=settings)
     if result.sent:
         print(result.describe(args.run_id))
-        return 0
-    return 1  # notify_run printed the one-line reason and recorded it on the run
+        return OK
+    return FAILED  # notify_run printed the one-line reason and recorded it on the run

@@ -12,12 +12,15 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
+from jobs import exit_codes
 from jobs.commands import output_console
 from jobs.errors import UserError
-from jobs.loop import EXIT_CODES, RunOptions, check_model, notify_if_asked, run_model
+from jobs.loop import RunOptions, check_model, notify_if_asked, run_model
+from jobs.objective import MODES, Objective
 from jobs.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
-from jobs.runtime import get_runtime
+from jobs.runtime import get_runtime, runtime_choices
 from jobs.store import RunStore
+from jobs.versions import check_name
 from jobs.strategies import STRATEGIES, load_space
 
 
@@ -48,7 +51,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """The options of a run, shared by `pushtune run` and `pushtune start`."""
     p.add_argument("--threshold", type=float, default=0.9, help="metric to reach (default 0.9)")
     p.add_argument("--metric", default="accuracy", help="metric gated on (default accuracy)")
-    p.add_argument("--mode", choices=("max", "min"), default="max", help="higher (max) or lower (min) is better")
+    p.add_argument("--mode", choices=MODES, default="max", help="higher (max) or lower (min) is better")
     p.add_argument("--max-attempts", type=int, default=5, help="at most this many attempts (default 5)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="for the whole run")
     p.add_argument("--attempt-timeout", type=float, metavar="SECONDS", help="for one attempt")
@@ -60,7 +63,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-delta", type=float, default=0.0, metavar="D",
                    help="a smaller change of the metric is noise (default 0; at least one test example)")
     p.add_argument("--space", metavar="FILE", help="JSON search space for grid/optuna")
-    p.add_argument("--runtime", choices=("local", "docker", "auto"), default="auto",
+    p.add_argument("--runtime", choices=runtime_choices(), default="auto",
                    help="auto (default): Docker when an engine answers, else a local process")
     p.add_argument("--memory", default="4g", help="docker: memory limit (default 4g)")
     p.add_argument("--cpus", type=float, default=2.0, help="docker: CPU limit (default 2)")
@@ -68,6 +71,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="docker: keep containers after the attempt")
     p.add_argument("--notify", action="append", default=[], metavar="ADDR", help="mail the result to ADDR")
     p.add_argument("-v", "--verbose", action="store_true", help="stream the script's output")
+    p.add_argument("--name", metavar="NAME", help="the model name a passing run registers its model under "
+                                                  "(default: the file's stem; see `pushtune models`)")
+    p.add_argument("--no-promote", action="store_true",
+                   help="register a passing run's model as a candidate, never production (`pushtune promote`)")
 
 
 MIN_CPUS = 0.01  # the smallest CPU limit Docker accepts
@@ -101,6 +108,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         params=dict(parse_param(p) for p in args.param), strategy=args.strategy, space=space,
         min_delta=args.min_delta,
         runtime=args.runtime, notify=list(args.notify), verbose=args.verbose,
+        name=check_name(args.name) if args.name is not None else None, promote=not args.no_promote,
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},
     )
@@ -125,8 +133,7 @@ class TerminalProgress:
         metric = self.options.metric
         if event == "started":
             self.console.print(f"run {data['run_id']}: {data['model_name']}: {data['kind']} model "
-                               f"({data['framework']}); target {metric} "
-                               f"{'≥' if self.options.mode == 'max' else '≤'} {self.options.threshold:g}",
+                               f"({data['framework']}); target {self.options.objective.target()}",
                                markup=False)
         elif event == "attempt":
             self.close()
@@ -211,14 +218,17 @@ def print_summary(summary: dict, console: Console) -> None:
         table.add_row(*cells, Text(value), f"{a['seconds']:.1f}")
     console.print(table)
     status = summary["status"].replace("_", " ")
+    stopped = f"; stopped: {summary['stop_reason']}" if summary["stop_reason"] else ""  # none while running
     if summary["best"]:
         console.print(Text(f"{status}: best {metric} {summary['best'][metric]:.4f} "
-                           f"(threshold {summary['threshold']:g}) at attempt {best_n}; "
-                           f"stopped: {summary['stop_reason']}"))
+                           f"(threshold {Objective.of(summary).symbol} {summary['threshold']:g}) "
+                           f"at attempt {best_n}{stopped}"))
         if summary["best"]["artifact"]:
             console.print(Text(f"model: {summary['best']['artifact']}"))
+        if summary["best"].get("notebook"):  # a notebook run: the winning notebook, output-free
+            console.print(Text(f"notebook: {summary['best']['notebook']}"))
     else:
-        console.print(Text(f"{status}: no attempt reported {metric}; stopped: {summary['stop_reason']}"))
+        console.print(Text(f"{status}: no attempt reported {metric}{stopped}"))
     console.print(Text(f"report: {summary['report']}"))
 
 
@@ -248,4 +258,4 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print_summary(summary, output_console())
-    return EXIT_CODES[summary["status"]]
+    return exit_codes.for_status(summary["status"])

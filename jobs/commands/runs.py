@@ -9,8 +9,10 @@ from datetime import datetime
 from rich.table import Table
 from rich.text import Text
 
+from jobs import exit_codes
 from jobs.commands import output_console
 from jobs.loop import summarize
+from jobs.objective import Objective, best_attempt
 from jobs.store import RunStore
 
 
@@ -34,20 +36,21 @@ def list_runs(args: argparse.Namespace) -> int:
     runs = store.list_runs(args.limit)
     if args.json:
         print(json.dumps([summarize(store, r["id"]) for r in runs], indent=2))
-        return 0
+        return exit_codes.OK
     table = Table()
     for column in ("run", "started", "model", "kind", "status", "best", "threshold", "attempts"):
         table.add_column(column)
     for r in runs:
         attempts = store.attempts(r["id"])
-        best = next((a for a in attempts if a["n"] == r["best_attempt"]), None)
+        objective = Objective.of(r)
+        best = best_attempt(attempts, objective)
         table.add_row(  # Text: a name is shown as is, never read as markup
             str(r["id"]), datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M"),
             Text(r["model_name"]), Text(r["kind"]), Text(r["status"]), _value(best and best["metric_value"]),
-            f"{r['threshold']:g}", str(len(attempts)),
+            f"{objective.symbol} {r['threshold']:g}", str(len(attempts)),
         )
     output_console().print(table)
-    return 0
+    return exit_codes.OK
 
 
 def _restarts(store: RunStore, run_id: int, n: int) -> list[dict]:
@@ -69,7 +72,7 @@ def show_run(args: argparse.Namespace) -> int:
             for s, a in zip(summary["attempts"], attempts)
         ]
         print(json.dumps(summary, indent=2))
-        return 0
+        return exit_codes.OK
     from jobs.commands.run import print_summary
 
     console = output_console()
@@ -78,4 +81,4 @@ def show_run(args: argparse.Namespace) -> int:
         if a["diff"]:
             console.print(Text.assemble("\n", (f"attempt {a['n']}", "bold"), f": {a['tweak'] or ''}"))
             console.print(Text(a["diff"]))
-    return 0
+    return exit_codes.OK

@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from jobs import exit_codes
 from jobs.commands import run as run_command
 from jobs.errors import UserError
 from jobs.loop import run_options
@@ -90,7 +91,7 @@ def changed(args: argparse.Namespace) -> int:
         if models:
             commit = steps.run_git(repo, "rev-parse", args.new).strip()
             steps.write_properties(target, {"MODEL_FILES": json.dumps(models), "MODEL_COMMIT": commit})
-    return 0
+    return exit_codes.OK
 
 
 def start(args: argparse.Namespace) -> int:
@@ -123,7 +124,7 @@ def start(args: argparse.Namespace) -> int:
             steps.write_properties(Path(args.properties_dir) / f"run-{run.run_id}.properties", values)
     if not started:
         print("no supported model file: nothing to train", file=sys.stderr)
-    return 0
+    return exit_codes.OK
 
 
 def _stop_on_sigterm() -> None:
@@ -185,16 +186,16 @@ def tweak(args: argparse.Namespace) -> int:
     if args.properties:
         steps.write_properties(Path(args.properties), {"RUN_ID": decision.run_id, "NEXT": decision.next})
     if args.no_trigger:
-        return 0
+        return exit_codes.OK
     jobs = steps.recorded_jobs(RunStore.open().get_run(args.run_id))
     jobs.update({k: v for k, v in (("train", args.train_job), ("notify", args.notify_job)) if v})
     triggered = steps.dispatch(decision, jobs)
     if triggered:
         print(triggered)
-    return 0
+    return exit_codes.OK
 
 
 def finish(args: argparse.Namespace) -> int:
     summary = steps.finish_step(RunStore.open(), args.run_id, args.reason)
     print(f"run {summary['run_id']}: {summary['status']} ({summary['stop_reason']})")
-    return 0
+    return exit_codes.OK

@@ -1,0 +1,169 @@
+"""`pushtune serve` on loopback: latency and throughput per example model, single instances and
+batches of 32, against calling the same loaded model in-process (so the HTTP overhead shows).
+
+The models are the examples' (models/regression_logistic.py: a scikit-learn pipeline saved with
+joblib; models/ann_digits.py: a Keras dense network), trained here the same way, registered as
+production versions of a throw-away store, and served by uvicorn on 127.0.0.1 in this process.
+Every request goes through everything a real one does: JSON parsing and checks, the store query
+for the production version (hot reload), the prediction, the JSON answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+SINGLE_REQUESTS = 1000
+BATCH_REQUESTS = 300
+WARM_UP = 50
+GOALS_MS = {"regression": 25.0, "dense network": 60.0}  # p99, single instances
+
+
+def regression_model(where: Path) -> tuple[Path, np.ndarray]:
+    import joblib
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=100)).fit(x, y)
+    path = where / "model.joblib"
+    joblib.dump(model, path)
+    return path, x
+
+
+def dense_model(where: Path) -> tuple[Path, np.ndarray]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.data.astype("float32") / 16.0
+    keras.utils.set_random_seed(42)
+    model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.001), loss="sparse_categorical_crossentropy")
+    model.fit(x, digits.target, epochs=5, batch_size=64, verbose=0)
+    path = where / "model.keras"
+    model.save(path)
+    return path, x
+
+
+def register(store, name: str, artifact: Path) -> None:
+    """A passing run of `name` whose attempt saved `artifact`, finished by the loop (which
+    registers and promotes it)."""
+    from jobs.loop import finish_run, sha256_of
+
+    run_id = store.create_run(files={"pushed.py": "# benchmark\n"}, model_path=f"/bench/{name}.py",
+                              model_name=f"{name}.py", model_sha256="0" * 64, kind="regression",
+                              framework="sklearn", metric="accuracy", mode="max", threshold=0.5,
+                              strategy="diagnose", runtime="local", options={})
+    run_dir = Path(store.get_run(run_id)["run_dir"])
+    n = store.add_attempt(run_id, dir_of=lambda n: str(run_dir / f"attempt-{n}"), source_sha256="b", config_key="b")
+    output = run_dir / f"attempt-{n}" / "output"
+    output.mkdir(parents=True)
+    copy = output / artifact.name
+    copy.write_bytes(artifact.read_bytes())
+    store.update_attempt(run_id, n, status="ok", metric_value=0.9, artifact_path=str(copy),
+                         artifact_sha256=sha256_of(copy), finished_at=time.time(), seconds=0.0)
+    assert finish_run(store, run_id, "threshold met")["deployment"]["status"] == "production"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+def timed(call, count: int) -> list[float]:
+    for _ in range(WARM_UP):
+        call()
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def main() -> str:
+    import httpx
+    import uvicorn
+
+    from jobs.serve import create_app, listen
+    from jobs.store import RunStore
+
+    logging.getLogger("pushtune.serve").setLevel(logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["PUSHTUNE_ARTIFACTS"] = str(tmp)
+        try:
+            store = RunStore.open(tmp / "pushtune.db")
+            models = {"regression": regression_model(tmp), "dense network": dense_model(tmp)}
+            for name, (artifact, _) in models.items():
+                register(store, name.replace(" ", "-"), artifact)
+            app = create_app(store)
+            sock = listen("127.0.0.1", 0)
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+            thread.start()
+            while not server.started:
+                time.sleep(0.01)
+            host = app.state.host
+            try:
+                with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as client:
+                    for label, (artifact, data) in models.items():
+                        name = label.replace(" ", "-")
+                        loaded = host.current[name]
+                        for size, count in ((1, SINGLE_REQUESTS), (32, BATCH_REQUESTS)):
+                            batch = data[:size]
+                            body = {"instances": batch.tolist()}
+                            x = batch.astype(loaded.dtype)
+
+                            def over_http():
+                                answer = client.post(f"/models/{name}/predict", json=body)
+                                assert answer.status_code == 200, answer.text
+
+                            http = timed(over_http, count)
+                            local = timed(lambda: loaded.predict(x), count)
+                            rows.append((label, size, http, local))
+            finally:
+                server.should_exit = True
+                thread.join(30)
+                sock.close()
+        finally:
+            os.environ.pop("PUSHTUNE_ARTIFACTS", None)
+
+    lines = ["| model | instances a request | HTTP p50 | HTTP p99 | requests/s (one client) | "
+             "in-process p50 | in-process p99 | HTTP overhead (p50) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts = []
+    for label, size, http, local in rows:
+        p50, p99 = percentile(http, 50) * 1e3, percentile(http, 99) * 1e3
+        l50, l99 = percentile(local, 50) * 1e3, percentile(local, 99) * 1e3
+        lines.append(f"| {label} | {size} | {p50:.2f} ms | {p99:.2f} ms | {1 / statistics.fmean(http):.0f} | "
+                     f"{l50:.3f} ms | {l99:.3f} ms | {p50 - l50:.2f} ms |")
+        if size == 1:
+            goal = GOALS_MS[label]
+            verdicts.append(f"- {label}, single instances: p99 {p99:.2f} ms "
+                            f"({'meets' if p99 < goal else 'MISSES'} the < {goal:g} ms goal)")
+    table = "\n".join(lines)
+    return textwrap.dedent("""\
+        ## serving latency
+
+        `pushtune serve` (FastAPI + uvicorn, one worker) on 127.0.0.1, one keep-alive httpx client
+        sending requests one after another: {single} single-instance requests and {batch} batches
+        of 32 per model, after {warm} warm-up requests. Each request is parsed and checked, asks the
+        store (SQLite) which version is production, predicts and answers in JSON. In-process: the
+        same loaded model's predict on the same array, no HTTP, no store query. The models are the
+        examples': regression = models/regression_logistic.py's scikit-learn pipeline (joblib,
+        30 features); dense network = models/ann_digits.py's Keras net (64 inputs, 10 classes).
+
+        """).format(single=SINGLE_REQUESTS, batch=BATCH_REQUESTS, warm=WARM_UP) + table + "\n\n" + "\n".join(verdicts) + "\n"

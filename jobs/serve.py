@@ -1,0 +1,687 @@
+"""`pushtune serve`: the production version of every model over HTTP (FastAPI + uvicorn).
+
+    GET  /health                  {"status": "ok" | "degraded", "models": {name: version}, "problems": {…}}
+    GET  /models                  every served name: production and loaded version, framework, input shape
+    POST /models/{name}/predict   {"instances": [[…], …]} → {"predictions": […], "version": N}
+    GET  /metrics                 Prometheus text: requests, errors, latency histogram, loaded versions
+
+Artifacts: Keras (`.keras`, `.h5`), joblib/pickle (`.joblib`, `.pkl`: anything with `predict`) and
+torch (`.pt`: TorchScript, or a whole model saved with `torch.save`). A pickle runs code when it
+is loaded: the server loads only the file a version recorded, after checking its sha256.
+
+Hot reload. Every prediction asks the store which version of the model is production (one
+indexed query) and answers with that version: a promotion or rollback is picked up by the next
+request, and an answer's version is always one that was production while it was asked. A
+version is loaded once (a background poll loads a new production version before requests ask
+for it; a few earlier versions stay loaded, so a rollback is instant) and swapped in as a
+whole: a request in flight keeps the model object it started with. An artifact whose sha256
+does not match its record, or that fails to load, is refused and reported (/health, /models,
+/metrics, the log), and the version that was serving goes on serving; a model with nothing to
+serve answers 503 with the reason.
+
+Errors are JSON {"detail": "…"}: 400 a body that is no JSON, 422 instances of the wrong type or
+shape (the message says what was expected), 404 an unknown model, 503 a model that cannot be
+loaded. Nothing else escapes as a bare 500: an unexpected error is a JSON 500 naming it.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request).
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from jobs.errors import UserError
+from jobs.store import RunStore
+from jobs.versions import NAME_PATTERN, file_sha256
+
+LOG = logging.getLogger("pushtune.serve")
+DEFAULT_POLL_SECONDS = 0.5
+KEEP_LOADED = 3  # versions kept loaded per name besides the serving one: rollbacks need no load
+RETRY_FAILED_SECONDS = 30.0  # a refused artifact is tried again after this, or when its file changes
+MAX_BODY_BYTES = 64 << 20
+MAX_INSTANCES = 10_000
+STORE_RETRY_SECONDS = 2.0  # a request never waits a PostgreSQL outage out: it serves what it has
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FRAMEWORKS = {".keras": "keras", ".h5": "keras", ".joblib": "joblib", ".pkl": "joblib", ".pt": "torch"}
+
+
+class ApiError(Exception):
+    """An answer other than 200: its status and the one-line detail."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class LoadError(Exception):
+    """A version that cannot be served; `kind` is "sha256" (the file does not match its record),
+    "missing" or "load"."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+# --- loading artifacts --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded version: what it needs to predict, and nothing that changes."""
+
+    name: str
+    version: int
+    sha256: str
+    path: Path
+    framework: str
+    predict: Callable[[np.ndarray], Any]
+    input_shape: tuple[int | None, ...] | None  # one instance's, when the model tells
+    dtype: Any
+    loaded_at: float = field(default_factory=time.time)
+
+
+def load_version(name: str, version: int, sha256: str, artifact: str | Path) -> Loaded:
+    """Check the artifact against its recorded sha256, load it, and call it once on zeros of its
+    input shape (so the first request pays no tracing); LoadError says why it cannot serve."""
+    path = Path(artifact)
+    if not path.is_file():
+        raise LoadError("missing", f"v{version}: its model file {path} is missing")
+    found = file_sha256(path)
+    if found != sha256:
+        raise LoadError("sha256", f"v{version} refused: {path} has sha256 {found[:12]}…, its record says "
+                                  f"{sha256[:12]}… (changed or damaged since it was registered)")
+    framework = FRAMEWORKS.get(path.suffix.lower())
+    if framework is None:
+        raise LoadError("load", f"v{version}: cannot serve {path.suffix or 'extension-less'} files (Keras "
+                                f".keras/.h5, joblib .joblib/.pkl, torch .pt)")
+    try:
+        predict, shape, dtype = LOADERS[framework](path)
+    except LoadError:
+        raise
+    except Exception as exc:  # whatever the framework raises for a file it cannot read
+        raise LoadError("load", f"v{version}: {framework} cannot load {path.name}: {_one_line(exc)}") from None
+    if shape is not None and all(isinstance(d, int) for d in shape):
+        try:
+            predict(np.zeros((1, *shape), dtype=dtype))
+        except Exception as exc:
+            raise LoadError("load", f"v{version}: {path.name} fails on an input of its own shape "
+                                    f"{_shape(shape)}: {_one_line(exc)}") from None
+    return Loaded(name, version, sha256, path, framework, predict, shape, dtype)
+
+
+def _load_keras(path: Path):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    shape = model.input_shape
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            raise LoadError("load", f"{path.name} has {len(shape)} inputs: only single-input models are served")
+        shape = shape[0]
+    instance = tuple(shape[1:]) if shape else None
+
+    def predict(x: np.ndarray):
+        return np.asarray(model(x, training=False))
+
+    return predict, instance, np.float32
+
+
+def _load_joblib(path: Path):
+    import joblib
+
+    model = joblib.load(path)
+    if not callable(getattr(model, "predict", None)):
+        raise LoadError("load", f"{path.name} holds a {type(model).__name__}, which has no predict()")
+    features = getattr(model, "n_features_in_", None)
+    return model.predict, (int(features),) if isinstance(features, (int, np.integer)) else None, np.float64
+
+
+def _load_torch(path: Path):
+    import torch
+
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError:  # not TorchScript: a model pickled whole by torch.save
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(model, dict):
+        raise LoadError("load", f"{path.name} is a state_dict (weights only): save the whole model "
+                                f"(torch.save(model, …)) or TorchScript (torch.jit.save) to serve it")
+    if not callable(model):
+        raise LoadError("load", f"{path.name} holds a {type(model).__name__}, not a model")
+    model.eval()
+    shape = None
+    for module in model.modules() if hasattr(model, "modules") else ():
+        features = getattr(module, "in_features", None)
+        if isinstance(features, int):
+            shape = (features,)
+            break
+
+    def predict(x: np.ndarray):
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x))
+        return out.numpy() if hasattr(out, "numpy") else out
+
+    return predict, shape, np.float32
+
+
+LOADERS = {"keras": _load_keras, "joblib": _load_joblib, "torch": _load_torch}
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join("n" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _check_numbers(value: Any) -> None:
+    """Every leaf of the nested lists is a finite number (not a bool, a text or null)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise ApiError(422, f"instances must hold numbers, not {_json_type(item)} ({json.dumps(item)[:40]})")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ApiError(422, "instances must hold finite numbers (no NaN or Infinity)")
+
+
+def _json_type(value: Any) -> str:
+    return {str: "text", type(None): "null", bool: "true/false", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def parse_instances(body: Any, loaded: Loaded) -> np.ndarray:
+    """The request's instances as an array of the model's dtype and shape, or a 422 saying what
+    was expected."""
+    expected = loaded.input_shape
+    each = f" (each instance of shape {_shape(expected)})" if expected else ""
+    if not isinstance(body, dict) or "instances" not in body:
+        raise ApiError(422, f'expected a JSON object {{"instances": [[…], …]}}{each}')
+    instances = body["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise ApiError(422, f"instances must be a non-empty list of instances{each}")
+    if len(instances) > MAX_INSTANCES:
+        raise ApiError(422, f"at most {MAX_INSTANCES} instances a request (got {len(instances)})")
+    for instance in instances:
+        if not isinstance(instance, list):
+            raise ApiError(422, f"each instance must be a list of numbers{each}; got {_json_type(instance)}")
+    _check_numbers(instances)
+    try:
+        x = np.asarray(instances, dtype=loaded.dtype)
+    except ValueError:
+        raise ApiError(422, f"instances must be rectangular: lists of different lengths{each}") from None
+    got = x.shape[1:]
+    if expected is not None and (len(got) != len(expected)
+                                 or any(e is not None and e != g for e, g in zip(expected, got))):
+        raise ApiError(422, f"expected instances of shape {_shape(expected)}; got {_shape(got)} "
+                            f"({len(instances)} instance{'s' if len(instances) != 1 else ''})")
+    return x
+
+
+def to_json(result: Any) -> Any:
+    """The model's output as JSON values: arrays become lists; NaN and ±inf become null."""
+    if isinstance(result, np.ndarray):
+        if result.dtype.kind == "f" and not np.isfinite(result).all():
+            return [to_json(row) for row in result] if result.ndim > 1 else \
+                [None if not math.isfinite(v) else v for v in result.tolist()]
+        return result.tolist()
+    if isinstance(result, (list, tuple)):
+        return [to_json(item) for item in result]
+    if isinstance(result, (np.generic,)):
+        return to_json(result.item())
+    if isinstance(result, float) and not math.isfinite(result):
+        return None
+    return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:400] if text else type(exc).__name__
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """The counters and the latency histogram /metrics shows, kept by hand (Prometheus text
+    format 0.0.4)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.errors: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str], list[float]] = {}  # bucket counts…, +Inf count, sum
+        self.load_failures: dict[tuple[str, str], int] = {}
+        self.reloads: dict[str, int] = {}
+
+    def observe(self, endpoint: str, model: str, status: int, seconds: float) -> None:
+        key = (endpoint, model, str(status))
+        with self.lock:
+            self.requests[key] = self.requests.get(key, 0) + 1
+            if status >= 400:
+                self.errors[key] = self.errors.get(key, 0) + 1
+            counts = self.latency.setdefault((endpoint, model), [0.0] * (len(BUCKETS) + 2))
+            for i, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    counts[i] += 1
+            counts[-2] += 1
+            counts[-1] += seconds
+
+    def failed_load(self, model: str, kind: str) -> None:
+        with self.lock:
+            self.load_failures[(model, kind)] = self.load_failures.get((model, kind), 0) + 1
+
+    def reloaded(self, model: str) -> None:
+        with self.lock:
+            self.reloads[model] = self.reloads.get(model, 0) + 1
+
+    def render(self, host: "ModelHost") -> str:
+        out: list[str] = []
+
+        def family(name: str, kind: str, text: str) -> None:
+            out.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
+
+        with self.lock:
+            family("pushtune_requests_total", "counter", "HTTP requests answered, by endpoint, model and status code.")
+            for (endpoint, model, code), count in sorted(self.requests.items()):
+                out.append(f'pushtune_requests_total{{endpoint="{_label(endpoint)}",model="{_label(model)}",'
+                           f'code="{code}"}} {count}')
+            family("pushtune_request_errors_total", "counter", "Requests answered with a status of 400 or more.")
+            for (endpoint, model, code), count in sorted(self.errors.items()):
+                out.append(f'pushtune_request_errors_total{{endpoint="{_label(endpoint)}",model="{_label(model)}",'
+                           f'code="{code}"}} {count}')
+            family("pushtune_request_duration_seconds", "histogram", "Time to answer a request, in seconds.")
+            for (endpoint, model), counts in sorted(self.latency.items()):
+                labels = f'endpoint="{_label(endpoint)}",model="{_label(model)}"'
+                for bound, count in zip(BUCKETS, counts):
+                    out.append(f'pushtune_request_duration_seconds_bucket{{{labels},le="{bound}"}} {int(count)}')
+                out.append(f'pushtune_request_duration_seconds_bucket{{{labels},le="+Inf"}} {int(counts[-2])}')
+                out.append(f"pushtune_request_duration_seconds_sum{{{labels}}} {counts[-1]:.6f}")
+                out.append(f"pushtune_request_duration_seconds_count{{{labels}}} {int(counts[-2])}")
+            family("pushtune_model_load_failures_total", "counter",
+                   "Versions refused or failed to load (kind: sha256, missing, load).")
+            for (model, kind), count in sorted(self.load_failures.items()):
+                out.append(f'pushtune_model_load_failures_total{{model="{_label(model)}",kind="{kind}"}} {count}')
+            family("pushtune_model_reloads_total", "counter", "Times a model started answering with another version (its first load included).")
+            for model, count in sorted(self.reloads.items()):
+                out.append(f'pushtune_model_reloads_total{{model="{_label(model)}"}} {count}')
+        family("pushtune_model_loaded_version", "gauge", "The version each model answers with.")
+        for name, loaded in sorted(host.current.items()):
+            out.append(f'pushtune_model_loaded_version{{model="{_label(name)}"}} {loaded.version}')
+        family("pushtune_model_up", "gauge", "1 when the model serves its production version, else 0.")
+        for name, up in sorted(host.up().items()):
+            out.append(f'pushtune_model_up{{model="{_label(name)}"}} {int(up)}')
+        return "\n".join(out) + "\n"
+
+
+# --- the models being served --------------------------------------------------------------------
+
+
+@dataclass
+class Failure:
+    reason: str
+    kind: str
+    stat: tuple | None
+    at: float
+
+
+class ModelHost:
+    """Which version of each model answers, loaded and swapped as production changes."""
+
+    def __init__(self, store: RunStore, poll: float = DEFAULT_POLL_SECONDS, metrics: Metrics | None = None):
+        self.store = store
+        self.poll = poll
+        self.metrics = metrics or Metrics()
+        self.current: dict[str, Loaded] = {}  # name → the version answering; replaced whole, never changed
+        self.production: dict[str, int] = {}  # name → production version, as last read from the store
+        self.problems: dict[str, str] = {}  # name → why its production version is not the one answering
+        self._kept: dict[str, OrderedDict] = {}  # name → (version, sha256) → Loaded: recent versions
+        self._failed: dict[tuple[str, int, str], Failure] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        database = getattr(store, "database", None)
+        if hasattr(database, "retry_seconds"):  # PostgreSQL: a request must not wait an outage out
+            database.retry_seconds = min(database.retry_seconds, STORE_RETRY_SECONDS)
+
+    # the background poll
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="pushtune-serve-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                self.refresh()
+            except Exception as exc:  # the store may be away for a while: keep serving, keep trying
+                LOG.warning("cannot read the production versions: %s", _one_line(exc))
+
+    def refresh(self) -> None:
+        """Read every production version and load those not loaded yet."""
+        wanted = self.store.production_versions()
+        self.production = {name: record["version"] for name, record in wanted.items()}
+        for name, record in wanted.items():
+            try:
+                self._switch(name, record)
+            except ApiError:  # nothing to serve for it: recorded in problems, answered with 503
+                pass
+
+    # the request path
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def model_for(self, name: str) -> Loaded:
+        """The version of `name` that is production now (loaded if it must be), or the one still
+        serving when that one cannot be; ApiError 404 or 503 when there is none."""
+        if not NAME_PATTERN.fullmatch(name):
+            raise ApiError(404, f"no model named {name!r}")
+        current = self.current.get(name)
+        try:
+            wanted = self.store.production_version(name)
+        except Exception as exc:
+            if current is not None:
+                LOG.warning("cannot read the production version of %s: %s; serving v%d", name, _one_line(exc),
+                            current.version)
+                return current
+            raise ApiError(503, f"{name}: the run store cannot be read: {_one_line(exc)}") from None
+        if wanted is None:
+            if name in self.store.model_names():
+                raise ApiError(404, f"{name} has no production version (promote one: pushtune promote RUN_ID)")
+            known = ", ".join(sorted(set(self.production) | set(self.current))) or "none"
+            raise ApiError(404, f"no model named {name!r} (served: {known})")
+        self.production[name] = wanted["version"]
+        if current is not None and current.version == wanted["version"] and current.sha256 == wanted["sha256"]:
+            return current
+        return self._switch(name, wanted, current)
+
+    def _switch(self, name: str, wanted: dict, seen: Loaded | None = None) -> Loaded:
+        key = (wanted["version"], wanted["sha256"])
+        current = self.current.get(name)
+        if current is not None and (current.version, current.sha256) == key:
+            return current
+        with self._lock(name):
+            current = self.current.get(name)
+            if current is not None and (current.version, current.sha256) == key:
+                return current  # another request or the poll loaded it meanwhile
+            kept = self._kept.setdefault(name, OrderedDict())
+            loaded = kept.get(key)
+            reason = None
+            if loaded is None:
+                loaded, reason = self._load(name, wanted)
+            if loaded is not None:
+                if current is not None:
+                    kept[(current.version, current.sha256)] = current
+                kept.pop(key, None)
+                while len(kept) > KEEP_LOADED:
+                    kept.popitem(last=False)
+                self.current[name] = loaded  # one assignment: a request holds the object it got
+                self.problems.pop(name, None)
+                self.metrics.reloaded(name)
+                LOG.info("%s: serving v%d (%s)", name, loaded.version, loaded.path)
+                return loaded
+            self.problems[name] = reason + (f"; v{current.version} keeps serving" if current else "")
+            if current is not None:
+                return current
+            raise ApiError(503, f"{name}: {reason}")
+
+    def _load(self, name: str, wanted: dict) -> tuple[Loaded | None, str | None]:
+        failure_key = (name, wanted["version"], wanted["sha256"])
+        stat = _stat(wanted["artifact_path"])
+        failure = self._failed.get(failure_key)
+        if failure is not None and failure.stat == stat and time.time() - failure.at < RETRY_FAILED_SECONDS:
+            return None, failure.reason
+        try:
+            loaded = load_version(name, wanted["version"], wanted["sha256"], wanted["artifact_path"])
+        except LoadError as exc:
+            self._failed[failure_key] = Failure(exc.reason, exc.kind, stat, time.time())
+            self.metrics.failed_load(name, exc.kind)
+            LOG.error("%s: %s", name, exc.reason)
+            return None, exc.reason
+        self._failed.pop(failure_key, None)
+        return loaded, None
+
+    def up(self) -> dict[str, bool]:
+        return {name: name in self.current and self.current[name].version == version
+                for name, version in self.production.items()}
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for name in sorted(set(self.production) | set(self.current)):
+            loaded = self.current.get(name)
+            out.append({
+                "name": name, "production": self.production.get(name),
+                "version": loaded.version if loaded else None,
+                "framework": loaded.framework if loaded else None,
+                "input_shape": list(loaded.input_shape) if loaded and loaded.input_shape is not None else None,
+                "sha256": loaded.sha256 if loaded else None,
+                "loaded_at": loaded.loaded_at if loaded else None,
+                "problem": self.problems.get(name),
+            })
+        return out
+
+
+def _stat(path: str) -> tuple | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+class _Guard:
+    """Pure ASGI middleware: times every request into the metrics, and turns an exception nothing
+    handled into a JSON 500 naming it (never a bare 500, never a traceback to the client)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [0]
+
+        async def watched(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            LOG.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if status[0]:
+                raise  # the answer has started: nothing else can be sent
+            body = json.dumps({"detail": f"internal error: {_one_line(exc)}"}).encode()
+            status[0] = 500
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "other"
+            self.metrics.observe(endpoint, scope.get("pushtune.model", ""), status[0] or 500,
+                                 time.perf_counter() - started)
+
+
+def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECONDS):
+    """The FastAPI app over `store` (default: the one PUSHTUNE_DB / PUSHTUNE_HOME names). Its
+    lifespan loads the production versions and starts the poll."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    host = ModelHost(store or RunStore.open(), poll=poll)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await run_in_threadpool(host.start)
+        try:
+            yield
+        finally:
+            host.stop()
+
+    app = FastAPI(title="pushtune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.host = host
+    app.add_middleware(_Guard, metrics=host.metrics)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors())
+        return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.get("/health")
+    def health():
+        up = host.up()
+        problems = {name: host.problems[name] for name in host.problems}
+        for name, fine in up.items():
+            if not fine and name not in problems:
+                problems[name] = "not loaded yet"
+        return JSONResponse({"status": "degraded" if problems else "ok",
+                             "models": {name: loaded.version for name, loaded in sorted(host.current.items())},
+                             "problems": problems})
+
+    @app.get("/models")
+    def models():
+        return JSONResponse(host.describe())
+
+    @app.get("/metrics")
+    def metrics():
+        return PlainTextResponse(host.metrics.render(host), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/models/{name}/predict")
+    async def predict(name: str, request: Request):
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, f"the body is {len(raw)} bytes: at most {MAX_BODY_BYTES}")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise ApiError(400, f'the body is not JSON ({exc}); send {{"instances": [[…], …]}}') from None
+        return JSONResponse(await run_in_threadpool(_answer, host, name, body, request.scope))
+
+    return app
+
+
+def _answer(host: ModelHost, name: str, body: Any, scope: dict) -> dict:
+    loaded = host.model_for(name)
+    scope["pushtune.model"] = name  # a known model: its own label in the metrics
+    x = parse_instances(body, loaded)
+    try:
+        result = loaded.predict(x)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, f"v{loaded.version} of {name} refused the input: {_one_line(exc)}") from None
+    except Exception as exc:
+        raise ApiError(500, f"v{loaded.version} of {name} failed to predict: {_one_line(exc)}") from None
+    return {"predictions": to_json(result), "version": loaded.version}
+
+
+# --- `pushtune serve` ---------------------------------------------------------------------------
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one), or a one-line UserError."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: give a port from 0 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UserError(f"--host {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, *, poll: float = DEFAULT_POLL_SECONDS,
+          store: RunStore | None = None, echo: Callable[[str], None] = print) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM end it cleanly)."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise UserError(f"pushtune serve needs fastapi and uvicorn ({exc}): pip install fastapi uvicorn") from None
+    store = store or RunStore.open()
+    sock = listen(host, port)
+    app = create_app(store, poll=poll)
+    logging.basicConfig(level=logging.INFO, format="pushtune serve: %(message)s")
+    bound = sock.getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    echo(f"serving {store.name} on http://{shown}:{bound[1]} (GET /health, /models, /metrics; "
+         f"POST /models/NAME/predict)")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.serve`: the server alone, for the serving image (which holds only the
+    modules it needs, not the whole pushtune CLI)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m jobs.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--poll", type=float, default=DEFAULT_POLL_SECONDS)
+    args = parser.parse_args(argv)
+    try:
+        if not (math.isfinite(args.poll) and 0.05 <= args.poll <= 3600):
+            raise UserError(f"--poll {args.poll:g}: give a number of seconds from 0.05 to 3600")
+        serve(args.host, args.port, poll=args.poll, echo=lambda line: print(line, file=sys.stderr, flush=True))
+    except UserError as exc:
+        print(f"pushtune serve: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

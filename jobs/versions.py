@@ -1,0 +1,538 @@
+"""Model versions: each passing run's best model, numbered per name, and which one is production.
+
+A passing run registers its best attempt's artifact as the next version of a named model (the
+model file's stem, or `--name`): the artifact is copied to PUSHTUNE_ARTIFACTS/models/<name>/v<N>/
+(with the pushed file), so deleting runs never loses a deployed model, and the version records
+its sha256, run, attempt, metric, objective, parameters, runtime or image and git commit.
+
+Promotion: a new version becomes production only when it beats the production version on the
+same metric and mode (strictly: an equal value does not), or when there is none. Otherwise it
+stays a candidate with the reason ("0.958 does not beat production v2's 0.986"). A version
+measured by another metric or mode is never promoted automatically: its numbers cannot be
+compared. `promote_run(force=True)` and `rollback` change production by hand. Every change is
+an event in the store: who (PUSHTUNE_ACTOR, else BUILD_USER_ID, USER, LOGNAME), when, what, why.
+
+`deploy_run` is what the end of a passing run does (`jobs.loop.finish_run`) and what `pushtune
+deploy` does again, idempotently; the server (`jobs.serve`) reads the production versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from jobs.errors import UserError
+from jobs.metrics import is_regular_file
+from jobs.objective import Objective, usable
+from jobs.store import RunStore
+
+class NothingToRegister(UserError):
+    """A run whose best attempt saved no model file (or that has none): nothing to deploy."""
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+STATUSES = ("candidate", "production", "retired")
+NO_PROMOTE = "registered with --no-promote"
+SOURCE_OPTION = "model_source"  # run option: {"repo", "path"} of the file a retrain checked out
+RETRAIN_OPTION = "retrain_of"  # run option: {"name", "version"} a retrain re-ran
+
+
+def actor(env: Mapping[str, str] | None = None) -> str:
+    """Who is acting: PUSHTUNE_ACTOR, else the Jenkins user who started the build, else the login
+    (USER, LOGNAME, else this process's user's name when the environment has none)."""
+    given = os.environ if env is None else env
+    for name in ("PUSHTUNE_ACTOR", "BUILD_USER_ID", "USER", "LOGNAME"):
+        if given.get(name, "").strip():
+            return given[name].strip()
+    if env is None:
+        try:
+            import pwd
+
+            return pwd.getpwuid(os.getuid()).pw_name
+        except (ImportError, KeyError):
+            pass
+    return "unknown"
+
+
+def check_name(name: str) -> str:
+    """A model name: letters, digits, `.`, `_`, `-`, up to 100, starting with a letter or digit
+    (it names a directory and a URL path segment)."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise UserError(f"model name {name!r}: use letters, digits, '.', '_' and '-' (up to 100, "
+                        f"starting with a letter or digit)")
+    return name
+
+
+def default_name(model_name: str) -> str:
+    """The model file's stem, made a valid name: `ann digits (2).py` → `ann-digits-2`."""
+    stem = Path(model_name).stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-_")[:100]
+    return name or "model"
+
+
+def run_model_name(run: Mapping[str, Any]) -> str:
+    """The name a run registers under: its `--name`, else its file's stem."""
+    given = (run.get("options") or {}).get("name")
+    return given if isinstance(given, str) and given else default_name(run["model_name"])
+
+
+def number(value: Any) -> str:
+    """A metric value as the reasons show it: 0.958, 0.98611, 1234.5."""
+    return f"{value:.6g}" if usable(value) else str(value)
+
+
+@dataclass
+class Deployment:
+    """What happened to a run's model version."""
+
+    name: str
+    version: int | None
+    status: str  # candidate, production, retired, or "not registered"
+    reason: str
+    production: int | None  # the production version afterwards
+    previous: int | None = None  # the production version before, when it changed
+    changed: bool = False  # production changed
+
+    def describe(self) -> str:
+        if self.version is None:
+            stays = f"; production stays v{self.production}" if self.production else ""
+            return f"{self.name}: not registered: {self.reason}{stays}"
+        label = f"{self.name} v{self.version}"
+        if self.status == "production" and self.changed:
+            was = f" (was v{self.previous})" if self.previous else ""
+            return f"{label} is now production{was}: {self.reason}"
+        if self.status == "production":
+            return f"{label} is production"
+        stays = f"; production stays v{self.production}" if self.production else "; no production version"
+        state = "is a candidate" if self.status == "candidate" else f"stays {self.status}"
+        return f"{label} {state}: {self.reason}{stays}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- the promotion rule -------------------------------------------------------------------------
+
+
+def judge(candidate: Mapping[str, Any], production: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """(promote?, why) for a new version against the production one: it must beat it on the same
+    metric and mode, strictly; with no production version it is promoted."""
+    if production is None:
+        return True, "no production version before it"
+    same = (candidate["metric"], candidate["mode"]) == (production["metric"], production["mode"])
+    if not same:
+        return False, (f"measured by {candidate['metric']} ({candidate['mode']}), production "
+                       f"v{production['version']} by {production['metric']} ({production['mode']}): "
+                       f"not comparable, so not promoted automatically")
+    objective = Objective(candidate["metric"], candidate["mode"], candidate["threshold"])
+    value, best = candidate["metric_value"], production["metric_value"]
+    if objective.better_than(value, best):
+        return True, f"{number(value)} beats production v{production['version']}'s {number(best)}"
+    return False, f"{number(value)} does not beat production v{production['version']}'s {number(best)}"
+
+
+def _production(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((v for v in versions if v["status"] == "production"), None)
+
+
+def _find(versions: list[dict[str, Any]], version: int) -> dict[str, Any]:
+    for record in versions:
+        if record["version"] == version:
+            return record
+    raise UserError(f"{versions[0]['name'] if versions else 'the model'} has no version {version}")
+
+
+# --- registering a run --------------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def source_location(run: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(repository, path of the model file inside it) for a later `git show COMMIT:path`."""
+    given = (run.get("options") or {}).get(SOURCE_OPTION)
+    if isinstance(given, dict) and given.get("path"):
+        return given.get("repo"), given["path"]
+    model = Path(run["model_path"])
+    if not model.parent.is_dir():
+        return None, None
+    top = _git(model.parent, "rev-parse", "--show-toplevel")
+    if not top:
+        return None, None
+    try:
+        relative = model.resolve().relative_to(Path(top).resolve())
+    except ValueError:
+        return None, None
+    return top, relative.as_posix()
+
+
+def _image(run: Mapping[str, Any]) -> str | None:
+    if run.get("runtime") != "docker":
+        return None
+    try:
+        from jobs.images import image_tag
+
+        return image_tag(run["kind"])
+    except Exception:  # an image name is a nicety: never a reason not to register
+        return None
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256 (as `jobs.loop.sha256_of`; here so the server needs no more of pushtune)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[str, Any]:
+    """Record the run's best artifact as the next version of its model name (a candidate); the
+    version record. A run registers once: its existing version is returned. Only a passing run
+    registers, unless `force` (any run whose best attempt saved a model)."""
+    existing = store.model_version_of_run(run_id)
+    if existing is not None:
+        return existing
+    run = store.get_run(run_id)
+    if run["status"] != "passed" and not force:
+        raise UserError(f"run {run_id} did not pass ({run['status'].replace('_', ' ')}): only a passing "
+                        f"run registers a model version (--force registers its best model anyway)")
+    if not run["best_attempt"]:
+        raise NothingToRegister(f"run {run_id} has no successful attempt: no model to register")
+    attempt = store.get_attempt(run_id, run["best_attempt"])
+    if not attempt["artifact_path"]:
+        raise NothingToRegister(f"run {run_id}: attempt {attempt['n']} saved no model file (model.keras, "
+                        f"model.joblib, model.pt … in $PUSHTUNE_OUTPUT): nothing to register")
+    artifact = Path(attempt["artifact_path"])
+    if not is_regular_file(artifact):
+        raise UserError(f"run {run_id}: its model file {artifact} is gone: nothing to register")
+    name = check_name(run_model_name(run))
+    staged = store.models_dir / name / f".staging-{uuid.uuid4().hex}"
+    try:
+        staged.mkdir(parents=True)
+        shutil.copyfile(artifact, staged / artifact.name, follow_symlinks=False)
+        pushed = Path(run["run_dir"]) / "pushed.py" if run["run_dir"] else None
+        if pushed is not None and is_regular_file(pushed):
+            shutil.copyfile(pushed, staged / "pushed.py", follow_symlinks=False)
+    except OSError as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise UserError(f"cannot copy {artifact} to {store.models_dir / name}: {exc.strerror or exc}") from None
+    try:
+        sha256 = file_sha256(staged / artifact.name)
+        if attempt["artifact_sha256"] and sha256 != attempt["artifact_sha256"]:
+            raise UserError(f"run {run_id}: {artifact} changed after attempt {attempt['n']} recorded it "
+                            f"(sha256 {sha256[:12]}… ≠ {attempt['artifact_sha256'][:12]}…): not registered")
+        repo, path = source_location(run)
+        try:
+                return store.add_model_version(
+                name, staged, artifact.name, status="candidate", reason="registered", sha256=sha256,
+                run_id=run_id, attempt=attempt["n"], metric=run["metric"], mode=run["mode"],
+                metric_value=attempt["metric_value"], threshold=run["threshold"], params=attempt["params"],
+                kind=run["kind"], framework=run["framework"], runtime=run["runtime"], image=_image(run),
+                git_commit=run["git_commit"], source_repo=repo, source_path=path,
+            )
+        except Exception:  # another process registered the run meanwhile (one version per run)
+            existing = store.model_version_of_run(run_id)
+            if existing is None:
+                raise
+            return existing
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _deployment(store: RunStore, record: Mapping[str, Any], event: Mapping[str, Any] | None) -> Deployment:
+    production = store.production_version(record["name"])
+    now = store.get_model_version(record["name"], record["version"])
+    changed = bool(event and event["action"] in ("promoted", "rolled_back") and event["previous"] != now["version"]
+                   and now["status"] == "production")
+    return Deployment(name=now["name"], version=now["version"], status=now["status"],
+                      reason=(event or {}).get("reason") or now["reason"] or "",
+                      production=production["version"] if production else None,
+                      previous=event["previous"] if event else None, changed=changed)
+
+
+def _verify(record: Mapping[str, Any]) -> None:
+    """A UserError unless the version's artifact is there with its recorded sha256."""
+    path = Path(record["artifact_path"])
+    label = f"{record['name']} v{record['version']}"
+    if not is_regular_file(path):
+        raise UserError(f"{label}: its model file {path} is missing")
+    found = file_sha256(path)
+    if found != record["sha256"]:
+        raise UserError(f"{label}: {path} does not match its record (sha256 {found[:12]}… ≠ "
+                        f"{record['sha256'][:12]}…): refused")
+
+
+def decide_automatically(store: RunStore, record: Mapping[str, Any], *, who: str | None = None,
+                         note: str | None = None) -> Deployment:
+    """Apply the promotion rule to a version (in one write with the decision): production when it
+    beats production on the same metric and mode, or there is none; else a candidate, with why."""
+    name, version = record["name"], record["version"]
+
+    def decide(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        mine, production = _find(versions, version), _production(versions)
+        if production is not None and production["version"] == version:
+            return None
+        promote, reason = judge(mine, production)
+        if promote and note:
+            reason = f"{reason}: {note}"
+        if not promote and mine["reason"] == reason:
+            return None  # decided so already: nothing new to record
+        return {"version": version, "promote": promote, "reason": reason,
+                "action": "promoted" if promote else "kept",
+                "retire_reason": f"replaced by v{version}: {reason}"}
+
+    event = store.change_production(name, decide, actor=who or actor(), run_id=record["run_id"])
+    return _deployment(store, record, event)
+
+
+def deploy_run(store: RunStore, run_id: int, *, who: str | None = None) -> Deployment | None:
+    """What a passing run's end does: register its best model and promote it if it beats
+    production (unless the run was started with --no-promote). Idempotent: a registered
+    candidate is judged again (production may have changed), a production version is left.
+    None for a run that did not pass."""
+    run = store.get_run(run_id)
+    if run["status"] != "passed":
+        return None
+    record = register_run(store, run_id)
+    if (run.get("options") or {}).get("promote", True) is False:
+        def keep(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+            mine = _find(versions, record["version"])
+            if mine["reason"] == NO_PROMOTE or mine["status"] != "candidate":
+                return None
+            return {"version": mine["version"], "promote": False, "action": "kept", "reason": NO_PROMOTE}
+
+        event = store.change_production(record["name"], keep, actor=who or actor(), run_id=run_id)
+        return _deployment(store, record, event)
+    if record["status"] != "candidate":
+        return _deployment(store, record, None)
+    return decide_automatically(store, record, who=who)
+
+
+def deploy_after_run(store: RunStore, run_id: int) -> Deployment | None:
+    """`deploy_run` for `jobs.loop.finish_run`: never fails the run. A model that cannot be
+    registered is recorded as an event (the mail says why) instead."""
+    try:
+        return deploy_run(store, run_id)
+    except Exception as exc:  # the run's own result stands whatever happens here
+        why = str(exc) if isinstance(exc, UserError) else f"registration failed: {type(exc).__name__}: {exc}"
+        try:
+            name = run_model_name(store.get_run(run_id))
+            store.add_model_event(name, "not_registered", why, actor=actor(), run_id=run_id)
+        except Exception:
+            pass
+        return None
+
+
+def promote_run(store: RunStore, run_id: int, *, force: bool = False, reason: str | None = None,
+                who: str | None = None) -> Deployment:
+    """`pushtune promote RUN_ID`: register the run when it is not yet, then promote its version
+    when it beats production (the rule), or whatever it scores with `force`."""
+    record = register_run(store, run_id, force=force)
+    if record["status"] == "production":
+        return _deployment(store, record, None)
+    _verify(record)
+    if not force:
+        return decide_automatically(store, record, who=who, note=reason)
+    version = record["version"]
+
+    def decide(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        production = _production(versions)
+        if production is not None and production["version"] == version:
+            return None
+        mine = _find(versions, version)
+        compared = judge(mine, production)[1] if production else "no production version before it"
+        why = f"promoted by hand with --force ({compared})" + (f": {reason}" if reason else "")
+        return {"version": version, "promote": True, "action": "promoted", "reason": why,
+                "retire_reason": f"replaced by v{version} (forced)"}
+
+    event = store.change_production(record["name"], decide, actor=who or actor(), run_id=run_id)
+    return _deployment(store, record, event)
+
+
+def rollback(store: RunStore, name: str, to: int | None = None, *, reason: str | None = None,
+             who: str | None = None) -> Deployment:
+    """Make an earlier version production again: `to`, else the latest version before the current
+    production one that was production itself. The current one becomes retired."""
+    check_name(name)
+    versions = store.model_versions(name)
+    if not versions:
+        known = ", ".join(store.model_names()) or "none yet"
+        raise UserError(f"no model named {name!r} (models: {known})")
+    target = _rollback_target(name, versions, to)
+    _verify(target)  # outside the write: hashing a large file must not hold the store's lock
+    expected = _production(versions)["version"]
+
+    def decide(now: list[dict[str, Any]]) -> dict[str, Any]:
+        current = _production(now)
+        if current is None or current["version"] != expected:
+            raise UserError(f"{name}: production changed while rolling back (now "
+                            f"{'v%d' % current['version'] if current else 'none'}): run it again")
+        why = f"rolled back from v{expected} to v{target['version']}" + (f": {reason}" if reason else "")
+        return {"version": target["version"], "promote": True, "action": "rolled_back", "reason": why,
+                "retire_reason": f"rolled back to v{target['version']}" + (f": {reason}" if reason else "")}
+
+    event = store.change_production(name, decide, actor=who or actor(), run_id=target["run_id"])
+    return _deployment(store, target, event)
+
+
+def _rollback_target(name: str, versions: list[dict[str, Any]], to: int | None) -> dict[str, Any]:
+    current = _production(versions)
+    if current is None:
+        raise UserError(f"{name} has no production version: nothing to roll back "
+                        f"(pushtune promote RUN_ID makes one)")
+    if to is not None:
+        target = _find(versions, to)
+        if target["version"] == current["version"]:
+            raise UserError(f"{name} v{to} is production already")
+        return target
+    earlier = [v for v in versions if v["version"] < current["version"] and v["promoted_at"] is not None]
+    if not earlier:
+        raise UserError(f"{name}: no earlier production version to roll back to (v{current['version']} "
+                        f"is the first that was production); --to VERSION picks any version")
+    return earlier[-1]
+
+
+# --- what the mail, the JSON summary and `pushtune models` show ---------------------------------
+
+
+def deployment_of(store: RunStore, run_id: int) -> dict[str, Any] | None:
+    """The run's model version for its JSON summary: name, version, status, reason and the
+    production version now; or why it was not registered; None when it is neither."""
+    record = store.model_version_of_run(run_id)
+    if record is not None:
+        production = store.production_version(record["name"])
+        return {"name": record["name"], "version": record["version"], "status": record["status"],
+                "reason": record["reason"], "production": production["version"] if production else None}
+    refused = [e for e in store.model_events(run_id=run_id) if e["action"] == "not_registered"]
+    if refused:
+        production = store.production_version(refused[-1]["name"])
+        return {"name": refused[-1]["name"], "version": None, "status": "not registered",
+                "reason": refused[-1]["reason"], "production": production["version"] if production else None}
+    return None
+
+
+def production_line(store: RunStore, run_id: int) -> str | None:
+    """One line for the run's mail: what happened to production."""
+    run = store.get_run(run_id)
+    name = run_model_name(run)
+    record = store.model_version_of_run(run_id)
+    if record is None:
+        production = store.production_version(name)
+        refused = [e for e in store.model_events(run_id=run_id) if e["action"] == "not_registered"]
+        stays = f"{name} v{production['version']} stays production" if production else f"{name} has no production version"
+        if refused:
+            return f"not registered ({refused[-1]['reason']}); {stays}"
+        if run["status"] == "running":
+            return None
+        if production is None and not store.model_versions(name):
+            return None
+        return f"unchanged: {stays} (only a passing run registers a version)"
+    events = [e for e in store.model_events(run_id=run_id) if e["version"] == record["version"]]
+    decision = next((e for e in events if e["action"] in ("promoted", "kept")), None)
+    label = f"{record['name']} v{record['version']}"
+    if decision is None:
+        production = store.production_version(record["name"])
+        stays = f", production is v{production['version']}" if production else ""
+        return f"{label} registered, now {record['status']}{stays}: {record['reason']}"
+    if decision["action"] == "promoted":
+        was = f" (was v{decision['previous']})" if decision["previous"] else ""
+        line, outcome = f"{label} became production{was}: {decision['reason']}", "production"
+    else:
+        stays = f"production stays v{decision['previous']}" if decision["previous"] else "no production version"
+        line, outcome = f"{label} registered as a candidate, {stays}: {decision['reason']}", "candidate"
+    if record["status"] != outcome:  # changed by hand since (a mail sent again later says so)
+        line += f"; now {record['status']}: {record['reason']}"
+    return line
+
+
+def _when(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def version_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "version": record["version"], "status": record["status"], "reason": record["reason"],
+        "metric": record["metric"], "mode": record["mode"], "value": record["metric_value"],
+        "threshold": record["threshold"], "sha256": record["sha256"], "run_id": record["run_id"],
+        "attempt": record["attempt"], "params": record["params"], "kind": record["kind"],
+        "framework": record["framework"], "runtime": record["runtime"], "image": record["image"],
+        "git_commit": record["git_commit"], "source_path": record["source_path"],
+        "artifact": record["artifact_path"], "created_at": _when(record["created_at"]),
+        "promoted_at": _when(record["promoted_at"]),
+    }
+
+
+def event_view(event: Mapping[str, Any]) -> dict[str, Any]:
+    return {"at": _when(event["at"]), "actor": event["actor"], "action": event["action"],
+            "version": event["version"], "previous": event["previous"], "run_id": event["run_id"],
+            "reason": event["reason"]}
+
+
+def listing(store: RunStore, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """`pushtune models --json`: per name, its production version, its versions and its events."""
+    known = store.model_names()
+    for name in names or []:
+        if name not in known:
+            raise UserError(f"no model named {name!r} (models: {', '.join(known) or 'none yet'})")
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for record in store.model_versions():
+        by_name.setdefault(record["name"], []).append(record)
+    out = []
+    for name in names or known:
+        versions = by_name.get(name, [])
+        production = _production(versions)
+        out.append({"name": name, "production": production["version"] if production else None,
+                    "versions": [version_view(v) for v in versions],
+                    "events": [event_view(e) for e in store.model_events(name)]})
+    return out
+
+
+# --- retraining ---------------------------------------------------------------------------------
+
+
+def retrain_source(record: Mapping[str, Any], run: Mapping[str, Any], into: Path,
+                   repo: Path | None = None) -> tuple[Path, str, dict[str, Any]]:
+    """The production version's model file as pushed, written into `into`: from its recorded
+    commit (`git show COMMIT:path` in `repo`, else the repository recorded with it), else the
+    copy kept with the version. (file, where it came from, the run option naming its source)."""
+    commit, path = record["git_commit"], record["source_path"]
+    filename = Path(path).name if path else run["model_name"]
+    target = into / filename
+    where = repo or (Path(record["source_repo"]) if record["source_repo"] else None)
+    if commit and path and where is not None:
+        if not where.is_dir():
+            raise UserError(f"{record['name']} v{record['version']}: no repository at {where} "
+                            f"(give the checkout with --repo DIR)")
+        try:
+            shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=where, capture_output=True,
+                                   timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise UserError(f"git show {commit[:12]}:{path} failed in {where}: {exc}") from None
+        if shown.returncode != 0:
+            message = (shown.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            raise UserError(f"git show {commit[:12]}:{path} failed in {where}: {message}")
+        target.write_bytes(shown.stdout)
+        return target, f"{path} @ {commit[:12]}", {"repo": str(where.resolve()), "path": path}
+    kept = Path(record["artifact_path"]).parent / "pushed.py"
+    if is_regular_file(kept):
+        shutil.copyfile(kept, target)
+        return target, f"the copy of {filename} kept with v{record['version']} (no commit recorded)", \
+            {"repo": record["source_repo"], "path": path} if path else {}
+    raise UserError(f"{record['name']} v{record['version']}: no commit recorded and no copy of its "
+                    f"model file kept: cannot retrain it")

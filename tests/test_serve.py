@@ -1,0 +1,393 @@
+"""`pushtune serve`: uvicorn on 127.0.0.1 with an ephemeral port and real HTTP requests (httpx).
+
+Models are trained here, quickly: scikit-learn on iris (joblib), a tiny Keras Dense net on
+digits, a torch net (whole and TorchScript). Bad input, unknown models, models that cannot load,
+a tampered artifact, /metrics, and hot reload under load: 2,000 requests from 8 threads while
+production is promoted and rolled back 10 times, with zero failures and every answer carrying a
+version that was production while it was asked."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+import pytest
+import uvicorn
+from sklearn.datasets import load_digits, load_iris
+from sklearn.dummy import DummyRegressor
+from sklearn.linear_model import LogisticRegression
+
+from jobs import versions
+from jobs.serve import create_app, listen
+from jobs.store import RunStore
+from test_versions import passing_run
+
+ROOT = Path(__file__).resolve().parent.parent
+IRIS_X, IRIS_Y = load_iris(return_X_y=True)
+
+
+def dumped(model) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return buffer.getvalue()
+
+
+def constant(version: float) -> bytes:
+    """A model over 4 features whose every prediction is `version`: an answer shows which model made it."""
+    return dumped(DummyRegressor(strategy="constant", constant=version).fit(IRIS_X[:4], [0, 0, 0, 0]))
+
+
+class Slow:
+    """Predicts its tag after a pause: a request in flight across a swap (pickled by reference)."""
+
+    n_features_in_ = 4
+
+    def __init__(self, tag: float, seconds: float):
+        self.tag, self.seconds = tag, seconds
+
+    def predict(self, x):
+        if x.shape[0] != 1 or x[0, 0] != 0:  # the warm-up call is instant
+            time.sleep(self.seconds)
+        return np.full(len(x), self.tag)
+
+
+@pytest.fixture(scope="module")
+def iris_model() -> LogisticRegression:
+    return LogisticRegression(max_iter=500).fit(IRIS_X, IRIS_Y)
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory) -> Path:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    digits = load_digits()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(digits.data / 16.0, digits.target, epochs=2, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("keras") / "model.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def torch_files(tmp_path_factory) -> dict[str, Path]:
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    where = tmp_path_factory.mktemp("torch")
+    torch.save(net, where / "whole.pt")
+    torch.jit.save(torch.jit.script(net), where / "script.pt")
+    torch.save(net.state_dict(), where / "weights.pt")
+    return {name: where / f"{name}.pt" for name in ("whole", "script", "weights")}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> RunStore:
+    monkeypatch.setenv("PUSHTUNE_ARTIFACTS", str(tmp_path))
+    monkeypatch.setenv("PUSHTUNE_ACTOR", "tester")
+    return RunStore.open(tmp_path / "s.db")
+
+
+@contextmanager
+def serving(store: RunStore, poll: float = 0.2):
+    """The app under uvicorn on 127.0.0.1, an ephemeral port, in a thread; yields an httpx client."""
+    app = create_app(store, poll=poll)
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    port = sock.getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def predict(client: httpx.Client, name: str, instances) -> httpx.Response:
+    return client.post(f"/models/{name}/predict", json={"instances": instances})
+
+
+def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, torch_files):
+    import keras
+    import torch
+
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.9, model="digits.py", artifact="model.keras", content=keras_file.read_bytes())
+    passing_run(store, 0.9, model="torchnet.py", artifact="model.pt", content=torch_files["whole"].read_bytes())
+    passing_run(store, 0.9, model="scripted.py", artifact="model.pt", content=torch_files["script"].read_bytes())
+    digits = load_digits().data[:32] / 16.0
+    with serving(store) as client:
+        assert client.get("/health").json() == {
+            "status": "ok", "models": {"digits": 1, "iris": 1, "scripted": 1, "torchnet": 1}, "problems": {}}
+        listed = {m["name"]: m for m in client.get("/models").json()}
+        assert {n: (m["production"], m["version"], m["framework"], m["input_shape"]) for n, m in listed.items()} == {
+            "digits": (1, 1, "keras", [64]), "iris": (1, 1, "joblib", [4]),
+            "scripted": (1, 1, "torch", [4]), "torchnet": (1, 1, "torch", [4])}
+        one = predict(client, "iris", IRIS_X[:1].tolist())
+        assert one.status_code == 200, one.text
+        assert one.json() == {"predictions": iris_model.predict(IRIS_X[:1]).tolist(), "version": 1}
+        batch = predict(client, "iris", IRIS_X[:32].tolist()).json()
+        assert batch["predictions"] == iris_model.predict(IRIS_X[:32]).tolist()
+        answer = predict(client, "digits", digits.tolist()).json()
+        expected = keras.models.load_model(keras_file).predict(digits.astype("float32"), verbose=0)
+        assert answer["version"] == 1 and np.allclose(answer["predictions"], expected, atol=1e-5)
+        net = torch.load(torch_files["whole"], weights_only=False)
+        with torch.no_grad():
+            reference = net(torch.tensor(IRIS_X[:32], dtype=torch.float32)).numpy()
+        for name in ("torchnet", "scripted"):
+            got = predict(client, name, IRIS_X[:32].tolist()).json()
+            assert got["version"] == 1 and np.allclose(got["predictions"], reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("body, status, says", [
+    (b"{not json", 400, "the body is not JSON"),
+    (b"[1, 2]", 422, 'expected a JSON object {"instances": [[…], …]} (each instance of shape (4,))'),
+    (b'{"rows": [[1, 2, 3, 4]]}', 422, 'expected a JSON object {"instances"'),
+    (b'{"instances": []}', 422, "instances must be a non-empty list of instances (each instance of shape (4,))"),
+    (b'{"instances": "1,2,3,4"}', 422, "instances must be a non-empty list"),
+    (b'{"instances": [1, 2, 3, 4]}', 422, "each instance must be a list of numbers (each instance of shape (4,)); got int"),
+    (b'{"instances": [[1, 2]]}', 422, "expected instances of shape (4,); got (2,) (1 instance)"),
+    (b'{"instances": [[[1, 2, 3, 4]]]}', 422, "expected instances of shape (4,); got (1, 4) (1 instance)"),
+    (b'{"instances": [[1, 2, 3, 4], [1, 2]]}', 422, "instances must be rectangular"),
+    (b'{"instances": [["1", 2, 3, 4]]}', 422, 'instances must hold numbers, not text ("1")'),
+    (b'{"instances": [[true, 2, 3, 4]]}', 422, "instances must hold numbers, not true/false"),
+    (b'{"instances": [[null, 2, 3, 4]]}', 422, "instances must hold numbers, not null"),
+    (b'{"instances": [[NaN, 2, 3, 4]]}', 422, "instances must hold finite numbers"),
+])
+def test_bad_input_gets_400_or_422_saying_what_was_expected(store, iris_model, body, status, says):
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    with serving(store) as client:
+        answer = client.post("/models/iris/predict", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json()["detail"].startswith(says), answer.json()
+
+
+def test_unknown_models_are_404_and_a_model_that_cannot_load_is_503(store, iris_model, torch_files):
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.9, model="weights.py", artifact="model.pt", content=torch_files["weights"].read_bytes())
+    passing_run(store, 0.9, model="broken.py", content=b"not a pickle at all")
+    passing_run(store, 0.9, model="waiting.py", promote=False, content=dumped(iris_model))
+    with serving(store) as client:
+        for name, says in (("nope", "no model named 'nope' (served: broken, iris, waiting"),
+                           ("waiting", "waiting has no production version (promote one: pushtune promote RUN_ID)"),
+                           ("-x", "no model named '-x'")):
+            answer = predict(client, name, [[1, 2, 3, 4]])
+            assert answer.status_code == 404 and answer.json()["detail"].startswith(says.replace(", waiting", "")), answer.json()
+        assert client.get("/no/such/page").json() == {"detail": "Not Found"}
+        assert client.get("/models/iris/predict").status_code == 405
+        weights = predict(client, "weights", [[1, 2, 3, 4]])
+        assert weights.status_code == 503
+        assert "is a state_dict (weights only): save the whole model" in weights.json()["detail"]
+        broken = predict(client, "broken", [[1, 2, 3, 4]])
+        assert broken.status_code == 503 and "joblib cannot load model.joblib" in broken.json()["detail"]
+        health = client.get("/health").json()
+        assert health["status"] == "degraded" and set(health["problems"]) == {"weights", "broken"}
+        assert predict(client, "iris", [[1, 2, 3, 4]]).status_code == 200  # the others serve on
+
+
+def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store):
+    passing_run(store, 0.90, model="const.py", content=constant(1.0))
+    second = passing_run(store, 0.80, model="const.py", content=constant(2.0))
+    with serving(store, poll=3600) as client:  # only requests look at the store here
+        assert predict(client, "const", [[0, 0, 0, 0]]).json() == {"predictions": [1.0], "version": 1}
+        versions.promote_run(store, second, force=True)
+        v2 = Path(store.get_model_version("const", 2)["artifact_path"])
+        good = v2.read_bytes()
+        v2.write_bytes(constant(666.0))  # replaced behind the store's back
+        for _ in range(3):
+            answer = predict(client, "const", [[0, 0, 0, 0]])
+            assert answer.status_code == 200 and answer.json() == {"predictions": [1.0], "version": 1}
+        health = client.get("/health").json()
+        assert health["status"] == "degraded"
+        assert re.fullmatch(r"v2 refused: .*model\.joblib has sha256 \w{12}…, its record says \w{12}… \(changed or "
+                            r"damaged since it was registered\); v1 keeps serving", health["problems"]["const"])
+        [listed] = client.get("/models").json()
+        assert (listed["production"], listed["version"], listed["problem"]) == (2, 1, health["problems"]["const"])
+        metrics = client.get("/metrics").text
+        assert 'pushtune_model_load_failures_total{model="const",kind="sha256"} 1' in metrics  # tried once
+        assert 'pushtune_model_up{model="const"} 0' in metrics
+        v2.write_bytes(good)  # repaired: the next request loads it
+        assert predict(client, "const", [[0, 0, 0, 0]]).json() == {"predictions": [2.0], "version": 2}
+        assert client.get("/health").json()["status"] == "ok"
+
+
+def test_a_tampered_artifact_with_nothing_else_to_serve_is_503(store):
+    passing_run(store, 0.90, model="const.py", content=constant(1.0))
+    Path(store.get_model_version("const", 1)["artifact_path"]).write_bytes(constant(5.0))
+    with serving(store) as client:
+        answer = predict(client, "const", [[0, 0, 0, 0]])
+        assert answer.status_code == 503 and answer.json()["detail"].startswith("const: v1 refused: ")
+
+
+def test_a_request_in_flight_finishes_on_the_model_it_started_with(store):
+    passing_run(store, 0.90, model="slow.py", content=dumped(Slow(1.0, 1.5)))
+    second = passing_run(store, 0.80, model="slow.py", content=dumped(Slow(2.0, 0.0)))
+    with serving(store) as client:
+        answers = {}
+        first = threading.Thread(target=lambda: answers.setdefault("first", predict(client, "slow", [[1, 1, 1, 1]])))
+        first.start()
+        time.sleep(0.5)  # in flight on v1
+        versions.promote_run(store, second, force=True)
+        answers["second"] = predict(client, "slow", [[1, 1, 1, 1]])
+        first.join(30)
+    assert answers["second"].json() == {"predictions": [2.0], "version": 2}
+    assert answers["first"].json() == {"predictions": [1.0], "version": 1}
+
+
+def parse_metrics(text: str) -> dict[str, dict[tuple, float]]:
+    """Prometheus text format: {metric name: {sorted label pairs: value}}; every line is checked."""
+    families: dict[str, dict[tuple, float]] = {}
+    line_pattern = re.compile(r'([a-z_]+)(?:\{((?:[a-z_]+="(?:[^"\\]|\\.)*",?)*)\})? (-?[0-9.e+-]+|\+Inf)')
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        match = line_pattern.fullmatch(line)
+        assert match, line
+        labels = tuple(sorted(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', match.group(2) or "")))
+        families.setdefault(match.group(1), {})[labels] = float(match.group(3))
+    return families
+
+
+def test_metrics_are_prometheus_text(store, iris_model):
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    with serving(store) as client:
+        for _ in range(5):
+            assert predict(client, "iris", IRIS_X[:2].tolist()).status_code == 200
+        assert predict(client, "iris", [[1]]).status_code == 422
+        assert predict(client, "ghost", [[1]]).status_code == 404
+        answer = client.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = answer.text
+    for family, kind in (("pushtune_requests_total", "counter"), ("pushtune_request_errors_total", "counter"),
+                         ("pushtune_request_duration_seconds", "histogram"),
+                         ("pushtune_model_loaded_version", "gauge")):
+        assert f"# TYPE {family} {kind}\n" in text
+    metrics = parse_metrics(text)
+    route = "/models/{name}/predict"
+    requests = metrics["pushtune_requests_total"]
+    assert requests[(("code", "200"), ("endpoint", route), ("model", "iris"))] == 5
+    assert requests[(("code", "422"), ("endpoint", route), ("model", "iris"))] == 1
+    assert requests[(("code", "404"), ("endpoint", route), ("model", ""))] == 1  # unknown names get no label of their own
+    assert metrics["pushtune_request_errors_total"] == {
+        (("code", "422"), ("endpoint", route), ("model", "iris")): 1, (("code", "404"), ("endpoint", route), ("model", "")): 1}
+    buckets = sorted(((float("inf") if dict(k)["le"] == "+Inf" else float(dict(k)["le"])), v)
+                     for k, v in metrics["pushtune_request_duration_seconds_bucket"].items()
+                     if dict(k)["model"] == "iris")
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts) and counts[-1] == 6  # cumulative, and +Inf holds them all
+    count = metrics["pushtune_request_duration_seconds_count"][(("endpoint", route), ("model", "iris"))]
+    assert count == 6 and 0 < metrics["pushtune_request_duration_seconds_sum"][(("endpoint", route), ("model", "iris"))] < 6
+    assert metrics["pushtune_model_loaded_version"] == {(("model", "iris"),): 1}
+    assert metrics["pushtune_model_up"] == {(("model", "iris"),): 1}
+
+
+def test_hot_reload_under_load_never_fails_and_answers_with_a_production_version(store_location, monkeypatch):
+    monkeypatch.setenv("PUSHTUNE_ACTOR", "tester")
+    store = RunStore.open(store_location)
+    passing_run(store, 0.90, model="const.py", content=constant(1.0))
+    second = passing_run(store, 0.80, model="const.py", content=constant(2.0))
+    changes: list[tuple[float, float, int]] = []  # (before, after, version made production)
+    answers: list[tuple[float, float, int, object]] = []
+    failures: list[str] = []
+
+    def client_loop(base_url: str, count: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            for _ in range(count):
+                started = time.time()
+                try:
+                    response = client.post("/models/const/predict", json={"instances": [[0, 0, 0, 0]]})
+                except httpx.HTTPError as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                ended = time.time()
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code}: {response.text}")
+                    continue
+                body = response.json()
+                answers.append((started, ended, body["version"], body["predictions"]))
+
+    with serving(store) as client:
+        base_url = str(client.base_url)
+        threads = [threading.Thread(target=client_loop, args=(base_url, 250)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for _ in range(10):
+            for change in (lambda: versions.promote_run(store, second, force=True),
+                           lambda: versions.rollback(store, "const")):
+                time.sleep(0.04)
+                before = time.time()
+                made = change()
+                changes.append((before, time.time(), made.version))
+        for thread in threads:
+            thread.join(120)
+    assert not failures, failures[:5]
+    assert len(answers) == 2000
+    assert [c[2] for c in changes] == [2, 1] * 10
+    assert changes[-1][1] < max(a[1] for a in answers), "the load ended before the last change"
+    # production over time: v1 until the first change's write, then each change's version until
+    # the next change (a write committed somewhere between its `before` and `after`)
+    spans = [(float("-inf"), changes[0][1], 1)]
+    spans += [(c[0], (changes[i + 1][1] if i + 1 < len(changes) else float("inf")), c[2]) for i, c in enumerate(changes)]
+    for started, ended, version, predictions in answers:
+        assert predictions == [float(version)]  # the answer came from that version's model
+        assert any(v == version and lo <= ended and started <= hi for lo, hi, v in spans), \
+            (started, ended, version)
+    assert {a[2] for a in answers} == {1, 2}
+    events = store.model_events("const")
+    assert [e["action"] for e in events[-20:]] == ["promoted", "rolled_back"] * 10
+
+
+def test_pushtune_serve_on_an_ephemeral_port_and_a_busy_one(tmp_path, cli, pushtune_home, iris_model):
+    store = RunStore.open(pushtune_home / "pushtune.db")
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    env = {**os.environ, "PUSHTUNE_HOME": str(pushtune_home), "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--port", "0"], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        match = re.search(r"on http://127\.0\.0\.1:(\d+) ", line)
+        assert match, line
+        port = int(match.group(1))
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    health = client.get("/health")
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            assert health.json()["models"] == {"iris": 1}
+            assert predict(client, "iris", IRIS_X[:3].tolist()).json()["predictions"] == iris_model.predict(IRIS_X[:3]).tolist()
+        busy = cli("serve", "--port", str(port))
+        assert busy.returncode == 2
+        assert busy.stderr.startswith(f"pushtune: error: cannot listen on 127.0.0.1:{port}: ") and busy.stderr.count("\n") == 1
+    finally:
+        process.send_signal(signal.SIGTERM)  # a graceful shutdown, then uvicorn ends as the signal asked
+        assert process.wait(30) in (0, -signal.SIGTERM)
+        rest = process.stderr.read()
+        process.stderr.close()
+    assert "Traceback" not in rest, rest
