@@ -16,6 +16,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 run: install
@@ -26,4 +28,4 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pushtune .pytest_cache
+	rm -rf $(VENV) .pushtune .pytest_cache .mypy_cache .ruff_cache

@@ -23,7 +23,8 @@ TARGET_SECONDS = 2.0
 
 KERAS_HEADERS = [
     "import tensorflow as tf\nlayers = tf.keras.layers\nModel, Sequential = tf.keras.Model, tf.keras.Sequential\n",
-    "from tensorflow import keras\nfrom tensorflow.keras import layers\nfrom tensorflow.keras.models import Model, Sequential\n",
+    "from tensorflow import keras\nfrom tensorflow.keras import layers\n"
+    "from tensorflow.keras.models import Model, Sequential\n",
     "import keras\nfrom keras import Model, Sequential, layers\n",
 ]
 HEADERS = {

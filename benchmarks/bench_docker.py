@@ -86,12 +86,12 @@ def builds(cold: bool) -> list[tuple[str, str]]:
                 shutil.rmtree(tmp, ignore_errors=True)
         rows.append(("wheelhouse (pip download, both sets), cold", f"{seconds:.0f} s"))
         for kind in ("regression", "ann", "cnn"):
-            seconds = _timed(lambda: images.build_image(kind, offline=True, no_cache=kind != "cnn",
-                                                        echo=quiet))
+            seconds = _timed(lambda kind=kind: images.build_image(kind, offline=True, no_cache=kind != "cnn",
+                                                                  echo=quiet))
             label = "cold (--no-cache)" if kind != "cnn" else "after ann (shares its layers)"
             rows.append((f"`{kind}` image offline, {label}", f"{seconds:.0f} s"))
     for kind in images.KINDS:
-        seconds = _timed(lambda: images.build_image(kind, offline=True, echo=quiet))
+        seconds = _timed(lambda kind=kind: images.build_image(kind, offline=True, echo=quiet))
         rows.append((f"`{kind}` image offline, warm (all layers cached)", f"{seconds:.1f} s"))
     return rows
 

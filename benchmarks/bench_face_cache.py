@@ -99,7 +99,8 @@ def main() -> str:
         features = np.load(cache_file)
         flat_train = features[train_idx].reshape(len(train_idx), -1)
         head = make_head(features.shape[1:], n_classes, flat_train)
-        cached_accuracy = compile_and_fit(head, features[train_idx], labels[train_idx], features[val_idx], labels[val_idx])
+        cached_accuracy = compile_and_fit(head, features[train_idx], labels[train_idx],
+                                          features[val_idx], labels[val_idx])
         cached = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -119,7 +119,7 @@ def main() -> str:
             host = app.state.host
             try:
                 with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as client:
-                    for label, (artifact, data) in models.items():
+                    for label, (_artifact, data) in models.items():
                         name = label.replace(" ", "-")
                         loaded = host.current[name]
                         for size, count in ((1, SINGLE_REQUESTS), (32, BATCH_REQUESTS)):
@@ -127,12 +127,12 @@ def main() -> str:
                             body = {"instances": batch.tolist()}
                             x = batch.astype(loaded.dtype)
 
-                            def over_http():
+                            def over_http(name=name, body=body):
                                 answer = client.post(f"/models/{name}/predict", json=body)
                                 assert answer.status_code == 200, answer.text
 
                             http = timed(over_http, count)
-                            local = timed(lambda: loaded.predict(x), count)
+                            local = timed(lambda loaded=loaded, x=x: loaded.predict(x), count)
                             rows.append((label, size, http, local))
             finally:
                 server.should_exit = True
@@ -155,7 +155,7 @@ def main() -> str:
             verdicts.append(f"- {label}, single instances: p99 {p99:.2f} ms "
                             f"({'meets' if p99 < goal else 'MISSES'} the < {goal:g} ms goal)")
     table = "\n".join(lines)
-    return textwrap.dedent("""\
+    intro = textwrap.dedent("""\
         ## serving latency
 
         `pushtune serve` (FastAPI + uvicorn, one worker) on 127.0.0.1, one keep-alive httpx client
@@ -166,4 +166,5 @@ def main() -> str:
         examples': regression = models/regression_logistic.py's scikit-learn pipeline (joblib,
         30 features); dense network = models/ann_digits.py's Keras net (64 inputs, 10 classes).
 
-        """).format(single=SINGLE_REQUESTS, batch=BATCH_REQUESTS, warm=WARM_UP) + table + "\n\n" + "\n".join(verdicts) + "\n"
+        """).format(single=SINGLE_REQUESTS, batch=BATCH_REQUESTS, warm=WARM_UP)
+    return intro + table + "\n\n" + "\n".join(verdicts) + "\n"

@@ -278,7 +278,8 @@ def _section(cases, chosen, oracles, results, skipped) -> str:
         f"through `run_model` (local runtime) per strategy with a budget of {BUDGET} attempts; keras-tuner "
         f"runs the case rewritten as a hypermodel (`kt_<case>.py`) with RandomSearch ({BUDGET} trials) and "
         f"Hyperband (max_epochs = the script's epochs, 16 for the faces, factor 3, one iteration: about "
-        f"{BUDGET} full trainings' worth of epochs in all). Oracle = seconds of one attempt as pushed + one with the known fix. A cell reads "
+        f"{BUDGET} full trainings' worth of epochs in all). "
+        f"Oracle = seconds of one attempt as pushed + one with the known fix. A cell reads "
         f"✓ attempts · seconds until the threshold was first met (attempt seconds, python start-up included; "
         f"keras-tuner: from its start to the end of the first trial that met it) · that ÷ oracle; "
         f"✗ attempts · best metric; n/a: the strategy is not available; —: no hypermodel.",

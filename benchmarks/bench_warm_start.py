@@ -73,7 +73,8 @@ def main() -> str:
         f"from scratch, local runtime, the faster of {REPEATS} runs each. Seconds are whole attempts,",
         "including the Python start-up and TensorFlow import (about 4.5 s) that both pay.",
         "",
-        "| images | epochs | warm-started (s) | from scratch (s) | warm ÷ scratch | accuracy warm / scratch | same model |",
+        "| images | epochs | warm-started (s) | from scratch (s) | warm ÷ scratch "
+        "| accuracy warm / scratch | same model |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
     ])

@@ -32,7 +32,8 @@ def machine() -> str:
         mem = f"{mem_kb / 2**20:.0f} GiB"
     except OSError:
         mem = "?"
-    return f"{os.cpu_count()} cores ({cpu}), {mem} RAM, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return (f"{os.cpu_count()} cores ({cpu}), {mem} RAM, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
 
 
 def load(name: str):
@@ -57,7 +58,10 @@ def main(names: list[str]) -> int:
             f"<!-- /bench:{name} -->"
         )
         pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.S)
-        text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text.rstrip()}\n\n{block}\n"
+        if pattern.search(text):
+            text = pattern.sub(lambda _, block=block: block, text)
+        else:
+            text = f"{text.rstrip()}\n\n{block}\n"
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(text)
         print(section, flush=True)

@@ -31,17 +31,15 @@ import re
 import stat
 import tokenize
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from jobs.errors import UserError
 from jobs.notebook import NotebookError, decode_notebook, notebook_code, script_code
 
-KINDS = ("cnn", "ann", "regression", "unsupported")
-FRAMEWORKS = ("keras", "pytorch", "sklearn", "none")
 SKIPPED_DIRS = frozenset({".git", ".venv", "__pycache__", ".ipynb_checkpoints"})
 MODEL_SUFFIXES = (".py", ".ipynb")  # what a directory is searched for
 
@@ -686,7 +684,7 @@ _NOT_CHILD_FIELDS = frozenset({
 })
 
 
-@lru_cache(maxsize=None)
+@cache
 def _child_fields(kind: type) -> tuple[str, ...]:
     return tuple(field for field in getattr(kind, "_fields", ()) if field not in _NOT_CHILD_FIELDS)
 
@@ -694,7 +692,8 @@ def _child_fields(kind: type) -> tuple[str, ...]:
 def _children(node: ast.AST) -> list[ast.AST | None]:
     """The child nodes of an expression (or simple statement), cheaper than ast.iter_child_nodes."""
     children: list[ast.AST | None] = []
-    for field in _child_fields(node.__class__):
+    kind: type = node.__class__  # as `type`: mypy wrongly finds type[AST] unhashable (AST declares __hash__)
+    for field in _child_fields(kind):
         value = getattr(node, field)
         if value.__class__ is list:
             children.extend(value)
@@ -779,6 +778,8 @@ def classify_source(source: str | bytes, path: str = "<string>") -> Classificati
     notebook = str(path).lower().endswith(".ipynb")
     if not notebook and not source.strip():
         return Classification(path, "unsupported", "none", "empty file")
+    where: Where
+    tree: ast.Module | None
     try:
         if notebook:
             code = notebook_code(decode_notebook(source) if isinstance(source, bytes) else source)

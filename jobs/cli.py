@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 from jobs import __version__, exit_codes
 from jobs.errors import UserError
@@ -30,7 +31,7 @@ COMMAND_MODULES = (
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as for every bad input
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, as for every bad input
         self.exit(exit_codes.USER_ERROR, f"{self.prog}: error: {message}\n")
 
 

@@ -16,9 +16,10 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from jobs.errors import UserError
@@ -37,15 +38,19 @@ DEFAULT_RETRY_SECONDS = 60.0
 
 
 class Connection(Protocol):
-    def execute(self, sql: str, args: tuple | list = ()) -> "Cursor": ...
+    # positional-only, as sqlite3.Connection.execute takes them
+    def execute(self, sql: str, args: tuple | list = (), /) -> Cursor: ...
 
 
 class Cursor(Protocol):
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Database(Protocol):
@@ -176,7 +181,7 @@ class SQLiteDatabase:
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
-    return {column[0]: value for column, value in zip(cursor.description, row)}
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
 
 class PostgresDatabase:
@@ -196,7 +201,7 @@ class PostgresDatabase:
         return self._retrying(lambda db: work(db), write=False)
 
     def write(self, work: Callable[[Connection], T]) -> T:
-        def locked(db: "_PostgresConnection") -> T:
+        def locked(db: _PostgresConnection) -> T:
             db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
             return work(db)
 
@@ -216,7 +221,7 @@ class PostgresDatabase:
         row = db.execute("SELECT nextval(pg_get_serial_sequence('runs', 'id')) AS next_id").fetchone()
         return int(row["next_id"])
 
-    def _retrying(self, work: Callable[["_PostgresConnection"], T], *, write: bool) -> T:
+    def _retrying(self, work: Callable[[_PostgresConnection], T], *, write: bool) -> T:
         import psycopg
 
         deadline = time.monotonic() + self.retry_seconds

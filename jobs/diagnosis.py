@@ -90,10 +90,11 @@ def diagnose(attempt: dict, metric: str, mode: str, kind: str, threshold: float)
     curve = attempt["curve"]
     history = curve["history"]
     last = len(history)
-    loss = _series(history, "loss") or []
-    if any(v is None or not math.isfinite(v) for v in loss):
-        bad = next(i for i, v in enumerate(loss, 1) if v is None or not math.isfinite(v))
+    reported_loss = _series(history, "loss") or []
+    if any(v is None or not math.isfinite(v) for v in reported_loss):
+        bad = next(i for i, v in enumerate(reported_loss, 1) if v is None or not math.isfinite(v))
         return Diagnosis("diverged", f"loss is NaN or infinite at epoch {bad}", DIVERGED_MOVES)
+    loss = _finite(reported_loss)  # all of it: every value is a finite number
     if last >= 2 and loss and loss[-1] >= loss[0]:
         return Diagnosis("diverged", f"loss did not fall ({loss[0]:.4g} at epoch 1, {loss[-1]:.4g} at "
                                      f"epoch {last})", DIVERGED_MOVES)

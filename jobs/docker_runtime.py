@@ -32,8 +32,9 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Mapping, TextIO
+from typing import IO, TextIO
 
 import docker
 import requests
@@ -176,7 +177,9 @@ def max_output_bytes(environ: Mapping[str, str] = os.environ) -> int:
 
 def engine_is_remote(docker_host: str | None) -> bool:
     """Whether DOCKER_HOST names an engine reached over the network (tcp://, ssh://, https://)."""
-    return bool(docker_host) and not docker_host.startswith(("unix://", "npipe://", "/"))
+    if not docker_host:
+        return False
+    return not docker_host.startswith(("unix://", "npipe://", "/"))
 
 
 def in_a_container() -> bool:
@@ -410,7 +413,10 @@ class _ProgressCopy(threading.Thread):
             member = tar.next()
             if member is None or not member.isreg() or member.name != name or member.size > CURVE_LIMIT:
                 return
-            content = tar.extractfile(member).read()
+            extracted = tar.extractfile(member)  # a regular file's: never None
+            if extracted is None:
+                return
+            content = extracted.read()
         partial = self.output_dir / f".{name}.incoming"
         partial.write_bytes(content)
         os.replace(partial, self.output_dir / name)  # the watcher never sees a half-written file
@@ -588,6 +594,7 @@ class DockerRuntime:
             **contract_env(spec, output=OUTPUT, data=DATA if spec.data_dir else None, cache=CACHE,
                            resume=resume),
         }
+        tmpfs: tuple[str, ...]
         if self.copies:
             mounts, volumes, tmpfs = [], volumes_of(spec), ("/tmp",)  # /work is a volume instead
             docker_mounts = [Mount(v["target"], v["source"], type="volume") for v in volumes]
@@ -603,7 +610,8 @@ class DockerRuntime:
             "pushtune.kind": spec.kind,
             "pushtune.model": spec.model_name,
             "pushtune.workdir": str(spec.workdir.resolve()),
-            # What a monitor needs to start the training again exactly so (with resume).
+            # How the container was made, for whoever inspects it (`docker inspect`); pushtune itself
+            # rebuilds an attempt's spec from the store (loop.attempt_spec).
             "pushtune.spec": json.dumps({
                 "image": image, "user": f"{user[0]}:{user[1]}", "transfer": self.transfer,
                 "mounts": mounts, "volumes": volumes,

@@ -17,11 +17,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
-from jobs.exit_codes import FAILED, OK, USER_ERROR
 from jobs.errors import UserError
+from jobs.exit_codes import FAILED, OK, USER_ERROR
+from jobs.git import git
+from jobs.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MARKER = "# installed by `pushtune hook install`"
 CHAINED_SUFFIX = ".pushtune-chained"
 
@@ -41,12 +43,7 @@ exit $status
 
 
 def _git(repo: Path, *args: str) -> str:
-    # Not jobs.steps.run_git: this module runs inside `git push` and must import nothing heavy.
-    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UserError(f"git {args[0]} failed in {repo}: {message}")
-    return result.stdout.strip()
+    return git(repo, *args).strip()
 
 
 def hook_path(repo: Path) -> tuple[Path, str]:
@@ -74,20 +71,21 @@ def validate_run_args(run_args: list[str]) -> None:
     """Fail at install time, not at every push, when the `pushtune run` options are wrong: they
     are parsed and checked as `pushtune run` does (--data and --space name paths in the pushed
     checkout, so only they are left to the run)."""
-    from jobs.commands import run as run_command
+    from jobs.run_options import add_run_options, options_from
 
     class Strict(argparse.ArgumentParser):
-        def error(self, message: str) -> None:
+        def error(self, message: str) -> NoReturn:
             raise UserError(f"--run-args: {message}")
 
-        def exit(self, status: int = 0, message: str | None = None) -> None:  # after -h
+        def exit(self, status: int = 0, message: str | None = None) -> NoReturn:  # after -h
             raise UserError("--run-args: -h/--help is not an option for a run")
 
-    parser = Strict(add_help=False)
-    run_command.add_parser(parser.add_subparsers(parser_class=Strict))
-    args = parser.parse_args(["run", "model.py", *run_args])
+    parser = Strict(prog="pushtune run", add_help=False)
+    parser.add_argument("model")
+    add_run_options(parser)
+    args = parser.parse_args(["model.py", *run_args])
     try:
-        options = run_command.options_from(argparse.Namespace(**{**vars(args), "data": None, "space": None}))
+        options = options_from(argparse.Namespace(**{**vars(args), "data": None, "space": None}))
         options.space = {"--space": args.space} if args.space else None  # read at run time
         options.validate()
     except UserError as exc:

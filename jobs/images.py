@@ -10,8 +10,9 @@ An image is built from a build context assembled here: the Dockerfile, its requi
 the part of the `jobs` package model scripts import, and a wheelhouse. Online builds start from
 `python:3.11-slim` and pip installs from PyPI; offline builds start from the local
 `pushtune/base:bookworm` (scripts/build-base-image.sh) and install from the wheelhouse only (`pip
-download` on the host, from its configured indexes, fills it first, and the build gets no network). An image carries a content hash of its recipe as
-a label, so a changed Dockerfile, requirements file or kit module means a rebuild.
+download` on the host, from its configured indexes, fills it first, and the build gets no
+network). An image carries a content hash of its recipe as a label, so a changed Dockerfile,
+requirements file or kit module means a rebuild.
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 import docker
 from docker.errors import DockerException, ImageNotFound
 
 from jobs import __version__, profiles
 from jobs.errors import UserError
+from jobs.paths import PROJECT_ROOT
 from jobs.profiles import Profile
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = PROJECT_ROOT / "dockerfiles"
 ONLINE_BASE_IMAGE = "python:3.11-slim"
 OFFLINE_BASE_IMAGE = "pushtune/base:bookworm"

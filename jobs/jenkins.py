@@ -17,10 +17,10 @@ import re
 import time
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import jenkins
@@ -29,8 +29,8 @@ import yaml
 
 from jobs import exit_codes
 from jobs.errors import UserError
+from jobs.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR = PROJECT_ROOT / "jenkins" / "jobs"
 CHAIN = ("pull", "classify", "train", "tweak", "notify", "monitor", "deploy", "retrain")
 DEFAULT_PREFIX = "pushtune"
@@ -324,7 +324,7 @@ def with_auth_token(xml: str, token: str) -> str:
 def _without_userinfo(url: str) -> str:
     parts = urlsplit(url)
     if parts.username or parts.password:
-        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
     return urlunsplit(parts)
 
 
@@ -339,7 +339,7 @@ class JenkinsSettings:
     timeout: float = 30.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> "JenkinsSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> JenkinsSettings:
         """The controller from the environment.
 
         PUSHTUNE_JENKINS_URL, when set, wins over JENKINS_URL: inside a build Jenkins sets
@@ -404,7 +404,8 @@ class JenkinsClient:
         except requests.ConnectionError:
             raise UserError(f"{what}: cannot reach Jenkins at {url}") from None
         except requests.HTTPError as exc:
-            raise UserError(f"{what}: Jenkins at {url} answered HTTP {exc.response.status_code}") from None
+            status = exc.response.status_code if exc.response is not None else "?"
+            raise UserError(f"{what}: Jenkins at {url} answered HTTP {status}") from None
         except jenkins.JenkinsException as exc:
             text = str(exc)
             for code in (401, 403):
@@ -586,7 +587,7 @@ class JenkinsClient:
 
     def last_builds(self, jobs: list[str]) -> list[dict]:
         """Per job: its last build's number, result and start time, or why there is none."""
-        rows = []
+        rows: list[dict] = []
         for name in jobs:
             if not self._call(f"job {name}", self.server.job_exists, name):
                 rows.append({"job": name, "number": None, "result": "not installed", "started": None})

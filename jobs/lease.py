@@ -22,8 +22,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from jobs.database import env_seconds
 from jobs.errors import UserError

@@ -14,28 +14,38 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import time
 import tokenize
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 from jobs import tweaks
 from jobs.classify import Classification, classify_file
 from jobs.errors import UserError
-from jobs.metrics import (
-    find_artifact, is_regular_file, log_tail, read_curve, read_json_output, read_metrics,
-)
-from jobs.objective import MODES, Objective, best_attempt
+from jobs.git import git_or_none
 from jobs.lease import Lease, attempt_lease, run_lease
+from jobs.metrics import (
+    find_artifact,
+    is_regular_file,
+    log_tail,
+    read_curve,
+    read_json_output,
+    read_metrics,
+)
 from jobs.notebook import (
-    NotebookCode, NotebookError, code_of, decode_notebook, handed_back_notebook, notebook_json, notebook_problem,
+    NotebookCode,
+    NotebookError,
+    code_of,
+    decode_notebook,
+    handed_back_notebook,
+    notebook_json,
+    notebook_problem,
     script_code,
 )
+from jobs.objective import MODES, Objective, best_attempt
 from jobs.runtime import AttemptOutcome, AttemptSpec, Restart, Runtime, metric_written
-from jobs.store import RunStore
-from jobs.store import run_dir as store_run_dir
+from jobs.store import RunStore, run_dir as store_run_dir
 from jobs.strategies import Candidate, History, first_candidate, get_strategy
 
 
@@ -143,16 +153,7 @@ def sha256_of(path: Path) -> str:
 
 def git_commit_of(path: Path) -> str | None:
     """The last commit that touched the file, when it is tracked in a git repository."""
-    try:
-        result = subprocess.run(
-            ["git", "log", "-1", "--format=%H", "--", path.name],
-            cwd=path.parent, capture_output=True, text=True, timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
-        return None
-    return result.stdout.strip() or None
+    return git_or_none(path.parent, "log", "-1", "--format=%H", "--", path.name, timeout=10)
 
 
 def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classification, str]:
@@ -296,7 +297,7 @@ def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate, *, statu
         if parent and parent["dir"] and (Path(parent["dir"]) / "model.py").is_file():
             base = (Path(parent["dir"]) / "model.py").read_text(encoding="utf-8")
         named = notebook.name_cells(candidate.tweak, base)
-        if candidate.tweaks and candidate.tweaks[-1] == candidate.tweak:
+        if named is not None and candidate.tweaks and candidate.tweaks[-1] == candidate.tweak:
             candidate.tweaks = [*candidate.tweaks[:-1], named]
         candidate.tweak = named
     n = store.add_attempt(
@@ -310,7 +311,7 @@ def prepare_attempt(store: RunStore, run_id: int, candidate: Candidate, *, statu
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "output").mkdir(parents=True)
     epoch = warm_start_epoch(parent, candidate) if parent else None
-    if epoch:
+    if parent and epoch:
         copy_checkpoint(Path(parent["dir"]) / "output", workdir / "output")
         store.update_attempt(run_id, n, warm_from=parent["n"], warm_epoch=epoch)
     (workdir / "model.py").write_text(candidate.source, encoding="utf-8")
@@ -604,6 +605,7 @@ def drive(store: RunStore, run_id: int, runtime: Runtime, progress: Progress = _
             while True:
                 candidate, reason = plan_next(store, run_id)
                 if candidate is None:
+                    assert reason is not None  # plan_next says why whenever it plans nothing
                     break
                 n = prepare_attempt(store, run_id, candidate)
                 progress("attempt", {"run_id": run_id, "candidate": candidate, "n": n,

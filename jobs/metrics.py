@@ -29,12 +29,14 @@ LOG_TAIL_BYTES = 64 << 10  # what of log.txt goes into the store; the whole log 
 
 # Metrics with a known range, by name (case-insensitive; `val_`, `test_`, `train_` twins and
 # scikit-learn's averaging suffixes included). A value outside it is a bug in the script.
-_PREFIX, _SUFFIX = r"(?:(?:val|valid|validation|test|train|training)_)?", r"(?:_(?:macro|micro|weighted|samples|binary|ovr|ovo))?(?:_\d+)?"
+_PREFIX = r"(?:(?:val|valid|validation|test|train|training)_)?"
+_SUFFIX = r"(?:_(?:macro|micro|weighted|samples|binary|ovr|ovo))?(?:_\d+)?"
 RANGES = (
     (re.compile(_PREFIX + r"(?:[a-z0-9_]*accuracy|acc|precision|recall|f1|f1_score|[a-z_]*auc|roc_auc_score"
                           r"|average_precision|sensitivity|specificity)" + _SUFFIX), 0.0, 1.0, "[0, 1]"),
     (re.compile(_PREFIX + r"(?:mse|mae|rmse|msle|mape|log_loss|mean_squared_error|mean_absolute_error"
-                          r"|root_mean_squared_error|mean_absolute_percentage_error)" + _SUFFIX), 0.0, math.inf, "[0, ∞)"),
+                          r"|root_mean_squared_error|mean_absolute_percentage_error)" + _SUFFIX),
+     0.0, math.inf, "[0, ∞)"),
 )
 
 

@@ -32,10 +32,11 @@ import time
 from dataclasses import dataclass
 
 from jobs.errors import UserError
-from jobs.loop import attempt_spec, run_options
-from jobs.steps import Terminated
 from jobs.lease import HANDED_OVER, Lease, attempt_lease, run_lease
-from jobs.runtime import PROJECT_ROOT, get_runtime, metric_written, resumable_epoch
+from jobs.loop import attempt_spec, run_options
+from jobs.paths import PROJECT_ROOT
+from jobs.runtime import get_runtime, metric_written, resumable_epoch
+from jobs.steps import Terminated
 from jobs.store import RunStore, attempt_dir, run_dir
 
 HANDOVER_TIMEOUT = 60.0

@@ -113,7 +113,7 @@ class NotebookCode:
         if want is not None or len(chunks) != len(self.cells):
             raise ValueError(f"the marker of cell {(want or 0) + 1} is missing from the source")
         cells: dict[int, str] = {}
-        for number, (index, chunk) in enumerate(zip(self.cells, chunks)):
+        for number, (index, chunk) in enumerate(zip(self.cells, chunks, strict=True)):
             written, python = self.cell_lines[number]
             text = "".join(_restored(chunk, written, python))
             cells[index] = text if self.trailing_newline[number] else text.removesuffix("\n")

@@ -11,8 +11,9 @@ tampered store may hold) never meet a threshold, never beat anything and are nev
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from jobs.errors import UserError
 

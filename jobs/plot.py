@@ -33,7 +33,7 @@ def metric_plot_png(attempts: list[dict[str, Any]], metric: str, threshold: floa
     scored = [(a["n"], a["metric_value"]) for a in attempts if a.get("metric_value") is not None]
     unscored = [a for a in attempts if a.get("metric_value") is None]
     if scored:
-        xs, ys = zip(*scored)
+        xs, ys = zip(*scored, strict=True)
         axes.plot(xs, ys, marker="o", color=LINE_COLOR, label=metric, zorder=3)
     axes.axhline(threshold, color=PASS_COLOR, linestyle="--", linewidth=1.2,
                  label=f"threshold {threshold:g}")
@@ -113,7 +113,7 @@ def curves_plot_png(attempts: list[dict[str, Any]], metric: str, best: int | Non
     figure = Figure(figsize=(4.8 * len(panels) + 0.6, 3.4), dpi=100)
     FigureCanvasAgg(figure)
     colors = CURVE_COLORS  # by attempt number, so an attempt keeps its colour in both panels
-    handles: dict[int, Any] = {}
+    handles: dict[int | None, Any] = {}  # by attempt number
     for index, panel in enumerate(panels, start=1):
         axes = figure.add_subplot(1, len(panels), index)
         keys = [metric_key] if panel == metric_key else loss_keys
@@ -140,9 +140,9 @@ def curves_plot_png(attempts: list[dict[str, Any]], metric: str, best: int | Non
             axes.set_ylabel(" / ".join(loss_keys))
             axes.set_title("loss" + (" (dashed: val_loss)" if loss_keys == ["loss", "val_loss"] else ""),
                            fontsize="medium")
-        else:
-            axes.set_ylabel(metric_key)
-            axes.set_title(f"{metric_key} per epoch", fontsize="medium")
+        else:  # the metric's panel
+            axes.set_ylabel(panel)
+            axes.set_title(f"{panel} per epoch", fontsize="medium")
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(True, alpha=0.3)

@@ -14,11 +14,11 @@ epoch is reported even when it was written just before the attempt ended.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jobs.metrics import CURVE_LIMIT, read_json_output
 
@@ -61,7 +61,7 @@ class EpochWatcher:
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def start(self) -> "EpochWatcher":
+    def start(self) -> EpochWatcher:
         if self._thread is not None:
             return self
         self._safely(self._baseline)
@@ -78,7 +78,7 @@ class EpochWatcher:
         thread.join(timeout=max(self.interval * 4, 2.0))
         self._safely(self.poll)
 
-    def __enter__(self) -> "EpochWatcher":
+    def __enter__(self) -> EpochWatcher:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -108,10 +108,10 @@ class EpochWatcher:
         try:
             progress = _read_json(self.output_dir / PROGRESS_FILE)
             epoch = _int(progress.get("epoch")) if progress else None
-            if epoch is None or epoch == self.last:
+            if progress is None or epoch is None or epoch == self.last:
                 return
             epochs = _int(progress.get("epochs"))
-            logs = progress.get("logs") if isinstance(progress.get("logs"), dict) else {}
+            logs = reported if isinstance(reported := progress.get("logs"), dict) else {}
             previous = self.last or 0
             if epoch > previous + 1:
                 # Several epochs since the last poll: the ones in between from the curve.
@@ -125,7 +125,7 @@ class EpochWatcher:
 
     def _from_history(self, first: int, last: int) -> list[tuple[int, dict]]:
         curve = _read_json(self.output_dir / HISTORY_FILE) or {}
-        entries = curve.get("history") if isinstance(curve.get("history"), list) else []
+        entries = history if isinstance(history := curve.get("history"), list) else []
         found: dict[int, dict] = {}
         for entry in entries:
             if isinstance(entry, dict) and _int(entry.get("epoch")) is not None:

@@ -9,7 +9,7 @@ are base64 PNGs that pushtune draws itself (jobs/plot.py)."""
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ REPORT_TEMPLATE = "report.html.j2"
 def _when(timestamp: float | None) -> str:
     if not timestamp:
         return ""
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _diff_lines(diff: str) -> list[dict[str, str]]:

@@ -24,14 +24,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, NoReturn, Protocol, TextIO
+from typing import NoReturn, Protocol, TextIO
 
 from jobs.errors import UserError
 from jobs.metrics import is_regular_file, read_json_output
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from jobs.paths import PROJECT_ROOT
 
 
 @dataclass
@@ -52,7 +52,6 @@ class AttemptSpec:
     resume: bool = False  # the first start already resumes (a monitor took the attempt over)
     previous_restarts: int = 0  # restarts before this driver took over, for the bound's message
     framework: str | None = None  # with `kind`, the attempt's profile (None: the kind's default)
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def profile(self):
@@ -176,7 +175,6 @@ def contract_env(
         "PUSHTUNE_RUN": str(spec.run_id),
         "PUSHTUNE_ATTEMPT": str(spec.attempt),
         "PYTHONUNBUFFERED": "1",
-        **spec.extra_env,
     }
     if data:
         env["PUSHTUNE_DATA"] = data
@@ -344,7 +342,9 @@ class LocalRuntime:
         except OSError as exc:
             raise UserError(f"cannot start {self.python}: {exc}") from None
         (spec.workdir / "process.json").write_text(json.dumps({"pid": child.pid, "start": _start_ticks(child.pid)}))
-        pump = _LogPump(child.stdout, log, spec.verbose)
+        assert child.stdout is not None  # stdout=PIPE
+        output = child.stdout
+        pump = _LogPump(output, log, spec.verbose)
         pump.start()
         try:
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
@@ -359,7 +359,7 @@ class LocalRuntime:
         finally:
             # The leader has ended every process that could hold the pipe: EOF is at hand.
             pump.finish(grace=1.0)
-            child.stdout.close()
+            output.close()
         return code, timed_out
 
 
@@ -405,8 +405,8 @@ def lead_attempt(command: list[str]) -> NoReturn:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != leader:  # the leader died before that took effect
                 os._exit(1)
-            for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
-                signal.signal(signum, signal.SIG_DFL)
+            for restored in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
+                signal.signal(restored, signal.SIG_DFL)
             os.execv(command[0], command)
         except BaseException as exc:
             os.write(2, f"[pushtune] cannot start {command[0]}: {exc}\n".encode())
@@ -559,13 +559,13 @@ def get_runtime(name: str, **options) -> Runtime:
     """The registered runtime `name`, made with `options`; `auto`: the first registered runtime,
     by `auto_rank`, whose needs are met (Docker when an engine answers, else local)."""
     if name == AUTO:
-        ranked = sorted((e for e in RUNTIMES.values() if e.auto_rank is not None), key=lambda e: e.auto_rank)
+        ranked = [(rank, e) for e in RUNTIMES.values() if (rank := e.auto_rank) is not None]
         reasons = []
-        for entry in ranked:
-            reason = entry.unmet()
+        for _, candidate in sorted(ranked, key=lambda pair: pair[0]):
+            reason = candidate.unmet()
             if reason is None:
-                return entry.factory(**options)
-            reasons.append(f"{entry.name}: {reason}")
+                return candidate.factory(**options)
+            reasons.append(f"{candidate.name}: {reason}")
         raise UserError(f"no runtime can run here ({'; '.join(reasons) or 'none is registered'})")
     entry = RUNTIMES.get(name)
     if entry is None:

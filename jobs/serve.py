@@ -33,9 +33,10 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -198,7 +199,8 @@ def _check_numbers(value: Any) -> None:
 
 
 def _json_type(value: Any) -> str:
-    return {str: "text", type(None): "null", bool: "true/false", dict: "an object"}.get(type(value), type(value).__name__)
+    names = {str: "text", type(None): "null", bool: "true/false", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def parse_instances(body: Any, loaded: Loaded) -> np.ndarray:
@@ -223,7 +225,7 @@ def parse_instances(body: Any, loaded: Loaded) -> np.ndarray:
         raise ApiError(422, f"instances must be rectangular: lists of different lengths{each}") from None
     got = x.shape[1:]
     if expected is not None and (len(got) != len(expected)
-                                 or any(e is not None and e != g for e, g in zip(expected, got))):
+                                 or any(e is not None and e != g for e, g in zip(expected, got, strict=True))):
         raise ApiError(422, f"expected instances of shape {_shape(expected)}; got {_shape(got)} "
                             f"({len(instances)} instance{'s' if len(instances) != 1 else ''})")
     return x
@@ -308,8 +310,9 @@ class Metrics:
             family("pushtune_request_duration_seconds", "histogram", "Time to answer a request, in seconds.")
             for (endpoint, model), counts in sorted(self.latency.items()):
                 labels = f'endpoint="{_label(endpoint)}",model="{_label(model)}"'
-                for bound, count in zip(BUCKETS, counts):
-                    out.append(f'pushtune_request_duration_seconds_bucket{{{labels},le="{bound}"}} {int(count)}')
+                # counts holds one count a bucket, then the +Inf count and the sum: only the buckets here
+                for bound, in_bucket in zip(BUCKETS, counts, strict=False):
+                    out.append(f'pushtune_request_duration_seconds_bucket{{{labels},le="{bound}"}} {int(in_bucket)}')
                 out.append(f'pushtune_request_duration_seconds_bucket{{{labels},le="+Inf"}} {int(counts[-2])}')
                 out.append(f"pushtune_request_duration_seconds_sum{{{labels}}} {counts[-1]:.6f}")
                 out.append(f"pushtune_request_duration_seconds_count{{{labels}}} {int(counts[-2])}")
@@ -317,7 +320,8 @@ class Metrics:
                    "Versions refused or failed to load (kind: sha256, missing, load).")
             for (model, kind), count in sorted(self.load_failures.items()):
                 out.append(f'pushtune_model_load_failures_total{{model="{_label(model)}",kind="{kind}"}} {count}')
-            family("pushtune_model_reloads_total", "counter", "Times a model started answering with another version (its first load included).")
+            family("pushtune_model_reloads_total", "counter",
+                   "Times a model started answering with another version (its first load included).")
             for model, count in sorted(self.reloads.items()):
                 out.append(f'pushtune_model_reloads_total{{model="{_label(model)}"}} {count}')
         family("pushtune_model_loaded_version", "gauge", "The version each model answers with.")
@@ -357,7 +361,8 @@ class ModelHost:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         database = getattr(store, "database", None)
-        if hasattr(database, "retry_seconds"):  # PostgreSQL: a request must not wait an outage out
+        # PostgreSQL: a request must not wait an outage out
+        if database is not None and hasattr(database, "retry_seconds"):
             database.retry_seconds = min(database.retry_seconds, STORE_RETRY_SECONDS)
 
     # the background poll
@@ -444,6 +449,7 @@ class ModelHost:
                 self.metrics.reloaded(name)
                 LOG.info("%s: serving v%d (%s)", name, loaded.version, loaded.path)
                 return loaded
+            assert reason is not None  # _load gives a reason whenever it loads nothing
             self.problems[name] = reason + (f"; v{current.version} keeps serving" if current else "")
             if current is not None:
                 return current
@@ -605,7 +611,7 @@ def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECO
     return app
 
 
-def _answer(host: ModelHost, name: str, body: Any, scope: dict) -> dict:
+def _answer(host: ModelHost, name: str, body: Any, scope: MutableMapping[str, Any]) -> dict:
     loaded = host.model_for(name)
     scope["pushtune.model"] = name  # a known model: its own label in the metrics
     x = parse_instances(body, loaded)

@@ -15,18 +15,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from jobs import exit_codes, profiles
 from jobs.classify import MODEL_SUFFIXES, classify_file
 from jobs.errors import UserError
-from jobs.loop import (Progress, RunOptions, as_candidate, check_model, execute_attempt, finish_run,
-                       pending_attempt, plan_next, prepare_attempt, run_options, start_run, summarize)
+from jobs.git import git
+from jobs.loop import (
+    Progress,
+    RunOptions,
+    as_candidate,
+    check_model,
+    execute_attempt,
+    finish_run,
+    pending_attempt,
+    plan_next,
+    prepare_attempt,
+    run_options,
+    start_run,
+    summarize,
+)
 from jobs.objective import Objective
 from jobs.runtime import Runtime, get_runtime
 from jobs.store import RunStore, run_dir
@@ -61,22 +73,11 @@ class Decision:
 # --- which files a push changed -----------------------------------------------------------------
 
 
-def run_git(repo: Path, *args: str) -> str:
-    try:
-        result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise UserError(f"git {args[0]} failed in {repo}: {exc}") from None
-    if result.returncode != 0:
-        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UserError(f"git {args[0]} failed in {repo}: {message}")
-    return result.stdout
-
-
 def _is_commit(repo: Path, rev: str | None) -> bool:
     if not rev or rev.strip("0") == "":
         return False
     try:
-        run_git(repo, "cat-file", "-e", f"{rev}^{{commit}}")
+        git(repo, "cat-file", "-e", f"{rev}^{{commit}}")
     except UserError:
         return False
     return True
@@ -90,10 +91,10 @@ def changed_paths(repo: Path, old: str | None, new: str) -> list[str]:
     """
     if not _is_commit(repo, new):
         raise UserError(f"not a commit in {repo}: {new!r}")
-    if _is_commit(repo, old):
-        output = run_git(repo, "diff", "--name-only", "-z", "--diff-filter=AMR", old, new)
+    if old is not None and _is_commit(repo, old):
+        output = git(repo, "diff", "--name-only", "-z", "--diff-filter=AMR", old, new)
     else:
-        output = run_git(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "-z",
+        output = git(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "-z",
                       "--diff-filter=AMR", new)
     return [p for p in output.split("\0") if p.endswith(MODEL_SUFFIXES)]
 
@@ -291,6 +292,7 @@ def train_step(store: RunStore, run_id: int, runtime: Runtime | None = None,
     pending = pending_attempt(store, run_id)  # what the tweak step planned, if it did
     candidate, reason = (as_candidate(pending), None) if pending else plan_next(store, run_id)
     if candidate is None:
+        assert reason is not None  # plan_next says why whenever it plans nothing
         summary = finish_run(store, run_id, reason)
         return exit_codes.for_status(summary["status"]), f"run {run_id} finished: {summary['status']} ({reason})"
     options = run_options(run)
@@ -339,6 +341,7 @@ def tweak_step(store: RunStore, run_id: int) -> Decision:
     if planned is not None:
         return Decision("train", run_id, f"run {run_id} attempt {planned['n']}/{limit} next: "
                                          f"{planned['tweak'] or 'as pushed'}")
+    assert reason is not None  # nothing planned: plan_next said why
     summary = finish_run(store, run_id, reason)
     return Decision("notify", run_id, f"run {run_id} finished: {summary['status']} ({reason})")
 

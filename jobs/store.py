@@ -17,9 +17,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jobs.database import Connection, Database, SQLiteDatabase, database_url, open_database
 from jobs.errors import UserError
@@ -267,7 +268,7 @@ class RunStore:
     local: Path = field(default_factory=lambda: home())  # this agent's own files (the weights cache)
 
     @classmethod
-    def open(cls, location: Path | str | None = None) -> "RunStore":
+    def open(cls, location: Path | str | None = None) -> RunStore:
         """The store at `location` (an SQLite file or a database URL), else $PUSHTUNE_DB, else
         pushtune.db under PUSHTUNE_HOME; migrated to this pushtune's schema."""
         database = open_database(location or database_url() or "", home() / "pushtune.db")
@@ -623,12 +624,14 @@ class RunStore:
             target = outcome.get("version")
             if outcome.get("promote") and target != current:
                 if current is not None:
-                    db.execute("UPDATE model_versions SET status = 'retired', reason = ? WHERE name = ? AND version = ?",
+                    db.execute("UPDATE model_versions SET status = 'retired', reason = ? "
+                               "WHERE name = ? AND version = ?",
                                (outcome.get("retire_reason") or f"replaced by v{target}", name, current))
                 db.execute("UPDATE model_versions SET status = 'production', promoted_at = ?, reason = ? "
                            "WHERE name = ? AND version = ?", (now, outcome["reason"], name, target))
             elif target is not None and not outcome.get("promote"):
-                db.execute("UPDATE model_versions SET reason = ? WHERE name = ? AND version = ? AND status = 'candidate'",
+                db.execute("UPDATE model_versions SET reason = ? "
+                           "WHERE name = ? AND version = ? AND status = 'candidate'",
                            (outcome["reason"], name, target))
             event = {"name": name, "version": target, "action": outcome["action"], "reason": outcome["reason"],
                      "actor": actor, "at": now, "run_id": run_id, "previous": current}

@@ -10,8 +10,9 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Literal, Protocol
 
 from jobs import diagnosis, tweaks
 from jobs.errors import UserError
@@ -196,7 +197,7 @@ class DiagnoseStrategy:
 
 def _space_points(space: dict[str, list]) -> list[dict]:
     keys = list(space)
-    return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(space[k] for k in keys))]
 
 
 def _describe(point: dict) -> str:
@@ -241,7 +242,7 @@ class OptunaStrategy:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        direction = "maximize" if history.mode == "max" else "minimize"
+        direction: Literal["maximize", "minimize"] = "maximize" if history.mode == "max" else "minimize"
         sampler = optuna.samplers.TPESampler(seed=self.seed, **sampler_options)
         study = optuna.create_study(direction=direction, sampler=sampler)
         for attempt in history.succeeded():
@@ -371,7 +372,9 @@ def _describe_readably(point: dict) -> str:
     return "set " + ", ".join(values) + " (parameter)"
 
 
-STRATEGIES = {"diagnose": DiagnoseStrategy, "ladder": LadderStrategy, "grid": GridStrategy, "optuna": OptunaStrategy}
+STRATEGIES: dict[str, Callable[[], Strategy]] = {
+    "diagnose": DiagnoseStrategy, "ladder": LadderStrategy, "grid": GridStrategy, "optuna": OptunaStrategy,
+}
 
 
 def get_strategy(name: str) -> Strategy:

@@ -22,17 +22,19 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from jobs.errors import UserError
+from jobs.git import git_bytes, git_or_none
 from jobs.metrics import is_regular_file
 from jobs.objective import Objective, usable
 from jobs.store import RunStore
+
 
 class NothingToRegister(UserError):
     """A run whose best attempt saved no model file (or that has none): nothing to deploy."""
@@ -153,14 +155,6 @@ def _find(versions: list[dict[str, Any]], version: int) -> dict[str, Any]:
 # --- registering a run --------------------------------------------------------------------------
 
 
-def _git(repo: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
 def source_location(run: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """(repository, path of the model file inside it) for a later `git show COMMIT:path`."""
     given = (run.get("options") or {}).get(SOURCE_OPTION)
@@ -169,7 +163,7 @@ def source_location(run: Mapping[str, Any]) -> tuple[str | None, str | None]:
     model = Path(run["model_path"])
     if not model.parent.is_dir():
         return None, None
-    top = _git(model.parent, "rev-parse", "--show-toplevel")
+    top = git_or_none(model.parent, "rev-parse", "--show-toplevel")
     if not top:
         return None, None
     try:
@@ -374,13 +368,15 @@ def rollback(store: RunStore, name: str, to: int | None = None, *, reason: str |
         raise UserError(f"no model named {name!r} (models: {known})")
     target = _rollback_target(name, versions, to)
     _verify(target)  # outside the write: hashing a large file must not hold the store's lock
-    expected = _production(versions)["version"]
+    production = _production(versions)
+    assert production is not None  # _rollback_target refuses a model with no production version
+    expected = production["version"]
 
     def decide(now: list[dict[str, Any]]) -> dict[str, Any]:
         current = _production(now)
         if current is None or current["version"] != expected:
             raise UserError(f"{name}: production changed while rolling back (now "
-                            f"{'v%d' % current['version'] if current else 'none'}): run it again")
+                            f"{'v' + str(current['version']) if current else 'none'}): run it again")
         why = f"rolled back from v{expected} to v{target['version']}" + (f": {reason}" if reason else "")
         return {"version": target["version"], "promote": True, "action": "rolled_back", "reason": why,
                 "retire_reason": f"rolled back to v{target['version']}" + (f": {reason}" if reason else "")}
@@ -433,7 +429,8 @@ def production_line(store: RunStore, run_id: int) -> str | None:
     if record is None:
         production = store.production_version(name)
         refused = [e for e in store.model_events(run_id=run_id) if e["action"] == "not_registered"]
-        stays = f"{name} v{production['version']} stays production" if production else f"{name} has no production version"
+        stays = (f"{name} v{production['version']} stays production" if production
+                 else f"{name} has no production version")
         if refused:
             return f"not registered ({refused[-1]['reason']}); {stays}"
         if run["status"] == "running":
@@ -462,7 +459,7 @@ def production_line(store: RunStore, run_id: int) -> str | None:
 def _when(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, timezone.utc).astimezone().isoformat(timespec="seconds")
+    return datetime.fromtimestamp(seconds, UTC).astimezone().isoformat(timespec="seconds")
 
 
 def version_view(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -520,14 +517,10 @@ def retrain_source(record: Mapping[str, Any], run: Mapping[str, Any], into: Path
             raise UserError(f"{record['name']} v{record['version']}: no repository at {where} "
                             f"(give the checkout with --repo DIR)")
         try:
-            shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=where, capture_output=True,
-                                   timeout=60)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise UserError(f"git show {commit[:12]}:{path} failed in {where}: {exc}") from None
-        if shown.returncode != 0:
-            message = (shown.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-            raise UserError(f"git show {commit[:12]}:{path} failed in {where}: {message}")
-        target.write_bytes(shown.stdout)
+            shown = git_bytes(where, "show", f"{commit}:{path}")
+        except UserError as exc:
+            raise UserError(f"{record['name']} v{record['version']}: {exc}") from None
+        target.write_bytes(shown)
         return target, f"{path} @ {commit[:12]}", {"repo": str(where.resolve()), "path": path}
     kept = Path(record["artifact_path"]).parent / "pushed.py"
     if is_regular_file(kept):

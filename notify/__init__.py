@@ -108,7 +108,9 @@ def notify_run(
         if echo:
             echo(result.describe(run_id))
         return result
-    refused = "refused: " + ", ".join(f"{r} ({reply})" for r, reply in delivery.refused.items()) if delivery.refused else None
+    refused = None
+    if delivery.refused:
+        refused = "refused: " + ", ".join(f"{r} ({reply})" for r, reply in delivery.refused.items())
     result = NotifyResult("sent", notifier.channel, to, summary.subject(), delivery.tries, refused)
     store.add_notification(run_id, notifier.channel, "sent", recipients=to, error=refused)
     return result

@@ -47,6 +47,11 @@ def describe_error(error: OSError) -> str:
     return str(error) or type(error).__name__
 
 
+def _tls_version(smtp: smtplib.SMTP) -> str | None:
+    """The TLS version of the connection, once it is over TLS."""
+    return smtp.sock.version() if isinstance(smtp.sock, ssl.SSLSocket) else None
+
+
 class _Steps:
     """Where the SMTP conversation is, so an error says what failed; optionally a log of it."""
 
@@ -149,7 +154,7 @@ class EmailNotifier:
             steps.start("TLS connection to")
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout,
                                                   context=context)
-            steps.done(f"connected to {settings.host}:{settings.port} over TLS ({smtp.sock.version()}), "
+            steps.done(f"connected to {settings.host}:{settings.port} over TLS ({_tls_version(smtp)}), "
                        f"certificate verified against {settings.ca_file or 'the system trust store'}")
         else:
             steps.start("connecting to")
@@ -163,7 +168,7 @@ class EmailNotifier:
                 steps.start("STARTTLS with")
                 smtp.starttls(context=context)
                 smtp.ehlo()
-                steps.done(f"STARTTLS: {smtp.sock.version()}, certificate verified against "
+                steps.done(f"STARTTLS: {_tls_version(smtp)}, certificate verified against "
                            f"{settings.ca_file or 'the system trust store'}")
             if settings.user:
                 steps.start("AUTH at")

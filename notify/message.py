@@ -99,7 +99,7 @@ def _where(summary: RunSummary) -> list[tuple[str, str]]:
 def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
@@ -210,7 +210,7 @@ def build_message(summary: RunSummary, sender: str, recipients: list[str] | tupl
     from jobs.plot import metric_plot_png  # matplotlib costs ~0.5 s to import: only when a mail is built
 
     png = metric_plot_png(summary.attempts, summary.metric, summary.threshold)
-    html_part = message.get_payload()[1]
+    html_part = list(message.iter_parts())[1]  # multipart/alternative: [text/plain, text/html]
     metric = re.sub(r"[^\w.-]+", "_", summary.metric, flags=re.ASCII)  # a header parameter
     html_part.add_related(png, "image", "png", cid=plot_cid, filename=f"run-{summary.run_id}-{metric}.png",
                           disposition="inline")

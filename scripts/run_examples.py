@@ -37,7 +37,8 @@ def main() -> int:
         if "{data}" in args and not data.is_dir():
             print(f"== {model}: skipped, no face data at {data} (set PUSHTUNE_DATA)\n", flush=True)
             continue
-        command = [sys.executable, "-m", "jobs", "run", model, "--runtime", RUNTIME, *(a.format(data=data) for a in args)]
+        command = [sys.executable, "-m", "jobs", "run", model, "--runtime", RUNTIME,
+                   *(a.format(data=data) for a in args)]
         print(f"== pushtune run {' '.join(command[4:])}", flush=True)
         code = subprocess.call(command, cwd=ROOT)
         print(flush=True)

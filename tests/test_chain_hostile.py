@@ -166,7 +166,8 @@ def test_start_records_its_chain_and_tweak_triggers_that_chain(tmp_path, pushtun
     fake_jenkins.jobs["acme-train"] = {"config": job_config(), "builds": []}
     started = pushtune(pushtune_home, "start", model, "--runtime", "local", env={"JOB_NAME": "acme-classify"})
     run_id = int(started.stdout)
-    assert RunStore.open().get_run(run_id)["options"]["jenkins_jobs"] == {"train": "acme-train", "notify": "acme-notify"}
+    chain = {"train": "acme-train", "notify": "acme-notify"}
+    assert RunStore.open().get_run(run_id)["options"]["jenkins_jobs"] == chain
     explicit = pushtune(pushtune_home, "start", model, "--runtime", "local", "--train-job", "t", "--notify-job", "n")
     assert RunStore.open().get_run(int(explicit.stdout))["options"]["jenkins_jobs"] == {"train": "t", "notify": "n"}
 

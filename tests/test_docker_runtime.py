@@ -29,8 +29,6 @@ from jobs.loop import RunOptions, attempt_spec, resume_attempt, run_model
 from jobs.runtime import AttemptSpec, LocalRuntime, get_runtime
 from jobs.store import RunStore
 
-
-
 REGRESSION_SCRIPT = """\
 import os
 

@@ -11,13 +11,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from jobs.classify import FRAMEWORKS, KINDS, classify_file, classify_source
+from jobs.classify import classify_file, classify_source
 from jobs.errors import UserError
 from jobs.metrics import log_tail, read_curve, read_metrics
 from jobs.tweaks import TWEAK_NAMES, apply_tweak, declared_params, reads_params
+
+KINDS = ("cnn", "ann", "regression", "unsupported")  # all the classifier may answer
+FRAMEWORKS = ("keras", "pytorch", "sklearn", "none")
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_SOURCES = [path.read_text(encoding="utf-8") for path in sorted(

@@ -43,7 +43,8 @@ def finished_runs(home: Path) -> list[dict]:
 
 
 def test_a_push_trains_the_changed_model_in_the_background(tmp_path, pushtune_home, bare):
-    installed = pushtune(pushtune_home, "hook", "install", bare, "--run-args", "--threshold 0.94 --max-attempts 3 --runtime local")
+    installed = pushtune(pushtune_home, "hook", "install", bare,
+                         "--run-args", "--threshold 0.94 --max-attempts 3 --runtime local")
     assert installed.returncode == 0, installed.stderr
     hook = bare / "hooks" / "post-receive"
     assert hook.stat().st_mode & 0o111 and str(pushtune_home) in hook.read_text()
@@ -53,7 +54,8 @@ def test_a_push_trains_the_changed_model_in_the_background(tmp_path, pushtune_ho
     (work / "notes.py").write_text(NOT_A_MODEL)
     git(work, "add", ".")
     git(work, "commit", "-qm", "a model")
-    pushed = subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True, text=True, timeout=60)
+    pushed = subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True, text=True,
+                            timeout=60)
     assert pushed.returncode == 0, pushed.stderr
     commit = git(work, "rev-parse", "HEAD")
 
@@ -83,7 +85,8 @@ def test_an_existing_hook_is_kept_chained_or_replaced_only_when_asked(tmp_path, 
     git(work, "commit", "-qm", "no model")
     assert subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True).returncode == 0
     assert "refs/heads/main" in marker.read_text()  # the old hook still got the pushed refs
-    log = wait_for(lambda: (lambda p: p.exists() and "skipped notes.py" in p.read_text())(pushtune_home / "hooks" / "hook.log"))
+    log = wait_for(lambda: (lambda p: p.exists() and "skipped notes.py" in p.read_text())(
+        pushtune_home / "hooks" / "hook.log"))
     assert log
     assert finished_runs(pushtune_home) == []
 
@@ -115,7 +118,8 @@ def test_a_working_repository_gets_a_post_commit_hook(tmp_path, pushtune_home):
     (repo / "notes.py").write_text(NOT_A_MODEL)
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "first")
-    wait_for(lambda: (lambda p: p.exists() and "skipped notes.py" in p.read_text())(pushtune_home / "hooks" / "hook.log"))
+    wait_for(lambda: (lambda p: p.exists() and "skipped notes.py" in p.read_text())(
+        pushtune_home / "hooks" / "hook.log"))
 
 
 def test_bad_input_is_refused_at_install(tmp_path, pushtune_home, bare):

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from conftest import ROOT
-
 from jobs.loop import RunOptions, plan_next, prepare_attempt, start_run
 from jobs.store import RunStore
 from test_monitor import TRIVIAL, wait_for

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import requires_engine
 
+from conftest import requires_engine
 from jobs import images, profiles
 from jobs.errors import UserError
 

@@ -171,7 +171,6 @@ def make_handler(state: FakeJenkins):
             return self._queued(queue_id, created)
 
         def _build(self, name: str, action: str, query: dict):
-            job = state.jobs[name]
             token = state.auth_token_of(name)
             # jenkinsci/jenkins, hudson/model/BuildAuthorizationToken.checkPermission: a token
             # given must match; without one a logged-in user's Item.BUILD is enough
@@ -257,7 +256,8 @@ def make_handler(state: FakeJenkins):
                     return self._send(404)
                 item["polls"] += 1
                 if item["polls"] < 2:
-                    return self._send(200, json.dumps({"id": int(segments[2]), "why": "Waiting for next available executor"}))
+                    waiting = {"id": int(segments[2]), "why": "Waiting for next available executor"}
+                    return self._send(200, json.dumps(waiting))
                 number = item["number"]
                 return self._send(200, json.dumps({"id": int(segments[2]), "executable": {
                     "number": number, "url": f"{state.url}job/{item['job']}/{number}/"}}))
@@ -267,7 +267,9 @@ def make_handler(state: FakeJenkins):
             rest = segments[2:]
             if rest == ["api", "json"]:
                 builds = job["builds"]
-                last = {"number": builds[-1].number, "url": f"{state.url}job/{segments[1]}/{builds[-1].number}/"} if builds else None
+                last = None
+                if builds:
+                    last = {"number": builds[-1].number, "url": f"{state.url}job/{segments[1]}/{builds[-1].number}/"}
                 definitions = state.parameters_of(segments[1])
                 prop = [{"_class": "hudson.model.ParametersDefinitionProperty",
                          "parameterDefinitions": [{"name": n} for n in definitions]}] if definitions else []

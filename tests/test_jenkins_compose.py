@@ -46,7 +46,7 @@ def casc_agents(casc: dict) -> dict[str, dict]:
 def agent_services(compose: dict) -> dict[str, dict]:
     """JENKINS_AGENT_NAME -> the compose service that runs that agent."""
     found = {}
-    for name, service in compose["services"].items():
+    for service in compose["services"].values():
         agent = (service.get("environment") or {}).get("JENKINS_AGENT_NAME")
         if agent:
             assert agent not in found, f"{agent} run by two services"

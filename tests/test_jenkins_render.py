@@ -73,7 +73,7 @@ def test_six_jobs_each_a_thin_shell_over_pushtune(rendered):
         commands = shell_commands(job)
         assert commands, name
         for command in commands:
-            for line in filter(None, (l.strip() for l in command.splitlines())):
+            for line in filter(None, (raw.strip() for raw in command.splitlines())):
                 assert line.startswith(("pushtune ", "rm -rf runs")), (name, line)
 
 
@@ -108,7 +108,8 @@ def test_classify_starts_runs_and_one_train_build_per_run(rendered):
                      commands), commands
     factory = classify.find(".//hudson.plugins.parameterizedtrigger.FileBuildParameterFactory")
     assert factory.findtext("filePattern") == "runs/*.properties"
-    assert classify.findtext(".//hudson.plugins.parameterizedtrigger.BlockableBuildTriggerConfig/projects") == "pushtune-train"
+    triggered = classify.findtext(".//hudson.plugins.parameterizedtrigger.BlockableBuildTriggerConfig/projects")
+    assert triggered == "pushtune-train"
 
 
 def test_train_marks_below_threshold_unstable_and_routes_by_result(rendered):
@@ -129,7 +130,8 @@ def test_tweak_and_notify_get_their_secrets_from_credentials(rendered):
     binding = jobs["pushtune-tweak"].find(".//org.jenkinsci.plugins.credentialsbinding.impl.StringBinding")
     assert binding.findtext("variable") == "PUSHTUNE_TRIGGER_TOKEN"
     assert binding.findtext("credentialsId") == "pushtune-trigger-token"
-    assert "pushtune tweak \"$RUN_ID\" --train-job 'pushtune-train' --notify-job 'pushtune-notify'" in shell_commands(jobs["pushtune-tweak"])[0]
+    tweak = "pushtune tweak \"$RUN_ID\" --train-job 'pushtune-train' --notify-job 'pushtune-notify'"
+    assert tweak in shell_commands(jobs["pushtune-tweak"])[0]
     smtp = jobs["pushtune-notify"].find(".//org.jenkinsci.plugins.credentialsbinding.impl.UsernamePasswordMultiBinding")
     assert smtp.findtext("passwordVariable") == "PUSHTUNE_SMTP_PASSWORD"
     assert 'pushtune notify "$RUN_ID"' in shell_commands(jobs["pushtune-notify"])[0]
@@ -316,7 +318,8 @@ def test_compose_and_dockerfile_hold_together():
 
 def _code_only(groovy: str) -> str:
     """The Jenkinsfile without comments and string literals, to count its brackets."""
-    pattern = re.compile(r"//[^\n]*|/\*.*?\*/|'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"", re.S)
+    pattern = re.compile(r"//[^\n]*|/\*.*?\*/"  # comments
+                         r"|'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"", re.S)
     return pattern.sub("", groovy)
 
 

@@ -184,7 +184,8 @@ def _train(workdir: Path, log: Path, resume: bool) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PUSHTUNE_OUTPUT": str(workdir / "output")}
     env["PUSHTUNE_RESUME"] = "1" if resume else ""
     with open(log, "w") as handle:
-        return subprocess.Popen([sys.executable, "model.py"], cwd=workdir, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "model.py"], cwd=workdir, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
 
 
 def _started_epochs(log: Path) -> list[int]:
@@ -283,7 +284,7 @@ def _same_tensors(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same_tensors(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -389,7 +390,7 @@ def test_torch_epoch_end_writes_progress_and_history_as_the_keras_callbacks_do(t
     assert torch_history.keys() == keras_history.keys() == {"epochs", "steps", "history"}
     assert (torch_history["epochs"], torch_history["steps"]) == (keras_history["epochs"], keras_history["steps"])
     assert [e["epoch"] for e in torch_history["history"]] == [e["epoch"] for e in keras_history["history"]] == [1, 2]
-    for ours, theirs in zip(torch_history["history"], keras_history["history"]):
+    for ours, theirs in zip(torch_history["history"], keras_history["history"], strict=True):
         assert sorted(ours) == sorted(theirs) == ["accuracy", "epoch", "loss", "val_accuracy", "val_loss"]
         assert all(type(value) in (int, float) for value in ours.values())
     assert torch_progress.keys() == keras_progress.keys() == {"epoch", "epochs", "logs"}

@@ -77,7 +77,8 @@ def test_below_threshold_gets_tweaked_until_it_passes(tmp_path, store):
     run_dir = Path(store.get_run(summary["run_id"])["run_dir"])
     attempt_dir = run_dir / f"attempt-{best['attempt']}"
     assert "C=0.01" in (attempt_dir / "model.py").read_text()
-    assert "-model = make_pipeline(StandardScaler(), LogisticRegression(C=0.0001" in (attempt_dir / "diff.patch").read_text()
+    removed = "-model = make_pipeline(StandardScaler(), LogisticRegression(C=0.0001"
+    assert removed in (attempt_dir / "diff.patch").read_text()
     assert "# strongly regularised on purpose" in (attempt_dir / "model.py").read_text()
     assert (run_dir / "report.html").read_text().count("<tr") == len(summary["attempts"]) + 1
 
@@ -135,12 +136,14 @@ def test_cli_json_and_exit_codes(tmp_path, cli):
     shown = cli("show", str(summary["run_id"]), "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["run_id"] == summary["run_id"]
     listed = cli("runs", "--json")
-    assert [r["run_id"] for r in json.loads(listed.stdout)] == [below_id := json.loads(below.stdout)["run_id"], summary["run_id"]]
+    below_id = json.loads(below.stdout)["run_id"]
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [below_id, summary["run_id"]]
     assert below_id > summary["run_id"]
 
 
 def test_every_attempt_failing_exits_1(tmp_path, cli):
-    broken = write(tmp_path, "broken.py", LOGISTIC.replace("model.fit(X_train, y_train)", "model.fit(X_train, y_train[:3])"))
+    broken = write(tmp_path, "broken.py",
+                   LOGISTIC.replace("model.fit(X_train, y_train)", "model.fit(X_train, y_train[:3])"))
     result = cli("run", broken, "--max-attempts", "2", "--runtime", "local")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr

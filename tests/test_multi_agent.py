@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+import test_monitor
+import test_steps
 from conftest import ROOT
 from jobs.lease import Lease, attempt_lease
 from jobs.store import RunStore
-import test_monitor
-import test_steps
 
 LEASE_SECONDS = 4
 SAVE_MODEL = "import joblib\njoblib.dump(model, os.path.join(os.environ['PUSHTUNE_OUTPUT'], 'model.joblib'))\n"
@@ -194,7 +194,8 @@ def test_an_unreachable_database_is_a_clear_error_after_bounded_retries(shared):
     result = a("runs")
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("pushtune: error: cannot read the run store postgresql://pushtune:***@127.0.0.1:1/pushtune: ")
+    assert line.startswith("pushtune: error: cannot read the run store "
+                           "postgresql://pushtune:***@127.0.0.1:1/pushtune: ")
     assert "Connection refused" in line and line.endswith("(gave up after 1.5 s)")
     assert "hunter2" not in result.stderr
     assert 1.0 <= time.monotonic() - started < 30

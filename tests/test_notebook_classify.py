@@ -10,8 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from nbformat import v3, v4
 
 from jobs.classify import Classification, classify_file, classify_paths, classify_source
@@ -289,7 +288,7 @@ get_ipython().run_cell_magic('bash', '', 'echo "Conv2D"\\n')
 
 
 model.summary()
-'''
+'''  # noqa: E501 (verbatim nbconvert output: a cell magic's body is one long line)
 
 
 def test_nbconvert_export_with_run_cell_magic_is_read_through_the_magic(tmp_path):
@@ -475,16 +474,21 @@ def test_a_transformers_model_with_a_convolution_is_a_cnn():
 
 
 @pytest.mark.parametrize("source, expected", [
-    ("import transformers\nm = transformers.TFAutoModelForSequenceClassification.from_pretrained('distilbert-base-uncased')\n",
+    ("import transformers\n"
+     "m = transformers.TFAutoModelForSequenceClassification.from_pretrained('distilbert-base-uncased')\n",
      ("unsupported", "keras", "transformer model (TFAutoModelForSequenceClassification at line 2)")),
     ("from transformers import BertConfig, BertForMaskedLM\nm = BertForMaskedLM(BertConfig())\n",
      ("unsupported", "pytorch", "transformer model (BertForMaskedLM at line 2)")),
     ("from transformers import AutoModelForImageClassification as A\nm = A.from_pretrained('microsoft/resnet-50')\n",
      ("cnn", "pytorch", "AutoModelForImageClassification('microsoft/resnet-50') base at line 2")),
-    ("from transformers import ConvNextForImageClassification\nm = ConvNextForImageClassification.from_pretrained('x')\n",
+    ("from transformers import ConvNextForImageClassification\n"
+     "m = ConvNextForImageClassification.from_pretrained('x')\n",
      ("cnn", "pytorch", "ConvNextForImageClassification (transformers) base at line 2")),
-    ("import tensorflow as tf\nimport tensorflow_hub as hub\nbert = hub.KerasLayer('https://tfhub.dev/tensorflow/bert_en_uncased_L-12_H-768_A-12/4')\nd = tf.keras.layers.Dense(1)\n",
-     ("unsupported", "keras", "transformer model (hub.KerasLayer(tensorflow/bert_en_uncased_L-12_H-768_A-12) at line 3)")),
+    ("import tensorflow as tf\nimport tensorflow_hub as hub\n"
+     "bert = hub.KerasLayer('https://tfhub.dev/tensorflow/bert_en_uncased_L-12_H-768_A-12/4')\n"
+     "d = tf.keras.layers.Dense(1)\n",
+     ("unsupported", "keras",
+      "transformer model (hub.KerasLayer(tensorflow/bert_en_uncased_L-12_H-768_A-12) at line 3)")),
     ("from transformers import AutoTokenizer\ntok = AutoTokenizer.from_pretrained('bert-base-uncased')\n",
      ("unsupported", "none", "no model is built")),
 ])

@@ -299,7 +299,8 @@ def test_changed_and_the_hook_pick_up_a_changed_notebook(tmp_path, pushtune_home
     write(logistic_notebook(), work / "cancer.ipynb")
     git(work, "add", ".")
     git(work, "commit", "-qm", "a notebook")
-    pushed = subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True, text=True, timeout=60)
+    pushed = subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True, text=True,
+                            timeout=60)
     assert pushed.returncode == 0, pushed.stderr
     (run,) = wait_for(lambda: finished_runs(pushtune_home), timeout=300)
     assert (run["model_name"], run["status"]) == ("cancer.ipynb", "passed")

@@ -171,7 +171,7 @@ def make_run(store: RunStore, tmp_path: Path, *, passed: bool) -> int:
     values = [0.71, None, 0.93 if passed else 0.78]
     tweaks = [None, "epochs 10 → 20 <fast>", "learning_rate 0.001 → 0.0005"]
     errors = [None, "Traceback (most recent call last):\n  ...\nMemoryError: <out of memory>", None]
-    for n, (value, tweak, error) in enumerate(zip(values, tweaks, errors), start=1):
+    for n, (value, tweak, error) in enumerate(zip(values, tweaks, errors, strict=True), start=1):
         store.add_attempt(
             run_id, status="failed" if error else "ok", tweak=tweak, tweaks=[t for t in tweaks if t],
             params={"epochs": 10 if n != 2 else 20, "learning_rate": 0.0005 if n == 3 else 0.001},

@@ -111,7 +111,8 @@ def test_only_succeeded_attempts_with_a_finite_metric_count(objective):
     attempts = [attempt(1, 0.99, "failed"), attempt(2, 0.0, "running"), attempt(3, None)]
     attempts += [attempt(3 + i, bad) for i, bad in enumerate(UNUSABLE, start=1)]
     assert best_attempt(attempts, objective) is None and objective.ranked(attempts) == []
-    attempts += [attempt(20, 0.5), attempt(21, winner), attempt(22, -0.01 if objective.mode == "max" else 0.99, "failed")]
+    worse = -0.01 if objective.mode == "max" else 0.99
+    attempts += [attempt(20, 0.5), attempt(21, winner), attempt(22, worse, "failed")]
     assert best_attempt(attempts, objective)["n"] == 21
     assert [a["n"] for a in objective.ranked(attempts)] == [21, 20]
     assert best_attempt([], objective) is None
@@ -133,7 +134,8 @@ def test_the_noise_aware_judge_takes_its_direction_from_the_objective():
 def test_exit_codes_are_one_table():
     assert (exit_codes.OK, exit_codes.FAILED, exit_codes.USER_ERROR, exit_codes.BELOW_THRESHOLD,
             exit_codes.INTERRUPTED) == (0, 1, 2, 3, 130)
-    assert {status: exit_codes.for_status(status) for status in ("passed", "below_threshold", "failed", "interrupted")} \
+    statuses = ("passed", "below_threshold", "failed", "interrupted")
+    assert {status: exit_codes.for_status(status) for status in statuses} \
         == {"passed": 0, "below_threshold": 3, "failed": 1, "interrupted": 130}
     with pytest.raises(KeyError):
         exit_codes.for_status("running")
@@ -247,7 +249,8 @@ def test_a_running_run_shows_the_same_best_so_far_everywhere(tmp_path, pushtune_
         framework="sklearn", metric="loss", mode="min", threshold=0.1, strategy="grid", runtime="local",
         run_dir=str(run_dir), status="running",
     )
-    for i, (value, status) in enumerate([(0.4, "ok"), (0.01, "failed"), (0.3, "ok"), (0.3, "ok"), (None, "running")], 1):
+    outcomes = [(0.4, "ok"), (0.01, "failed"), (0.3, "ok"), (0.3, "ok"), (None, "running")]
+    for i, (value, status) in enumerate(outcomes, 1):
         n = store.add_attempt(run_id, source_sha256=str(i), config_key=str(i), dir=str(run_dir / f"attempt-{i}"))
         store.update_attempt(run_id, n, status=status, metric_value=value, seconds=1.0)
 

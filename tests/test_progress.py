@@ -142,7 +142,8 @@ def test_a_warm_start_does_not_repeat_its_parents_epochs(tmp_path):
     (output / "progress.json").write_text(json.dumps({"epoch": 2, "epochs": 2, "logs": expected_logs(2)}))
     seen = Recorder()
     with EpochWatcher(output, seen, interval=30):
-        curve = {"epochs": 4, "steps": 3, "history": parent["history"] + [{"epoch": e, **expected_logs(e)} for e in (3, 4)]}
+        history = parent["history"] + [{"epoch": e, **expected_logs(e)} for e in (3, 4)]
+        curve = {"epochs": 4, "steps": 3, "history": history}
         (output / "history.json").write_text(json.dumps(curve))
         (output / "progress.json").write_text(json.dumps({"epoch": 4, "epochs": 4, "logs": expected_logs(4)}))
     assert [(e, n) for e, n, _ in seen.calls] == [(3, 4), (4, 4)]
@@ -156,7 +157,8 @@ def test_formatting():
         "epoch 3/4: loss 0.412 accuracy 0.871 val_accuracy 0.850"
     assert shown_logs({"loss": 1, "mae": 2, "val_mae": 3, "val_loss": 4}, "val_mae") == ["loss", "mae", "val_mae"]
     keras_order = {"accuracy": 0.5, "loss": 0.8242, "val_accuracy": 0.5781, "val_loss": 0.6768}
-    assert epoch_line(5, 8, keras_order) == "  epoch 5/8: loss 0.8242, accuracy 0.5000, val_loss 0.6768, val_accuracy 0.5781"
+    assert epoch_line(5, 8, keras_order) == \
+        "  epoch 5/8: loss 0.8242, accuracy 0.5000, val_loss 0.6768, val_accuracy 0.5781"
     assert epoch_line(2, None, {}) == "  epoch 2"
     assert format_value(None) == "nan" and format_value(2e-6) == "2.000e-06" and format_value(3) == "3.0000"
 

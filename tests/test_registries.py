@@ -146,7 +146,8 @@ def test_a_registered_runtime_is_found_by_name_and_runs_an_attempt(tmp_path, ext
     workdir.mkdir()
     (workdir / "model.py").write_text(
         "import json, os, sys\n"
-        "json.dump({'python': sys.executable}, open(os.path.join(os.environ['PUSHTUNE_OUTPUT'], 'metrics.json'), 'w'))\n"
+        "json.dump({'python': sys.executable},\n"
+        "          open(os.path.join(os.environ['PUSHTUNE_OUTPUT'], 'metrics.json'), 'w'))\n"
     )
     spec = AttemptSpec(run_id=1, attempt=1, kind="ann", model_name="m.py", workdir=workdir,
                        data_dir=None, cache_dir=tmp_path / "cache", params={})
@@ -232,7 +233,8 @@ def test_notify_run_goes_through_a_registered_channel(store, tmp_path, recorder_
     assert result.sent and (result.channel, result.recipients, result.tries) == ("recorder", ["dev@example.org"], 1)
     assert sent_lines(path) == [{"to": ["dev@example.org"], "subject": result.subject, "run": run_id}]
     (row,) = store.notifications(run_id)
-    assert (row["status"], row["channel"], row["recipients"], row["error"]) == ("sent", "recorder", ["dev@example.org"], None)
+    assert (row["status"], row["channel"], row["recipients"], row["error"]) == \
+        ("sent", "recorder", ["dev@example.org"], None)
 
     printed: list[str] = []
     failed = notify_run(store, run_id, settings={"path": path, "to": ["lead@example.org"], "refuse": "disk full"},

@@ -29,12 +29,15 @@ def curve(epochs: int, *, val: bool = True, start: float = 0.5, rate: float = 0.
     for e in range(1, epochs + 1):
         entry = {"epoch": e, "loss": round(1.2 / e, 4), "accuracy": round(min(start + rate * e, 1.0), 4)}
         if val:
-            entry.update(val_loss=round(1.3 / e + 0.02 * e, 4), val_accuracy=round(min(start - 0.03 + rate * e, 1.0), 4))
+            entry.update(val_loss=round(1.3 / e + 0.02 * e, 4),
+                         val_accuracy=round(min(start - 0.03 + rate * e, 1.0), 4))
         history.append(entry)
     return {"epochs": epochs, "steps": steps, "history": history}
 
 
-def make_run(tmp_path: Path, attempts: list[dict], metric: str = "accuracy", best: int | None = None) -> tuple[RunStore, int]:
+def make_run(
+    tmp_path: Path, attempts: list[dict], metric: str = "accuracy", best: int | None = None,
+) -> tuple[RunStore, int]:
     store = RunStore.open()
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
@@ -64,7 +67,8 @@ def curved_run(tmp_path, pushtune_home):
         {"metric_value": 0.86, "tweak": "add Dropout(0.3) before the output layer (line 31)", "parent": 2,
          "reason": REASON, "curve": curve(4, start=0.55, rate=0.085)},
         {"status": "failed", "error": "script exited with code 1", "reason": "try a <wider> layer",
-         "curve": {"epochs": 4, "steps": 9, "history": [{"epoch": 1, "loss": None, "accuracy": 0.1, "val_loss": None, "val_accuracy": 0.1}]}},
+         "curve": {"epochs": 4, "steps": 9, "history": [
+             {"epoch": 1, "loss": None, "accuracy": 0.1, "val_loss": None, "val_accuracy": 0.1}]}},
     ], best=3)
 
 
@@ -107,8 +111,10 @@ def test_the_curves_chart_falls_back_to_the_train_metric_and_to_loss_alone():
     loss_only = [{"n": 1, "curve": {"epochs": 2, "history": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}]}}]
     one_panel = curves_plot_png(loss_only, "f1", best=1)
     two_panels = curves_plot_png(no_val, "accuracy", best=2)
-    assert imread(io.BytesIO(one_panel), format="png").shape[1] < imread(io.BytesIO(two_panels), format="png").shape[1]
-    diverged = [{"n": 1, "curve": {"history": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 1e9}, {"epoch": 3, "loss": None}]}},
+    width = imread(io.BytesIO(one_panel), format="png").shape[1]
+    assert width < imread(io.BytesIO(two_panels), format="png").shape[1]
+    diverged = [{"n": 1, "curve": {"history": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 1e9},
+                                               {"epoch": 3, "loss": None}]}},
                 {"n": 2, "curve": {"history": [{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}]}}]
     assert curves_plot_png(diverged, "accuracy", best=2).startswith(b"\x89PNG")
     assert curves_plot_png([{"n": 1, "curve": None}, {"n": 2}], "accuracy") is None
@@ -132,7 +138,8 @@ def test_a_winner_that_only_changed_parameters_lists_them(tmp_path, pushtune_hom
 
 
 def test_an_odd_curve_costs_the_chart_not_the_report(tmp_path, pushtune_home):
-    store, run_id = make_run(tmp_path, [{"metric_value": 0.5, "curve": {"history": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": [1, 2]}]}}], best=1)
+    odd = {"history": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": [1, 2]}]}
+    store, run_id = make_run(tmp_path, [{"metric_value": 0.5, "curve": odd}], best=1)
     page = render_report(store, run_id)
     assert "Run 1: ann.py" in page
 

@@ -159,7 +159,8 @@ def test_secrets_never_reach_the_script(tmp_path, monkeypatch):
 LEAVES_PROCESSES = textwrap.dedent("""\
     import os, signal, subprocess, sys, time
 
-    NOTE = "import os; open(f'pid.{os.getpid()}', 'w').write(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])"
+    NOTE = ("import os; open(f'pid.{os.getpid()}', 'w')"
+            ".write(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])")
     subprocess.Popen([sys.executable, "-c", NOTE + "; import time; time.sleep(120)"])
     if os.fork() == 0:
         os.setsid()
@@ -220,7 +221,8 @@ def test_a_timeout_ends_processes_that_left_the_session(tmp_path):
 
 
 def test_a_script_ignoring_sigterm_is_killed_after_the_grace(tmp_path):
-    source = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(120)\n"
+    source = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "print('ready', flush=True)\ntime.sleep(120)\n")
     spec = spec_for(tmp_path, source, timeout=1)
     started = time.monotonic()
     outcome = LocalRuntime().run(spec)

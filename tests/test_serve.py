@@ -167,7 +167,8 @@ def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, tor
     (b'{"rows": [[1, 2, 3, 4]]}', 422, 'expected a JSON object {"instances"'),
     (b'{"instances": []}', 422, "instances must be a non-empty list of instances (each instance of shape (4,))"),
     (b'{"instances": "1,2,3,4"}', 422, "instances must be a non-empty list"),
-    (b'{"instances": [1, 2, 3, 4]}', 422, "each instance must be a list of numbers (each instance of shape (4,)); got int"),
+    (b'{"instances": [1, 2, 3, 4]}', 422,
+     "each instance must be a list of numbers (each instance of shape (4,)); got int"),
     (b'{"instances": [[1, 2]]}', 422, "expected instances of shape (4,); got (2,) (1 instance)"),
     (b'{"instances": [[[1, 2, 3, 4]]]}', 422, "expected instances of shape (4,); got (1, 4) (1 instance)"),
     (b'{"instances": [[1, 2, 3, 4], [1, 2]]}', 422, "instances must be rectangular"),
@@ -195,7 +196,8 @@ def test_unknown_models_are_404_and_a_model_that_cannot_load_is_503(store, iris_
                            ("waiting", "waiting has no production version (promote one: pushtune promote RUN_ID)"),
                            ("-x", "no model named '-x'")):
             answer = predict(client, name, [[1, 2, 3, 4]])
-            assert answer.status_code == 404 and answer.json()["detail"].startswith(says.replace(", waiting", "")), answer.json()
+            assert (answer.status_code == 404
+                    and answer.json()["detail"].startswith(says.replace(", waiting", ""))), answer.json()
         assert client.get("/no/such/page").json() == {"detail": "Not Found"}
         assert client.get("/models/iris/predict").status_code == 405
         weights = predict(client, "weights", [[1, 2, 3, 4]])
@@ -290,16 +292,19 @@ def test_metrics_are_prometheus_text(store, iris_model):
     requests = metrics["pushtune_requests_total"]
     assert requests[(("code", "200"), ("endpoint", route), ("model", "iris"))] == 5
     assert requests[(("code", "422"), ("endpoint", route), ("model", "iris"))] == 1
-    assert requests[(("code", "404"), ("endpoint", route), ("model", ""))] == 1  # unknown names get no label of their own
+    # unknown names get no label of their own
+    assert requests[(("code", "404"), ("endpoint", route), ("model", ""))] == 1
     assert metrics["pushtune_request_errors_total"] == {
-        (("code", "422"), ("endpoint", route), ("model", "iris")): 1, (("code", "404"), ("endpoint", route), ("model", "")): 1}
+        (("code", "422"), ("endpoint", route), ("model", "iris")): 1,
+        (("code", "404"), ("endpoint", route), ("model", "")): 1}
     buckets = sorted(((float("inf") if dict(k)["le"] == "+Inf" else float(dict(k)["le"])), v)
                      for k, v in metrics["pushtune_request_duration_seconds_bucket"].items()
                      if dict(k)["model"] == "iris")
     counts = [v for _, v in buckets]
     assert counts == sorted(counts) and counts[-1] == 6  # cumulative, and +Inf holds them all
     count = metrics["pushtune_request_duration_seconds_count"][(("endpoint", route), ("model", "iris"))]
-    assert count == 6 and 0 < metrics["pushtune_request_duration_seconds_sum"][(("endpoint", route), ("model", "iris"))] < 6
+    assert count == 6
+    assert 0 < metrics["pushtune_request_duration_seconds_sum"][(("endpoint", route), ("model", "iris"))] < 6
     assert metrics["pushtune_model_loaded_version"] == {(("model", "iris"),): 1}
     assert metrics["pushtune_model_up"] == {(("model", "iris"),): 1}
 
@@ -350,7 +355,8 @@ def test_hot_reload_under_load_never_fails_and_answers_with_a_production_version
     # production over time: v1 until the first change's write, then each change's version until
     # the next change (a write committed somewhere between its `before` and `after`)
     spans = [(float("-inf"), changes[0][1], 1)]
-    spans += [(c[0], (changes[i + 1][1] if i + 1 < len(changes) else float("inf")), c[2]) for i, c in enumerate(changes)]
+    spans += [(c[0], (changes[i + 1][1] if i + 1 < len(changes) else float("inf")), c[2])
+              for i, c in enumerate(changes)]
     for started, ended, version, predictions in answers:
         assert predictions == [float(version)]  # the answer came from that version's model
         assert any(v == version and lo <= ended and started <= hi for lo, hi, v in spans), \
@@ -381,10 +387,12 @@ def test_pushtune_serve_on_an_ephemeral_port_and_a_busy_one(tmp_path, cli, pusht
                     assert time.monotonic() < deadline
                     time.sleep(0.1)
             assert health.json()["models"] == {"iris": 1}
-            assert predict(client, "iris", IRIS_X[:3].tolist()).json()["predictions"] == iris_model.predict(IRIS_X[:3]).tolist()
+            predictions = predict(client, "iris", IRIS_X[:3].tolist()).json()["predictions"]
+            assert predictions == iris_model.predict(IRIS_X[:3]).tolist()
         busy = cli("serve", "--port", str(port))
         assert busy.returncode == 2
-        assert busy.stderr.startswith(f"pushtune: error: cannot listen on 127.0.0.1:{port}: ") and busy.stderr.count("\n") == 1
+        assert busy.stderr.startswith(f"pushtune: error: cannot listen on 127.0.0.1:{port}: ")
+        assert busy.stderr.count("\n") == 1
     finally:
         process.send_signal(signal.SIGTERM)  # a graceful shutdown, then uvicorn ends as the signal asked
         assert process.wait(30) in (0, -signal.SIGTERM)

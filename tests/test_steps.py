@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.store import RunStore
 import test_loop
 import test_monitor
+from jobs.store import RunStore
 from test_jenkins_client import TRIGGER_TOKEN, fake_jenkins, pushtune  # noqa: F401 (fixture)
 
 # The script of test_loop with C=0.001, which scores ~0.916 on its split; the ladder's first
@@ -40,7 +40,8 @@ def model(tmp_path) -> Path:
 
 
 def test_chain_start_train_tweak_train(tmp_path, pushtune_home, model):
-    started = pushtune(pushtune_home, "start", model, "--runtime", "local", "--threshold", "0.94", "--properties", tmp_path / "start.properties")
+    started = pushtune(pushtune_home, "start", model, "--runtime", "local", "--threshold", "0.94",
+                       "--properties", tmp_path / "start.properties")
     assert started.returncode == 0, started.stderr
     run_id = int(started.stdout.strip())
     assert read_properties(tmp_path / "start.properties") == {
@@ -78,7 +79,8 @@ def test_tweak_inside_jenkins_retriggers_train_then_notify_within_budget(tmp_pat
     fake_jenkins.jobs["pushtune-notify"] = {"config": job_config(), "builds": []}
     jenkins_env = {"JENKINS_URL": fake_jenkins.url, "BUILD_URL": f"{fake_jenkins.url}job/pushtune-tweak/1/",
                    "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
-    run_id = int(pushtune(pushtune_home, "start", model, "--runtime", "local", "--threshold", "0.99", "--max-attempts", "2").stdout)
+    run_id = int(pushtune(pushtune_home, "start", model, "--runtime", "local", "--threshold", "0.99",
+                          "--max-attempts", "2").stdout)
 
     assert pushtune(pushtune_home, "train", run_id).returncode == 3
     tweak = pushtune(pushtune_home, "tweak", run_id, env=jenkins_env)

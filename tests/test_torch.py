@@ -16,14 +16,14 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import ROOT, requires_engine
-from test_monitor import env_for, epoch_of, kill_training, monitor_once, wait_for
 
+from conftest import ROOT, requires_engine
 from jobs import diagnosis, images, profiles, tweaks
 from jobs.loop import RunOptions, attempt_spec, history_of, run_model, warm_start_epoch
 from jobs.runtime import LocalRuntime
 from jobs.store import RunStore
 from jobs.strategies import Candidate, History, LadderStrategy
+from test_monitor import env_for, epoch_of, kill_training, monitor_once, wait_for
 
 
 def _examples() -> dict[str, list[str]]:
@@ -90,7 +90,8 @@ def check_tuned_run(result: subprocess.CompletedProcess, model: str, kind: str) 
             assert f"kit: resumed at epoch {a['warm_epoch']}" in (Path(a["dir"]) / "log.txt").read_text()
     else:
         assert "divide learning rate by 10 1.0 → 0.1" in described
-        assert "optim.SGD(model.parameters(), lr=0.1, momentum=0.9)" in (Path(attempts[1]["dir"]) / "model.py").read_text()
+        rewritten = (Path(attempts[1]["dir"]) / "model.py").read_text()
+        assert "optim.SGD(model.parameters(), lr=0.1, momentum=0.9)" in rewritten
         assert attempts[1]["reason"].startswith("attempt 1: diverged: loss did not fall")
     return summary, attempts
 

@@ -15,8 +15,16 @@ import pytest
 from jobs.classify import classify_file
 from jobs.errors import UserError
 from jobs.tweaks import (
-    LADDERS, PROFILE_LADDERS, PROFILES, TWEAK_NAMES, TWEAKS, TweakResult, apply_tweak, declared_params,
-    reads_params, registry,
+    LADDERS,
+    PROFILE_LADDERS,
+    PROFILES,
+    TWEAK_NAMES,
+    TWEAKS,
+    TweakResult,
+    apply_tweak,
+    declared_params,
+    reads_params,
+    registry,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

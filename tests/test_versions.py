@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from jobs import versions
 from jobs.errors import UserError
 from jobs.loop import RunOptions, finish_run, sha256_of, summarize
 from jobs.store import RunStore
-from jobs import versions
 
 
 def passing_run(store: RunStore, value: float, *, metric: str = "accuracy", mode: str = "max",
@@ -38,7 +38,8 @@ def passing_run(store: RunStore, value: float, *, metric: str = "accuracy", mode
                           config_key=f"k{run_id}", params={"C": value})
     output = run_dir / f"attempt-{n}" / "output"
     output.mkdir(parents=True)
-    (output / artifact).write_bytes(content if content is not None else f"model of run {run_id} scoring {value}".encode())
+    default = f"model of run {run_id} scoring {value}".encode()
+    (output / artifact).write_bytes(content if content is not None else default)
     store.update_attempt(run_id, n, status="ok", metric_value=value, metrics={metric: value},
                          artifact_path=str(output / artifact), artifact_sha256=sha256_of(output / artifact),
                          finished_at=time.time(), seconds=1.0)
@@ -63,7 +64,8 @@ def test_a_passing_run_registers_version_1_and_it_becomes_production(store_locat
     [record] = store.model_versions("digits")
     assert (record["version"], record["status"], record["run_id"], record["attempt"]) == (1, "production", run_id, 1)
     assert record["reason"] == "no production version before it"
-    assert (record["metric"], record["mode"], record["metric_value"], record["threshold"]) == ("accuracy", "max", 0.95, 0.5)
+    assert (record["metric"], record["mode"], record["metric_value"], record["threshold"]) == (
+        "accuracy", "max", 0.95, 0.5)
     assert record["params"] == {"C": 0.95} and record["runtime"] == "local" and record["kind"] == "regression"
     # the artifact is the version's own copy: deleting the run loses nothing
     copy = Path(record["artifact_path"])
@@ -294,7 +296,8 @@ def test_cli_run_promote_rollback_models_and_bad_input(tmp_path, cli):
     assert json.loads(second.stdout)["deployment"] == {
         "name": "ridge", "version": 2, "status": "candidate", "reason": versions.NO_PROMOTE, "production": 1}
     listed = json.loads(cli("models", "--json").stdout)
-    assert [(m["name"], m["production"], [v["version"] for v in m["versions"]]) for m in listed] == [("ridge", 1, [1, 2])]
+    assert [(m["name"], m["production"], [v["version"] for v in m["versions"]]) for m in listed] == [
+        ("ridge", 1, [1, 2])]
     assert listed[0]["versions"][0]["sha256"] and listed[0]["versions"][1]["run_id"] == run_id
     text = cli("models").stdout
     assert "ridge: production v1" in text and "accuracy 0.8" in text
@@ -306,7 +309,8 @@ def test_cli_run_promote_rollback_models_and_bad_input(tmp_path, cli):
     assert forced.returncode == 0 and forced.stdout.startswith("ridge v2 is now production (was v1)")
     assert cli("deploy", run_id).returncode == 0
     back = cli("rollback", "ridge", env=env)
-    assert back.returncode == 0 and back.stdout.strip() == "ridge v1 is now production (was v2): rolled back from v2 to v1"
+    assert back.returncode == 0
+    assert back.stdout.strip() == "ridge v1 is now production (was v2): rolled back from v2 to v1"
     history = cli("models", "ridge", "--history").stdout
     assert "ada: rolled_back v1: rolled back from v2 to v1" in history
     for args, message in (
@@ -390,7 +394,8 @@ def test_jenkins_deploy_and_retrain_jobs_are_thin_shells():
     jobs = {name: ET.fromstring(xml) for name, xml in render_jobs().items()}
     notify_triggers = jobs["pushtune-notify"].findall(
         ".//hudson.plugins.parameterizedtrigger.BuildTriggerConfig")
-    assert [(c.findtext("projects"), c.findtext("condition")) for c in notify_triggers] == [("pushtune-deploy", "SUCCESS")]
+    triggers = [(c.findtext("projects"), c.findtext("condition")) for c in notify_triggers]
+    assert triggers == [("pushtune-deploy", "SUCCESS")]
     deploy = jobs["pushtune-deploy"]
     assert [c.text for c in deploy.findall("./builders/hudson.tasks.Shell/command")] == ['pushtune deploy "$RUN_ID"']
     retrain = jobs["pushtune-retrain"]

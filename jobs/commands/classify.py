@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from jobs.exit_codes import OK
 from jobs.classify import Classification, classify_paths
 from jobs.errors import UserError
+from jobs.exit_codes import OK
 
 COLUMNS = ("path", "kind", "framework", "reason")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jobs.exit_codes import OK
 from jobs import hook
+from jobs.exit_codes import OK
 from jobs.store import home
 
 

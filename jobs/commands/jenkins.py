@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from jobs import exit_codes
-from jobs import jenkins as jk
+from jobs import exit_codes, jenkins as jk
 from jobs.errors import UserError
 
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from jobs import exit_codes
+from jobs import exit_codes, versions
 from jobs.commands import output_console
 from jobs.errors import UserError
 from jobs.store import RunStore
-from jobs import versions
 
 
 def add_parser(subparsers) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.exit_codes import FAILED, OK
 from jobs.errors import UserError
+from jobs.exit_codes import FAILED, OK
 from jobs.store import RunStore
 
 

@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from jobs import exit_codes
 from jobs.commands import output_console
-from jobs.errors import UserError
 from jobs.loop import RunOptions, check_model, notify_if_asked, run_model
-from jobs.objective import MODES, Objective
+from jobs.objective import Objective
 from jobs.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
-from jobs.runtime import get_runtime, runtime_choices
+from jobs.run_options import add_run_options, options_from
+from jobs.runtime import get_runtime
 from jobs.store import RunStore
-from jobs.versions import check_name
-from jobs.strategies import STRATEGIES, load_space
-
-
-def parse_param(text: str) -> tuple[str, object]:
-    """`k=v`; v is read as JSON when it parses (numbers, booleans, null), else kept as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"--param {text!r}: expected KEY=VALUE")
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        parsed = value
-    if isinstance(parsed, float) and not math.isfinite(parsed):
-        raise UserError(f"--param {text!r}: value must be finite")
-    return key.strip(), parsed
 
 
 def add_parser(subparsers) -> None:
@@ -45,73 +28,6 @@ def add_parser(subparsers) -> None:
     add_run_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=run)
-
-
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """The options of a run, shared by `pushtune run` and `pushtune start`."""
-    p.add_argument("--threshold", type=float, default=0.9, help="metric to reach (default 0.9)")
-    p.add_argument("--metric", default="accuracy", help="metric gated on (default accuracy)")
-    p.add_argument("--mode", choices=MODES, default="max", help="higher (max) or lower (min) is better")
-    p.add_argument("--max-attempts", type=int, default=5, help="at most this many attempts (default 5)")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="for the whole run")
-    p.add_argument("--attempt-timeout", type=float, metavar="SECONDS", help="for one attempt")
-    p.add_argument("--max-restarts", type=int, default=3, help="restarts of a killed attempt (default 3)")
-    p.add_argument("--data", metavar="DIR", help="data directory, given to the script as PUSHTUNE_DATA")
-    p.add_argument("--param", action="append", default=[], metavar="K=V", help="a hyperparameter (repeatable)")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="diagnose",
-                   help="diagnose (default): read the training curves and fix what they show")
-    p.add_argument("--min-delta", type=float, default=0.0, metavar="D",
-                   help="a smaller change of the metric is noise (default 0; at least one test example)")
-    p.add_argument("--space", metavar="FILE", help="JSON search space for grid/optuna")
-    p.add_argument("--runtime", choices=runtime_choices(), default="auto",
-                   help="auto (default): Docker when an engine answers, else a local process")
-    p.add_argument("--memory", default="4g", help="docker: memory limit (default 4g)")
-    p.add_argument("--cpus", type=float, default=2.0, help="docker: CPU limit (default 2)")
-    p.add_argument("--network", default="bridge", help="docker: network (default bridge; none to cut it)")
-    p.add_argument("--keep", action="store_true", help="docker: keep containers after the attempt")
-    p.add_argument("--notify", action="append", default=[], metavar="ADDR", help="mail the result to ADDR")
-    p.add_argument("-v", "--verbose", action="store_true", help="stream the script's output")
-    p.add_argument("--name", metavar="NAME", help="the model name a passing run registers its model under "
-                                                  "(default: the file's stem; see `pushtune models`)")
-    p.add_argument("--no-promote", action="store_true",
-                   help="register a passing run's model as a candidate, never production (`pushtune promote`)")
-
-
-MIN_CPUS = 0.01  # the smallest CPU limit Docker accepts
-
-
-def check_limits(memory: str, cpus: float) -> None:
-    """The Docker limits, checked before a run starts (not when its first container does)."""
-    if not (math.isfinite(cpus) and cpus >= MIN_CPUS):
-        raise UserError(f"--cpus {cpus:g}: expected a number of CPUs of at least {MIN_CPUS:g}, such as 0.5 or 2")
-    from jobs.docker_runtime import parse_memory
-
-    parse_memory(memory)
-
-
-def options_from(args: argparse.Namespace) -> RunOptions:
-    check_limits(args.memory, args.cpus)
-    space = None
-    if args.space:
-        try:
-            text = Path(args.space).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"--space: cannot read {args.space}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise UserError(f"--space: {args.space} is not UTF-8 text (a JSON file is)") from None
-        space = load_space(text, args.space)
-    return RunOptions(
-        threshold=args.threshold, metric=args.metric, mode=args.mode,
-        max_attempts=args.max_attempts, time_budget=args.time_budget,
-        attempt_timeout=args.attempt_timeout, max_restarts=args.max_restarts,
-        data=str(Path(args.data).resolve()) if args.data else None,
-        params=dict(parse_param(p) for p in args.param), strategy=args.strategy, space=space,
-        min_delta=args.min_delta,
-        runtime=args.runtime, notify=list(args.notify), verbose=args.verbose,
-        name=check_name(args.name) if args.name is not None else None, promote=not args.no_promote,
-        runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
-                         "keep": args.keep},
-    )
 
 
 class TerminalProgress:
@@ -126,7 +42,7 @@ class TerminalProgress:
         self.console, self.options, self.best = console, options, None
         self.plain = options.verbose or not console.is_terminal
         self.bar: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.watcher: EpochWatcher | None = None
 
     def __call__(self, event: str, data: dict) -> None:
@@ -214,7 +130,9 @@ def print_summary(summary: dict, console: Console) -> None:
         change = a["tweak"] or "as pushed"
         if warm_text(a):
             change += f"\n({warm_text(a)})"
-        cells = [f"{a['n']}{mark}", Text(change)] + ([Text(a.get("reason") or "")] if with_why else [])
+        cells: list[str | Text] = [f"{a['n']}{mark}", Text(change)]
+        if with_why:
+            cells.append(Text(a.get("reason") or ""))
         table.add_row(*cells, Text(value), f"{a['seconds']:.1f}")
     console.print(table)
     status = summary["status"].replace("_", " ")

@@ -46,7 +46,7 @@ def list_runs(args: argparse.Namespace) -> int:
         best = best_attempt(attempts, objective)
         table.add_row(  # Text: a name is shown as is, never read as markup
             str(r["id"]), datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M"),
-            Text(r["model_name"]), Text(r["kind"]), Text(r["status"]), _value(best and best["metric_value"]),
+            Text(r["model_name"]), Text(r["kind"]), Text(r["status"]), _value(best["metric_value"] if best else None),
             f"{objective.symbol} {r['threshold']:g}", str(len(attempts)),
         )
     output_console().print(table)
@@ -69,7 +69,8 @@ def show_run(args: argparse.Namespace) -> int:
              "diff": a["diff"], "params": a["params"], "status": a["status"], "restarts": a["restarts"],
              "restart_events": _restarts(store, args.run_id, a["n"]),
              "log_tail": a["log_tail"], "dir": a["dir"], "curve": a.get("curve")}
-            for s, a in zip(summary["attempts"], attempts)
+            # not strict: read apart, so a live run may have added an attempt in between
+            for s, a in zip(summary["attempts"], attempts, strict=False)
         ]
         print(json.dumps(summary, indent=2))
         return exit_codes.OK

@@ -14,13 +14,13 @@ import signal
 import sys
 from pathlib import Path
 
-from jobs import exit_codes
-from jobs.commands import run as run_command
+from jobs import exit_codes, steps
 from jobs.errors import UserError
+from jobs.git import git
 from jobs.loop import run_options
 from jobs.progress import EpochWatcher, epoch_line
+from jobs.run_options import add_run_options, options_from
 from jobs.store import RunStore
-from jobs import steps
 
 
 def add_parser(subparsers) -> None:
@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
                                           "run id a line.")
     p.add_argument("models", nargs="*", metavar="MODEL_FILE", help="put -- before names that start with -")
     p.add_argument("--files-json", metavar="JSON", help="more model files, as a JSON list (MODEL_FILES)")
-    run_command.add_run_options(p)
+    add_run_options(p)
     p.add_argument("--skip-unsupported", action="store_true", help="skip files that are no model")
     p.add_argument("--build-image", action="store_true",
                    help="docker/auto runtime: `pushtune images build KIND` for each kind started")
@@ -89,7 +89,7 @@ def changed(args: argparse.Namespace) -> int:
         target = Path(args.properties)
         steps.remove_properties(target)
         if models:
-            commit = steps.run_git(repo, "rev-parse", args.new).strip()
+            commit = git(repo, "rev-parse", args.new).strip()
             steps.write_properties(target, {"MODEL_FILES": json.dumps(models), "MODEL_COMMIT": commit})
     return exit_codes.OK
 
@@ -105,7 +105,7 @@ def start(args: argparse.Namespace) -> int:
         steps.check_writable(Path(args.properties))
     if args.properties_dir:
         steps.check_writable(Path(args.properties_dir), directory=True)
-    options = run_command.options_from(args)
+    options = options_from(args)
     options.notify = [address for address in options.notify if address.strip()]
     started, skipped = steps.start_runs(
         RunStore.open(), [Path(m) for m in args.models], options,

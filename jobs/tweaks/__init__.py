@@ -16,7 +16,16 @@ from jobs.tweaks.keras import DEFAULT_DENSE_WIDTH, OPTIMIZER_DEFAULTS
 from jobs.tweaks.numeric import format_number
 from jobs.tweaks.params import ParamForm, declared_params, reads_params
 from jobs.tweaks.registry import (
-    LADDERS, PROFILE_LADDERS, PROFILES, TWEAK_NAMES, TWEAKS, Profile, Tweak, TweakResult, apply_tweak, ladder,
+    LADDERS,
+    PROFILE_LADDERS,
+    PROFILES,
+    TWEAK_NAMES,
+    TWEAKS,
+    Profile,
+    Tweak,
+    TweakResult,
+    apply_tweak,
+    ladder,
 )
 from jobs.tweaks.sklearn import ALPHA_DEFAULTS, C_DEFAULTS, MAX_ITER_DEFAULTS
 from jobs.tweaks.source import MAX_DEPTH, CannotRewrite

@@ -13,14 +13,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeGuard
 
 import libcst as cst
 
 from jobs.tweaks.layout import add_import_name, insert_element, with_keyword
 from jobs.tweaks.numeric import Change, format_number, scale
 from jobs.tweaks.source import (
-    Done, Edit, Rewrite, Site, Source, callee, dotted, keyword, positional, replace_with, rewritten,
+    Done,
+    Edit,
+    Rewrite,
+    Site,
+    Source,
+    callee,
+    dotted,
+    keyword,
+    positional,
+    replace_with,
+    rewritten,
 )
 
 DEFAULT_DENSE_WIDTH = 128
@@ -38,7 +49,7 @@ _OPTIMIZER_CLASSES = {name for name, _ in OPTIMIZER_DEFAULTS.values()}
 # --- Dense layers -----------------------------------------------------------------------------
 
 
-def _is_dense(node: cst.BaseExpression) -> bool:
+def _is_dense(node: cst.BaseExpression) -> TypeGuard[cst.Call]:
     return isinstance(node, cst.Call) and callee(node) == "Dense"
 
 
@@ -72,16 +83,19 @@ def _dense_layers(src: Source) -> list[_DenseLayer]:
             if arg and isinstance(arg.value, cst.List):
                 listed = arg.value
                 for index, element in enumerate(listed.elements):
-                    if _is_dense(element.value):
+                    if _is_dense(value := element.value):
                         found.append(_DenseLayer(
-                            element.value, id(listed), listed,
-                            lambda updated, code, index=index: insert_element(
-                                updated, index, cst.parse_expression(code)),
+                            value, id(listed), listed, _element_inserter(index),
                             listed.elements[index - 1].value if index else None))
         elif isinstance(node, (cst.Module, cst.IndentedBlock)):
-            for previous, statement in zip([None, *node.body], node.body):
+            for previous, statement in zip([None, *node.body], node.body, strict=False):
                 found.extend(_statement_dense_layer(src, statement, _statement_layer(previous)))
     return sorted(found, key=lambda layer: src.start(layer.dense))
+
+
+def _element_inserter(index: int) -> Callable[[Any, str], Any]:
+    """Inserts a layer's code as element `index` of the (updated) list."""
+    return lambda updated, code: insert_element(updated, index, cst.parse_expression(code))
 
 
 def _statement_layer(statement: cst.CSTNode | None) -> cst.Call | None:
@@ -104,18 +118,20 @@ def _statement_dense_layer(
     src: Source, statement: cst.CSTNode, previous: cst.Call | None,
 ) -> list[_DenseLayer]:
     layer = _statement_layer(statement)
-    if layer is None or not _is_dense(layer):
+    if layer is None or not _is_dense(layer) or not isinstance(statement, cst.SimpleStatementLine):
         return []
-    small = statement.body[0]
+    small = statement.body[0]  # `model.add(Dense(...))` or `y = Dense(...)(x)`, as _statement_layer found
 
     def insert_statement(code_for: Callable[[str], str]) -> Callable[[Any, str], Any]:
         return lambda updated, code: cst.FlattenSentinel([cst.parse_statement(code_for(code)), updated])
 
     if isinstance(small, cst.Expr):  # model.add(Dense(...))
-        receiver = src.code(small.value.func.value)
+        add = cst.ensure_type(cst.ensure_type(small.value, cst.Call).func, cst.Attribute)
+        receiver = src.code(add.value)
         new_statement = insert_statement(lambda code: f"{receiver}.add({code})\n")
         return [_DenseLayer(layer, ("add", receiver), statement, new_statement, previous)]
-    source_name = small.value.args[0].value.value  # y = Dense(...)(x)
+    applied = cst.ensure_type(cst.ensure_type(small, cst.Assign).value, cst.Call)  # y = Dense(...)(x)
+    source_name = cst.ensure_type(applied.args[0].value, cst.Name).value
     new_statement = insert_statement(lambda code: f"{source_name} = {code}({source_name})\n")
     return [_DenseLayer(layer, ("functional",), statement, new_statement, previous)]
 
@@ -140,13 +156,13 @@ def widen_dense(src: Source) -> Rewrite | None:
     output's width when that is more (a bottleneck narrower than the output loses information)."""
     layers = _dense_layers(src)
     outputs = {layer.group: layer for layer in layers}  # the last one of each group
-    hidden = [layer for layer in layers if layer is not outputs[layer.group] and _units(layer.dense)]
+    hidden = [(node, layer) for layer in layers
+              if layer is not outputs[layer.group] and (node := _units_node(layer.dense)) and node.evaluated_value]
     if not hidden:
         return None
-    narrowest = min(hidden, key=lambda layer: _units(layer.dense))
-    units = _units(narrowest.dense)
-    width = max(2 * units, _units(outputs[narrowest.group].dense) or 0)
-    site = Site(_units_node(narrowest.dense), "Dense")
+    node, narrowest = min(hidden, key=lambda pair: pair[0].evaluated_value)
+    width = max(2 * node.evaluated_value, _units(outputs[narrowest.group].dense) or 0)
+    site = Site(node, "Dense")
     return rewritten(src, "widen", *src.change_sites([site], lambda _old: width))
 
 
@@ -184,6 +200,7 @@ def add_dropout(src: Source) -> Rewrite | None:
     if isinstance(output.previous, cst.Call) and callee(output.previous) == "Dropout":
         return None
     func = output.dense.func
+    edits: dict[int, Edit] | None
     if isinstance(func, cst.Attribute):  # layers.Dense -> layers.Dropout
         edits, dropout = {}, f"{src.code(func.value)}.Dropout(0.3)"
     elif (edits := _import_dropout(src)) is not None:
@@ -265,7 +282,7 @@ def change_learning_rate(src: Source, factor: float, header: str) -> Rewrite | N
     edits, done = src.change_sites(sites, change)
     for call, class_name, default in defaults_to_write:
         text = format_number(change(default))
-        edits[id(call)] = lambda updated, text=text: with_keyword(updated, "learning_rate", text)
+        edits[id(call)] = partial(with_keyword, name="learning_rate", value=text)
         done.append(Done(src.line(call), default, change(default), f"{class_name} default"))
 
     import_to_add: str | None = None

@@ -25,6 +25,12 @@ def _plain(separator: cst.BaseParenthesizableWhitespace) -> cst.BaseParenthesiza
     return cst.SimpleWhitespace(" ")
 
 
+def _comma(item: cst.BaseElement | cst.Arg) -> cst.Comma:
+    """The comma after an item that another follows (libcst types it Comma | MaybeSentinel)."""
+    assert isinstance(item.comma, cst.Comma), "an item followed by another has a comma"
+    return item.comma
+
+
 def insert_element(node: cst.List, index: int, value: cst.BaseExpression) -> cst.List:
     elements = list(node.elements)
     if index == 0:
@@ -32,9 +38,9 @@ def insert_element(node: cst.List, index: int, value: cst.BaseExpression) -> cst
         node = node.with_changes(lbracket=node.lbracket.with_changes(whitespace_after=before))
     else:
         previous = elements[index - 1]
-        before, after = _split_separator(previous.comma.whitespace_after)
+        before, after = _split_separator(_comma(previous).whitespace_after)
         elements[index - 1] = previous.with_changes(
-            comma=previous.comma.with_changes(whitespace_after=before))
+            comma=_comma(previous).with_changes(whitespace_after=before))
     elements.insert(index, cst.Element(value, comma=cst.Comma(whitespace_after=after)))
     return node.with_changes(elements=elements)
 
@@ -48,8 +54,8 @@ def insert_args(call: cst.Call, index: int, values: list[cst.BaseExpression]) ->
         call = call.with_changes(whitespace_before_args=before)
     else:
         previous = args[index - 1]
-        before, after = _split_separator(previous.comma.whitespace_after)
-        args[index - 1] = previous.with_changes(comma=previous.comma.with_changes(whitespace_after=before))
+        before, after = _split_separator(_comma(previous).whitespace_after)
+        args[index - 1] = previous.with_changes(comma=_comma(previous).with_changes(whitespace_after=before))
     separators = [_plain(after)] * (len(values) - 1) + [after]
     args[index:index] = [cst.Arg(value, comma=cst.Comma(whitespace_after=separator))
                          for value, separator in zip(values, separators, strict=True)]
@@ -78,26 +84,27 @@ def with_keyword(call: cst.Call, name: str, value: str) -> cst.Call:
     if not args:
         return call.with_changes(args=[new])
     last = args[-1]
-    separator = args[-2].comma.whitespace_after if len(args) > 1 else call.whitespace_before_args
-    trailing_comma = isinstance(last.comma, cst.Comma)
+    separator = _comma(args[-2]).whitespace_after if len(args) > 1 else call.whitespace_before_args
+    trailing_comma = last.comma if isinstance(last.comma, cst.Comma) else None
     # the whitespace that ends the argument list: after the trailing comma, else after the argument
-    closing = last.comma.whitespace_after if trailing_comma else last.whitespace_after_arg
+    closing = trailing_comma.whitespace_after if trailing_comma is not None else last.whitespace_after_arg
     one_per_line = isinstance(separator, cst.ParenthesizedWhitespace)
     if one_per_line and isinstance(closing, cst.ParenthesizedWhitespace):
         after_last = separator.with_changes(first_line=closing.first_line, empty_lines=())
         args[-1] = last.with_changes(
             comma=cst.Comma(whitespace_after=after_last), whitespace_after_arg=cst.SimpleWhitespace(""))
         closing = closing.with_changes(first_line=cst.TrailingWhitespace())
-        new = new.with_changes(comma=cst.Comma(whitespace_after=closing)) if trailing_comma else (
+        new = new.with_changes(comma=cst.Comma(whitespace_after=closing)) if trailing_comma is not None else (
             new.with_changes(whitespace_after_arg=closing))
     else:
         args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-        new = new.with_changes(comma=last.comma) if trailing_comma else new
+        new = new.with_changes(comma=trailing_comma) if trailing_comma is not None else new
     return call.with_changes(args=[*args, new])
 
 
 def add_import_name(statement: cst.ImportFrom, index: int, name: str) -> cst.ImportFrom:
     """`from m import a, b` with `name` imported right after its alias `index`."""
+    assert not isinstance(statement.names, cst.ImportStar), "a star import has no aliases"
     names = list(statement.names)
     names[index:index + 1] = [
         names[index].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),

@@ -15,13 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import partial
 
 import libcst as cst
 
 from jobs.tweaks.layout import add_import_name, insert_args, with_keyword, without_args
 from jobs.tweaks.numeric import format_number, scale
 from jobs.tweaks.source import (
-    Done, Edit, Rewrite, Site, Source, callee, dotted, keyword, number_node, positional, replace_with,
+    Done,
+    Edit,
+    Rewrite,
+    Site,
+    Source,
+    callee,
+    dotted,
+    keyword,
+    number_node,
+    positional,
+    replace_with,
     rewritten,
 )
 
@@ -195,7 +206,7 @@ def change_learning_rate(src: Source, factor: float, header: str) -> Rewrite | N
     for call, name in defaults:
         default = OPTIMIZER_DEFAULTS[name]
         text = format_number(change(default))
-        edits[id(call)] = lambda updated, text=text: with_keyword(updated, "lr", text)
+        edits[id(call)] = partial(with_keyword, name="lr", value=text)
         done.append(Done(src.line(call), default, change(default), f"{name} default"))
     return rewritten(src, header, edits, done)
 

@@ -3,6 +3,8 @@ the estimator's default when the constructor leaves it out."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import libcst as cst
 
 from jobs.tweaks.layout import with_keyword
@@ -42,6 +44,6 @@ def estimator_keyword(
     edits, done = src.change_sites(sites, change)
     for call, estimator, default, new in additions:
         text = format_number(new)
-        edits[id(call)] = lambda updated, text=text: with_keyword(updated, keyword, text)
+        edits[id(call)] = partial(with_keyword, name=keyword, value=text)
         done.append(Done(src.line(call), default, new, f"{estimator} default", f", added {keyword}={text}"))
     return rewritten(src, header, edits, done)

@@ -170,8 +170,8 @@ class Source:
                 counts[small.target.value] += 1
                 bound[small.target.value] = small.value
         return {
-            name: value for name, value in bound.items()
-            if counts[name] == 1 and value is not None and number_node(value)
+            name: node for name, value in bound.items()
+            if counts[name] == 1 and value is not None and (node := number_node(value)) is not None
         }
 
     def uses(self, name: str) -> int:
@@ -223,14 +223,14 @@ class Source:
             if isinstance(node, cst.Import):
                 for alias in node.names:
                     name = dotted(alias.name) or ""
-                    yield "", name, alias.asname.name.value if alias.asname else name
+                    yield "", name, alias.evaluated_alias or name
             elif isinstance(node, cst.ImportFrom) and not node.relative and node.module is not None:
                 if isinstance(node.names, cst.ImportStar):
                     continue
                 module = dotted(node.module) or ""
                 for alias in node.names:
                     name = dotted(alias.name) or ""
-                    yield module, name, alias.asname.name.value if alias.asname else name
+                    yield module, name, alias.evaluated_alias or name
 
     def last_import_statement(self) -> cst.SimpleStatementLine | None:
         imports = [
