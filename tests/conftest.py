@@ -86,14 +86,15 @@ class PostgresServer:
     def restart(self) -> None:
         """Restart the server (fast shutdown): every connection to it is cut."""
         if self.directory is None:
-            pytest.skip("the server $PUSHTUNE_TEST_POSTGRES names is not this session's to restart")
+            pytest.skip("the server $PUSHTUNE_TEST_POSTGRES names has no $PUSHTUNE_TEST_POSTGRES_DIR to restart it")
         subprocess.run([str(ROOT / "scripts/throwaway-postgres.sh"), "restart", str(self.directory)], check=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    if os.environ.get("PUSHTUNE_TEST_POSTGRES"):
-        yield PostgresServer(os.environ["PUSHTUNE_TEST_POSTGRES"], None)
+    if os.environ.get("PUSHTUNE_TEST_POSTGRES"):  # .ci/run's, with its directory (to restart it)
+        given = os.environ.get("PUSHTUNE_TEST_POSTGRES_DIR")
+        yield PostgresServer(os.environ["PUSHTUNE_TEST_POSTGRES"], Path(given) if given else None)
         return
     if not (Path("/usr/lib/postgresql").is_dir() or shutil.which("pg_ctl")):
         if os.environ.get("CI"):
