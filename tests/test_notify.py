@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from jobs.plot import FAIL_COLOR, PASS_COLOR, metric_plot_png
 from jobs.store import RunStore
 from notify import DeliveryError, EmailNotifier, load_settings, load_summary, notify_run
 from notify.message import MAIL_TEMPLATE, TEMPLATES, html_context, render_html
+from test_report import PAYLOAD, Page
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "ci-bot@example.com"
@@ -265,31 +265,7 @@ def test_below_threshold_mail_says_what_to_try_next(store, tmp_path, smtp_server
 
 # --- escaping by construction: mail.html.j2 with autoescape ------------------------------------
 
-PAYLOAD = "<script>alert(1)</script>\"'&"
 HOSTILE_URL = f"http://jenkins.local/job/{PAYLOAD}/7/"
-
-
-class Page(HTMLParser):
-    """The elements and the text of a page as a browser's tokenizer sees them."""
-
-    def __init__(self, page: str):
-        super().__init__(convert_charrefs=True)
-        self.tags: list[str] = []
-        self.attributes: list[tuple[str, str, str | None]] = []
-        self.texts: list[str] = []
-        self.feed(page)
-        self.close()
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        self.attributes.extend((tag, name, value) for name, value in attrs)
-
-    def handle_data(self, data):
-        self.texts.append(data)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.texts)
 
 
 def make_hostile_run(store: RunStore, tmp_path: Path) -> int:
