@@ -47,6 +47,7 @@ from jobs.errors import UserError
 from jobs.metrics import CURVE_LIMIT
 from jobs.progress import HISTORY_FILE, PROGRESS_FILE
 from jobs.runtime import (
+    LAUNCH_COMMAND,
     AttemptOutcome,
     AttemptSpec,
     Exit,
@@ -621,7 +622,7 @@ class DockerRuntime:
             }),
         }
         return dict(
-            image=image, command=["python", "model.py"], name=container_name(spec, restart),
+            image=image, command=LAUNCH_COMMAND, name=container_name(spec, restart),
             labels=labels, environment=environment, user=f"{user[0]}:{user[1]}",
             working_dir=WORKDIR, mounts=docker_mounts,
             mem_limit=self.memory, memswap_limit=self.memory,  # no swap: over the limit is OOM

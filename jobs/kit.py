@@ -220,6 +220,28 @@ def callbacks(*, backup: bool = True) -> list:
         (out / PROGRESS_FILE).unlink(missing_ok=True)
         (out / HISTORY_FILE).unlink(missing_ok=True)
 
+    # Order matters: the checkpoint is written before progress.json, so progress never claims
+    # an epoch that a resume could not restore.
+    result: list = []
+    if backup:
+        # double_checkpoint keeps the previous checkpoint, which Keras falls back to when a
+        # SIGKILL left the latest weights file half-written.
+        result.append(
+            keras.callbacks.BackupAndRestore(
+                backup_dir=str(backup_dir), double_checkpoint=True, delete_checkpoint=False
+            )
+        )
+    result.append(progress_callback())
+    return result
+
+
+def progress_callback():
+    """The Keras callback that writes <output>/progress.json and appends each epoch's logs to
+    history.json (pushtune's launcher adds it to a `fit` of a script that does not use the kit)."""
+    import keras
+
+    out = output_dir()
+
     class ProgressFile(keras.callbacks.Callback):
         """After every epoch: progress.json {"epoch": <epochs completed>, "epochs": <of>, "logs"}
         and the epoch's logs appended to history.json (the curve pushtune diagnoses)."""
@@ -248,19 +270,7 @@ def callbacks(*, backup: bool = True) -> list:
             _write_json_atomic(out / PROGRESS_FILE, {"epoch": epoch + 1, "epochs": self._curve["epochs"],
                                                      "logs": plain_logs})
 
-    # Order matters: the checkpoint is written before progress.json, so progress never claims
-    # an epoch that a resume could not restore.
-    result: list = []
-    if backup:
-        # double_checkpoint keeps the previous checkpoint, which Keras falls back to when a
-        # SIGKILL left the latest weights file half-written.
-        result.append(
-            keras.callbacks.BackupAndRestore(
-                backup_dir=str(backup_dir), double_checkpoint=True, delete_checkpoint=False
-            )
-        )
-    result.append(ProgressFile())
-    return result
+    return ProgressFile()
 
 
 def _repair_backup_metadata(backup_dir: Path) -> None:

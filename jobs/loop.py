@@ -29,9 +29,10 @@ from jobs.metrics import (
     find_artifact,
     is_regular_file,
     log_tail,
+    read_capture,
     read_curve,
     read_json_output,
-    read_metrics,
+    read_metric,
 )
 from jobs.notebook import (
     NotebookCode,
@@ -71,6 +72,7 @@ class RunOptions:
     min_delta: float = 0.0  # a smaller change of the metric is noise
     name: str | None = None  # the model name a passing run registers under (default: the file's stem)
     promote: bool = True  # a passing run's version becomes production if it beats production (jobs.versions)
+    autolog: bool = True  # capture curve, metric and model of scripts that do not report them (jobs.autolog)
 
     @property
     def objective(self) -> Objective:
@@ -454,6 +456,7 @@ def attempt_spec(store: RunStore, run: dict, attempt: dict, *, resume: bool = Fa
         max_restarts=max(options.max_restarts - attempt["restarts"], 0),
         previous_restarts=attempt["restarts"],
         verbose=options.verbose, resume=resume or attempt["warm_from"] is not None,
+        autolog=options.autolog,
     )
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
     return spec
@@ -486,7 +489,9 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
                    seconds: float) -> None:
     """The attempt's status, metric, artifact and error, as the runtime and its files tell."""
     metric = run["metric"]
-    metrics, missing = read_metrics(spec.output_dir, spec.log_path, metric)
+    capture = read_capture(spec.output_dir) if spec.autolog else None
+    reading = read_metric(spec.output_dir, spec.log_path, metric, capture)
+    metrics, missing = reading.metrics, reading.missing
     error = outcome.error
     if error is None and outcome.oom_killed:
         error = "killed: out of memory"
@@ -506,6 +511,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
         artifact_path=str(artifact) if artifact else None,
         artifact_sha256=sha256_of(artifact) if artifact else None,
         curve=read_curve(spec.output_dir),
+        capture={**(capture or {}), "metric_source": reading.source} if capture or reading.source else None,
         finished_at=time.time(), seconds=previous + seconds,
     )
 
@@ -562,6 +568,8 @@ def summarize(store: RunStore, run_id: int) -> dict:
             "attempt": best["n"], metric: best["metric_value"], "params": best["params"],
             "tweaks": best["tweaks"], "artifact": best["artifact_path"],
             "artifact_sha256": best["artifact_sha256"],
+            "artifact_source": captured(best, "artifact", "how"),
+            "metric_source": captured(best, "metric_source"),
             "notebook": _existing(handed_back_notebook(run, best)),
         },
         "attempts": [
@@ -573,6 +581,14 @@ def summarize(store: RunStore, run_id: int) -> dict:
         "deployment": deployment_of(store, run_id),
         "report": str(Path(run["run_dir"]) / "report.html"),
     }
+
+
+def captured(attempt: dict, *keys: str):
+    """What the launcher's capture recorded for the attempt under `keys` (None when not)."""
+    value = attempt.get("capture")
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def _existing(path: Path | None) -> str | None:

@@ -16,12 +16,13 @@ import math
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from jobs.autolog import CAPTURE_FILE, lines
 from jobs.objective import Objective
 
-_LINE = re.compile(r"^\s*([A-Za-z_][\w.\- ]*?)\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 ARTIFACT_NAMES = ("model.keras", "model.h5", "model.joblib", "model.pkl", "model.pt", "model.onnx")
 OUTPUT_LIMIT = 1 << 20  # metrics.json, accuracy.txt, progress.json
 CURVE_LIMIT = 16 << 20  # history.json: thousands of epochs of a dozen metrics
@@ -119,53 +120,169 @@ def _script_file(path: Path) -> tuple[bytes | None, str | None]:
         return None, f"{path.name} cannot be read: {exc.strerror}"
 
 
+@dataclass
+class MetricReading:
+    metrics: dict  # everything the script reported that pushtune read
+    missing: str | None  # why the gated metric is missing, or None
+    source: str | None = None  # where the gated metric came from, in words
+
+
 def read_metrics(output_dir: Path, log_path: Path | None, metric: str) -> tuple[dict, str | None]:
     """Returns (everything reported, the reason the gated metric is missing or None)."""
+    reading = read_metric(output_dir, log_path, metric)
+    return reading.metrics, reading.missing
+
+
+def read_metric(output_dir: Path, log_path: Path | None, metric: str,
+                capture: dict | None = None) -> MetricReading:
+    """The gated metric and where it came from, in the order of this module's docstring.
+    `capture` is the attempt's `read_capture`, None when it ran without one."""
     data, problem = _script_file(output_dir / "metrics.json")
     if problem:
-        return {}, problem
+        return MetricReading({}, problem)
     if data is not None:
-        try:
-            reported = json.loads(data)
-        except RecursionError:
-            return {}, "metrics.json is not valid JSON: nested too deeply"
-        except ValueError as exc:
-            return {}, f"metrics.json is not valid JSON: {exc}"
-        if not isinstance(reported, dict):
-            return {}, "metrics.json is not a JSON object"
-        numbers = _finite_numbers(reported)
-        for name, value in numbers.items():
-            if problem := out_of_range(name, value):
-                return reported, f"metrics.json: {problem}"
-        if metric not in numbers:
-            return reported, f"metrics.json has no finite number {metric!r}"
-        return {**reported, metric: numbers[metric]}, None
-
+        return _from_metrics_json(data, metric)
     if metric == "accuracy":
         data, problem = _script_file(output_dir / "accuracy.txt")
         if problem:
-            return {}, problem
+            return MetricReading({}, problem)
         if data is not None:
-            text = data.decode("utf-8", errors="replace").strip()
-            try:
-                value = float(text)
-            except ValueError:
-                return {}, f"accuracy.txt does not hold a number: {text[:40]!r}"
-            if not math.isfinite(value):
-                return {}, "accuracy.txt does not hold a finite number"
-            if problem := out_of_range("accuracy", value):
-                return {"accuracy": value}, f"accuracy.txt: {problem}"
-            return {"accuracy": value}, None
+            return _from_accuracy_txt(data)
+    if capture is not None:
+        return _from_capture(capture, metric)
+    return _from_log(log_path, metric)
 
-    last = _last_line(log_path)
-    match = _LINE.match(last) if last else None
-    if match and match.group(1).strip().lower() == metric.lower():
-        value = float(match.group(2))
-        if math.isfinite(value):
-            if problem := out_of_range(metric, value):
-                return {metric: value}, f"last line of the log: {problem}"
-            return {metric: value}, None
-    return {}, f"the script reported no {metric!r} (metrics.json, accuracy.txt or a last line '{metric}: N')"
+
+def _from_metrics_json(data: bytes, metric: str) -> MetricReading:
+    try:
+        reported = json.loads(data)
+    except RecursionError:
+        return MetricReading({}, "metrics.json is not valid JSON: nested too deeply")
+    except ValueError as exc:
+        return MetricReading({}, f"metrics.json is not valid JSON: {exc}")
+    if not isinstance(reported, dict):
+        return MetricReading({}, "metrics.json is not a JSON object")
+    numbers = _finite_numbers(reported)
+    for name, value in numbers.items():
+        if problem := out_of_range(name, value):
+            return MetricReading(reported, f"metrics.json: {problem}")
+    if metric not in numbers:
+        return MetricReading(reported, f"metrics.json has no finite number {metric!r}")
+    return MetricReading({**reported, metric: numbers[metric]}, None, "metrics.json")
+
+
+def _from_accuracy_txt(data: bytes) -> MetricReading:
+    text = data.decode("utf-8", errors="replace").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return MetricReading({}, f"accuracy.txt does not hold a number: {text[:40]!r}")
+    if not math.isfinite(value):
+        return MetricReading({}, "accuracy.txt does not hold a finite number")
+    if problem := out_of_range("accuracy", value):
+        return MetricReading({"accuracy": value}, f"accuracy.txt: {problem}")
+    return MetricReading({"accuracy": value}, None, "accuracy.txt")
+
+
+def _checked(metric: str, value: float, source: str, where: str) -> MetricReading:
+    if problem := out_of_range(metric, value):
+        return MetricReading({metric: value}, f"{where}: {problem}")
+    return MetricReading({metric: value}, None, source)
+
+
+def _at(line: object) -> str:
+    return f" at line {line}" if isinstance(line, int) else ""
+
+
+def _from_capture(capture: dict, metric: str) -> MetricReading:
+    calls = [c for c in capture["metrics"] if lines.matches(c["name"], metric)]
+    if calls:
+        call = calls[-1]
+        return _checked(metric, call["value"], f"{metric} from {call['source']}{_at(call['line'])}", call["source"])
+    printed = lines.last_printed([(p["label"], p["value"], p["line"]) for p in capture["printed"]], metric)
+    if printed:
+        label, value, line = printed
+        return _checked(metric, value, f"{metric} printed as {label!r}{_at(line)}", f"printed {label!r}")
+    seen = sorted({c["name"] for c in capture["metrics"]} | {p["label"] for p in capture["printed"]})
+    told = f"; it reported {', '.join(seen[:8])}" if seen else ""
+    return MetricReading({}, f"the script reported no {metric!r}: no metrics.json, no evaluate()/score()/"
+                             f"{metric} call and no printed {metric!r} line{told}")
+
+
+def _from_log(log_path: Path | None, metric: str) -> MetricReading:
+    found: list[tuple[str, float, int | None]] = [
+        (label, value, None) for text in _log_lines(log_path) for label, value in lines.pairs(text)]
+    printed = lines.last_printed(found, metric)
+    if printed:
+        label, value, _ = printed
+        return _checked(metric, value, f"{metric} printed as {label!r} (read from the log)", "printed in the log")
+    return MetricReading({}, f"the script reported no {metric!r} (metrics.json, accuracy.txt or a printed "
+                             f"line such as '{metric}: N')")
+
+
+def read_capture(output_dir: Path) -> dict | None:
+    """autolog.json as the launcher's capture wrote it (None when the attempt ran without one, or
+    it cannot be read). The script could have written it too: only the expected keys are kept,
+    each of its expected type, strings and lists cut short."""
+    try:
+        raw = read_json_output(output_dir / CAPTURE_FILE)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+
+    def entries(key: str, fields: dict[str, type]) -> list[dict]:
+        kept = []
+        listed = raw.get(key)
+        for entry in listed if isinstance(listed, list) else []:
+            if isinstance(entry, dict):
+                clean = {name: _plain_value(entry.get(name), kind) for name, kind in fields.items()}
+                if None not in (clean.get("value", 0), clean.get("name", ""), clean.get("label", "")):
+                    kept.append(clean)
+        return kept[-MAX_CAPTURED:]
+
+    given = raw.get("artifact")
+    artifact: dict = given if isinstance(given, dict) else {}
+    return {
+        "frameworks": [f[:40] for f in raw.get("frameworks") or [] if isinstance(f, str)][:10]
+        if isinstance(raw.get("frameworks"), list) else [],
+        "metrics": entries("metrics", {"name": str, "value": float, "source": str, "line": int}),
+        "printed": entries("printed", {"label": str, "value": float, "line": int}),
+        "training": _plain_tree(raw.get("training"), 3) if isinstance(raw.get("training"), dict) else {},
+        "notes": _plain_tree(raw.get("notes"), 3) if isinstance(raw.get("notes"), dict) else {},
+        "artifact": {"file": _plain_value(artifact.get("file"), str), "how": _plain_value(artifact.get("how"), str)}
+        if artifact.get("file") else None,
+    }
+
+
+MAX_CAPTURED = 50  # entries of each list kept from autolog.json
+MAX_TEXT = 200
+
+
+def _plain_value(value: object, kind: type):
+    """`value` if it is of `kind` (a finite float for float, ints accepted; text cut short), else None."""
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value[:MAX_TEXT]
+    return None
+
+
+def _plain_tree(value: object, depth: int):
+    """Plain JSON of bounded depth, width and text: numbers (finite), text, booleans, None."""
+    if isinstance(value, dict) and depth > 0:
+        return {str(k)[:60]: _plain_tree(v, depth - 1) for k, v in list(value.items())[:MAX_CAPTURED]}
+    if isinstance(value, list) and depth > 0:
+        return [_plain_tree(v, depth - 1) for v in value[:MAX_CAPTURED]]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:MAX_TEXT]
+    return None
 
 
 def read_curve(output_dir: Path) -> dict | None:
@@ -189,14 +306,14 @@ def _read_end(path: Path, limit: int) -> tuple[str, bool]:
         return handle.read(limit).decode("utf-8", errors="replace"), size > limit
 
 
-def _last_line(log_path: Path | None) -> str | None:
+def _log_lines(log_path: Path | None) -> list[str]:
+    """The log's lines from its last LOG_TAIL_BYTES (a cut first line left out), pushtune's own
+    notes left out."""
     try:
         text, cut = _read_end(log_path, LOG_TAIL_BYTES) if log_path else ("", False)
     except OSError:
-        return None
-    lines = text.splitlines()[1 if cut else 0:]
-    lines = [line for line in lines if line.strip() and not line.startswith("[pushtune]")]
-    return lines[-1] if lines else None
+        return []
+    return [line for line in text.splitlines()[1 if cut else 0:] if not line.startswith("[pushtune]")]
 
 
 def find_artifact(output_dir: Path) -> Path | None:

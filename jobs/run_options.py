@@ -56,6 +56,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="stream the script's output")
     p.add_argument("--name", metavar="NAME", help="the model name a passing run registers its model under "
                                                   "(default: the file's stem; see `pushtune models`)")
+    p.add_argument("--no-autolog", action="store_true",
+                   help="run the script with no capture: pushtune reads only metrics.json, accuracy.txt, "
+                        "the log and model.* files in $PUSHTUNE_OUTPUT")
     p.add_argument("--no-promote", action="store_true",
                    help="register a passing run's model as a candidate, never production (`pushtune promote`)")
 
@@ -92,6 +95,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         min_delta=args.min_delta,
         runtime=args.runtime, notify=list(args.notify), verbose=args.verbose,
         name=check_name(args.name) if args.name is not None else None, promote=not args.no_promote,
+        autolog=not args.no_autolog,
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},
     )

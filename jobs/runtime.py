@@ -52,6 +52,7 @@ class AttemptSpec:
     resume: bool = False  # the first start already resumes (a monitor took the attempt over)
     previous_restarts: int = 0  # restarts before this driver took over, for the bound's message
     framework: str | None = None  # with `kind`, the attempt's profile (None: the kind's default)
+    autolog: bool = True  # the launcher captures curve, metric and model (jobs.autolog)
 
     @property
     def profile(self):
@@ -174,6 +175,7 @@ def contract_env(
         "PUSHTUNE_CACHE": cache,
         "PUSHTUNE_RUN": str(spec.run_id),
         "PUSHTUNE_ATTEMPT": str(spec.attempt),
+        "PUSHTUNE_AUTOLOG": "1" if spec.autolog else "0",
         "PYTHONUNBUFFERED": "1",
     }
     if data:
@@ -181,6 +183,11 @@ def contract_env(
     if resume:
         env["PUSHTUNE_RESUME"] = "1"
     return env
+
+
+# Every attempt runs its script through the launcher (jobs/launch.py), which runs it as
+# `python model.py` would, with the capture installed unless PUSHTUNE_AUTOLOG=0.
+LAUNCH_COMMAND = ["python", "-m", "jobs.launch", "model.py"]
 
 
 def resumable_epoch(output_dir: Path) -> int | None:
@@ -335,7 +342,7 @@ class LocalRuntime:
                  "from jobs.runtime import lead_attempt; lead_attempt(sys.argv[1:])"
         try:
             child = subprocess.Popen(
-                [self.python, "-I", "-c", leader, self.python, spec.script.name],
+                [self.python, "-I", "-c", leader, self.python, *LAUNCH_COMMAND[1:]],
                 cwd=spec.workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )

@@ -190,12 +190,19 @@ def _schema_4(db: Connection, database: Database) -> None:
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS model_versions_run ON model_versions (run_id)")
 
 
+def _schema_5(db: Connection, database: Database) -> None:
+    # what the launcher's capture saw of a script (jobs.autolog): frameworks, training facts,
+    # where the metric and the artifact came from
+    db.execute(database.ddl("ALTER TABLE attempts ADD COLUMN capture TEXT"))
+
+
 # The versioned migrations, oldest first: MIGRATIONS[i] takes a store from version i to i + 1.
 # A store without a schema_version table but with runs predates versions: it is version 1.
-MIGRATIONS: tuple[Callable[[Connection, Database], None], ...] = (_schema_1, _schema_2, _schema_3, _schema_4)
+MIGRATIONS: tuple[Callable[[Connection, Database], None], ...] = (
+    _schema_1, _schema_2, _schema_3, _schema_4, _schema_5)
 SCHEMA = len(MIGRATIONS)
 
-JSON_COLUMNS = {"options", "tweaks", "params", "metrics", "recipients", "curve"}
+JSON_COLUMNS = {"options", "tweaks", "params", "metrics", "recipients", "curve", "capture"}
 MAX_ID = 2**63 - 1  # the largest INTEGER either database holds: no run or attempt has a bigger id
 
 

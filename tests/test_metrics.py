@@ -10,7 +10,17 @@ import tracemalloc
 
 import pytest
 
-from jobs.metrics import LOG_TAIL_BYTES, OUTPUT_LIMIT, find_artifact, log_tail, meets, read_curve, read_metrics
+from jobs.metrics import (
+    LOG_TAIL_BYTES,
+    OUTPUT_LIMIT,
+    find_artifact,
+    log_tail,
+    meets,
+    read_capture,
+    read_curve,
+    read_metric,
+    read_metrics,
+)
 
 
 def test_metrics_json_wins(tmp_path):
@@ -38,12 +48,90 @@ def test_accuracy_txt_of_the_old_recipe(tmp_path):
     assert read_metrics(tmp_path, None, "accuracy") == ({"accuracy": 0.93}, None)
 
 
-def test_last_stdout_line(tmp_path):
+def test_the_last_printed_line_that_names_the_metric(tmp_path):
     log = tmp_path / "log.txt"
     log.write_text("Epoch 1/2\naccuracy: 0.5\nEpoch 2/2\naccuracy: 0.91\n\n")
     assert read_metrics(tmp_path, log, "accuracy") == ({"accuracy": 0.91}, None)
-    log.write_text("accuracy: 0.91\ndone\n")
-    assert read_metrics(tmp_path, log, "accuracy")[1]
+    log.write_text("accuracy: 0.91\ndone\nUserWarning: something\n")  # a warning printed after it
+    assert read_metrics(tmp_path, log, "accuracy") == ({"accuracy": 0.91}, None)
+    log.write_text("Epoch 3/3\n10/10 ━━━━ 0s 5ms/step - accuracy: 0.99 - loss: 0.1\ndone\n")
+    assert read_metrics(tmp_path, log, "accuracy")[1].startswith("the script reported no 'accuracy'")
+
+
+@pytest.mark.parametrize("printed, value", [
+    ("Test accuracy: 0.9667", 0.9667),
+    ("Accuracy = 97.8%", 0.978),
+    ("val_acc 0.91", 0.91),
+    ("test loss: 0.31, test accuracy: 0.93", 0.93),
+    ("Final model accuracy is 0.88", 0.88),
+])
+def test_metrics_printed_in_the_scripts_own_words(tmp_path, printed, value):
+    log = tmp_path / "log.txt"
+    log.write_text(f"loading\n{printed}\nsaved\n")
+    reading = read_metric(tmp_path, log, "accuracy")
+    assert reading.missing is None and reading.metrics == {"accuracy": pytest.approx(value)}
+    assert reading.source.startswith("accuracy printed as")
+
+
+def test_held_out_figures_win_over_training_figures_whatever_the_order(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("Test accuracy: 0.93\nTraining accuracy: 0.99\n")
+    assert read_metrics(tmp_path, log, "accuracy") == ({"accuracy": 0.93}, None)
+    log.write_text("Training accuracy: 0.99\n")  # the only figure there is
+    assert read_metrics(tmp_path, log, "accuracy") == ({"accuracy": 0.99}, None)
+
+
+def _capture(tmp_path, **entries):
+    (tmp_path / "autolog.json").write_text(json.dumps({"frameworks": ["keras"], **entries}))
+    return read_capture(tmp_path)
+
+
+def test_a_captured_call_comes_before_printed_lines_and_names_its_line(tmp_path):
+    capture = _capture(tmp_path, metrics=[
+        {"name": "accuracy", "value": 0.99, "source": "model.evaluate()", "line": 20},  # on the training data
+        {"name": "loss", "value": 0.2, "source": "model.evaluate()", "line": 24},
+        {"name": "accuracy", "value": 0.93, "source": "model.evaluate()", "line": 24},  # then on the test data
+    ], printed=[{"label": "Test accuracy", "value": 0.5, "line": 25}])
+    reading = read_metric(tmp_path, None, "accuracy", capture)
+    assert reading.metrics == {"accuracy": 0.93} and reading.missing is None
+    assert reading.source == "accuracy from model.evaluate() at line 24"
+    printed_only = _capture(tmp_path, printed=[{"label": "Accuracy", "value": 0.978, "line": 9}])
+    assert read_metric(tmp_path, None, "accuracy", printed_only).source == "accuracy printed as 'Accuracy' at line 9"
+
+
+def test_metrics_json_still_comes_first_with_a_capture(tmp_path):
+    capture = _capture(tmp_path, metrics=[{"name": "accuracy", "value": 0.5, "source": "model.evaluate()", "line": 3}])
+    (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.8}))
+    assert read_metric(tmp_path, None, "accuracy", capture).source == "metrics.json"
+
+
+def test_no_metric_says_what_the_script_did_report(tmp_path):
+    capture = _capture(tmp_path, metrics=[{"name": "loss", "value": 0.3, "source": "model.evaluate()", "line": 3}],
+                       printed=[{"label": "Test acc", "value": 0.9, "line": 4}])
+    reading = read_metric(tmp_path, None, "f1", capture)
+    assert reading.metrics == {} and reading.missing == (
+        "the script reported no 'f1': no metrics.json, no evaluate()/score()/f1 call and no printed 'f1' "
+        "line; it reported Test acc, loss")
+
+
+def test_a_captured_value_out_of_its_range_is_refused(tmp_path):
+    capture = _capture(tmp_path, printed=[{"label": "Accuracy", "value": 97.8, "line": 9}])
+    assert read_metric(tmp_path, None, "accuracy", capture).missing == \
+        "printed 'Accuracy': accuracy = 97.8 is outside its range [0, 1]"
+
+
+@pytest.mark.parametrize("planted", [
+    "[1, 2]", '{"metrics": "x", "printed": [{"label": 3, "value": "0.9"}], "artifact": "x"}',
+    '{"metrics": [{"name": "accuracy", "value": NaN}], "training": [1], "frameworks": {"a": 1}}',
+    '{"metrics": [{"name": "accuracy", "value": true, "source": 5, "line": "x"}]}',
+])
+def test_a_planted_capture_file_yields_nothing_unexpected(tmp_path, planted):
+    (tmp_path / "autolog.json").write_text(planted)
+    capture = read_capture(tmp_path)
+    if capture is not None:
+        reading = read_metric(tmp_path, None, "accuracy", capture)
+        assert reading.metrics == {} and reading.missing
+        assert capture["artifact"] is None and isinstance(capture["training"], dict)
 
 
 def test_meets_in_both_modes():
@@ -181,4 +269,4 @@ def test_accuracy_txt_and_the_last_line_are_checked_too(tmp_path):
     log = tmp_path / "log.txt"
     log.write_text("Accuracy: -0.5\n")
     assert read_metrics(tmp_path, log, "accuracy")[1] == \
-        "last line of the log: accuracy = -0.5 is outside its range [0, 1]"
+        "printed in the log: accuracy = -0.5 is outside its range [0, 1]"

@@ -29,4 +29,4 @@ def patch(capture: Capture, module: ModuleType) -> None:
                 capture.saved(path, call, model=is_model(obj), line=frame.f_lineno)
         return result
 
-    module.dump = dump
+    module.dump = dump  # type: ignore[attr-defined]

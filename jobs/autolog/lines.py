@@ -70,7 +70,7 @@ def matches(label: str, metric: str) -> bool:
     return bool(wanted) and canonical(label)[0] == wanted
 
 
-def last_printed(lines: list[tuple[str, float, int]], metric: str) -> tuple[str, float, int] | None:
+def last_printed(lines: list[tuple[str, float, int | None]], metric: str) -> tuple[str, float, int | None] | None:
     """Of (label, value, line number) pairs in print order, the one that reports `metric`: the
     last not about the training data, else the last about it."""
     named = [entry for entry in lines if matches(entry[0], metric)]

@@ -141,8 +141,11 @@ def print_summary(summary: dict, console: Console) -> None:
         console.print(Text(f"{status}: best {metric} {summary['best'][metric]:.4f} "
                            f"(threshold {Objective.of(summary).symbol} {summary['threshold']:g}) "
                            f"at attempt {best_n}{stopped}"))
+        if summary["best"].get("metric_source"):
+            console.print(Text(f"metric: {summary['best']['metric_source']}"))
         if summary["best"]["artifact"]:
-            console.print(Text(f"model: {summary['best']['artifact']}"))
+            how = summary["best"].get("artifact_source")
+            console.print(Text(f"model: {summary['best']['artifact']}" + (f" ({how})" if how else "")))
         if summary["best"].get("notebook"):  # a notebook run: the winning notebook, output-free
             console.print(Text(f"notebook: {summary['best']['notebook']}"))
     else:
