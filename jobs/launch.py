@@ -16,6 +16,7 @@ import types
 from pathlib import Path
 
 from jobs.autolog import Capture, install, warn
+from jobs.autolog import __file__ as autolog_file
 
 OFF_WORDS = {"0", "false", "no", "off"}
 
@@ -70,11 +71,33 @@ def _run(code: types.CodeType, namespace: dict) -> int:
         os.kill(os.getpid(), signal.SIGINT)
         return 130
     except BaseException as exc:
-        if exc.__traceback__ is not None:  # the script's frames, not the launcher's
-            exc = exc.with_traceback(exc.__traceback__.tb_next)
+        _hide_pushtune_frames(exc, set())
         sys.excepthook(type(exc), exc, exc.__traceback__)
         return 1
     return 0
+
+
+PUSHTUNE_FILES = (os.path.abspath(__file__), os.path.dirname(os.path.abspath(autolog_file)) + os.sep)
+
+
+def _hide_pushtune_frames(exc: BaseException | None, seen: set[int]) -> None:
+    """The traceback as the script run alone would print it: without the launcher's frame and
+    the capture's patched calls (a crash inside `fit` shows the script's line, then Keras')."""
+    if exc is None or id(exc) in seen:
+        return
+    seen.add(id(exc))
+    kept = None
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    for tb in reversed(frames):
+        if not tb.tb_frame.f_code.co_filename.startswith(PUSHTUNE_FILES):
+            kept = types.TracebackType(kept, tb.tb_frame, tb.tb_lasti, tb.tb_lineno)
+    exc.__traceback__ = kept
+    _hide_pushtune_frames(exc.__cause__, seen)
+    _hide_pushtune_frames(exc.__context__, seen)
 
 
 def _exit_status(exc: SystemExit) -> int:
