@@ -15,8 +15,7 @@ import traceback
 import types
 from pathlib import Path
 
-from jobs.autolog import Capture, install, warn
-from jobs.autolog import __file__ as autolog_file
+from jobs.autolog import Capture, __file__ as autolog_file, install, warn
 
 OFF_WORDS = {"0", "false", "no", "off"}
 
