@@ -46,7 +46,10 @@ IMAGES: tuple[str, ...] = tuple(REQUIREMENT_SETS)
 KINDS = IMAGES  # the older name: cnn, ann and regression are named after the kind they first served
 # Model scripts import only `jobs.kit`; copying the rest of the package would only make every
 # change to the pipeline rebuild the images.
-SCRIPT_MODULES = ("jobs/__init__.py", "jobs/kit.py")
+# What of pushtune runs inside an attempt: the kit model scripts import, and the launcher every
+# attempt runs with its capture (standard library at module level, frameworks when imported).
+SCRIPT_MODULES = ("jobs/__init__.py", "jobs/kit.py", "jobs/launch.py", *sorted(
+    f"jobs/autolog/{path.name}" for path in (PROJECT_ROOT / "jobs" / "autolog").glob("*.py")))
 HASH_LABEL = "pushtune.content-hash"
 KIND_LABEL = "pushtune.kind"  # the image's name (older images: their kind); every pushtune image has it
 IMAGE_LABEL = "pushtune.image"

@@ -129,8 +129,9 @@ def test_build_context_holds_the_recipe_and_the_wheels_only(tmp_path):
         members = {m.name: m for m in archive.getmembers()}
         assert set(members) == {
             "dockerfiles/ann.Dockerfile", "dockerfiles/requirements-tensorflow.txt",
-            "jobs/__init__.py", "jobs/kit.py", "wheelhouse", "wheelhouse/demo-1.0-py3-none-any.whl",
+            *images.SCRIPT_MODULES, "wheelhouse", "wheelhouse/demo-1.0-py3-none-any.whl",
         }
+        assert {"jobs/kit.py", "jobs/launch.py", "jobs/autolog/for_keras.py"} <= set(members)
         assert archive.extractfile("jobs/kit.py").read() == (ROOT / "jobs/kit.py").read_bytes()
         assert {(m.uid, m.gid, m.mtime) for m in members.values()} == {(0, 0, 0)}
     with images.build_context("ann", wheelhouse) as again:
@@ -236,7 +237,7 @@ def test_adding_a_profile_is_one_record_plus_its_dockerfile_and_requirements(tmp
     assert seen["tag"] == f"pushtune/jax:{images.__version__}" and seen["spec_image"] == "jax"
     assert (seen["dockerfile"], seen["requirements"]) == ("jax.Dockerfile", "requirements-jax.txt")
     assert seen["context"] == ["dockerfiles/jax.Dockerfile", "dockerfiles/requirements-jax.txt",
-                               "jobs/__init__.py", "jobs/kit.py"]
+                               *images.SCRIPT_MODULES]
     assert seen["hash"] == 64
     usage = " ".join(python("-m", "jobs", "images", "build", "--help").split())
     assert "an image (cnn, ann, regression, torch, jax)" in usage and "ann/jax" in usage

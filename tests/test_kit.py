@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import kit
+from jobs import images, kit
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_VARS = ("PUSHTUNE_OUTPUT", "PUSHTUNE_DATA", "PUSHTUNE_PARAMS", "PUSHTUNE_RESUME", "PUSHTUNE_CACHE")
@@ -136,18 +136,23 @@ def test_importing_kit_does_not_import_tensorflow_or_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_kit_imports_only_the_standard_library_at_module_level():
-    """It is copied alone into the runtime images (jobs/images.py SCRIPT_MODULES)."""
+@pytest.mark.parametrize("module", images.SCRIPT_MODULES)
+def test_what_runs_inside_an_attempt_imports_only_the_standard_library_at_module_level(module):
+    """The kit and the launcher are copied alone into the runtime images (SCRIPT_MODULES): at
+    module level they import the standard library and each other, nothing else."""
     import ast
 
-    tree = ast.parse((ROOT / "jobs" / "kit.py").read_text())
+    tree = ast.parse((ROOT / module).read_text())
     imported = set()
-    for node in tree.body:  # module level only: the helpers import Keras and torch lazily
+    for node in tree.body:  # module level only: Keras, torch and scikit-learn are imported lazily
         if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
+            imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or "").split(".")[0])
-    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+            imported.add(node.module or "")
+    shipped = {name.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for name in images.SCRIPT_MODULES}
+    foreign = {name for name in imported
+               if name.split(".")[0] not in set(sys.stdlib_module_names) | {"__future__"} and name not in shipped}
+    assert not foreign, foreign
 
 
 # --- Keras callbacks: resume after SIGKILL ------------------------------------------------------
