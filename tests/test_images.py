@@ -236,8 +236,8 @@ def test_adding_a_profile_is_one_record_plus_its_dockerfile_and_requirements(tmp
     assert seen["images"] == ["cnn", "ann", "regression", "torch", "jax"]
     assert seen["tag"] == f"pushtune/jax:{images.__version__}" and seen["spec_image"] == "jax"
     assert (seen["dockerfile"], seen["requirements"]) == ("jax.Dockerfile", "requirements-jax.txt")
-    assert seen["context"] == ["dockerfiles/jax.Dockerfile", "dockerfiles/requirements-jax.txt",
-                               *images.SCRIPT_MODULES]
+    assert seen["context"] == sorted(["dockerfiles/jax.Dockerfile", "dockerfiles/requirements-jax.txt",
+                                      *images.SCRIPT_MODULES])
     assert seen["hash"] == 64
     usage = " ".join(python("-m", "jobs", "images", "build", "--help").split())
     assert "an image (cnn, ann, regression, torch, jax)" in usage and "ann/jax" in usage
