@@ -205,6 +205,8 @@ def _from_capture(capture: dict, metric: str) -> MetricReading:
         return _checked(metric, value, f"{metric} printed as {label!r}{_at(line)}", f"printed {label!r}")
     seen = sorted({c["name"] for c in capture["metrics"]} | {p["label"] for p in capture["printed"]})
     told = f"; it reported {', '.join(seen[:8])}" if seen else ""
+    if not capture["frameworks"]:
+        told += "; it trained nothing pushtune saw (no Keras fit, PyTorch optimizer step or scikit-learn fit)"
     return MetricReading({}, f"the script reported no {metric!r}: no metrics.json, no evaluate()/score()/"
                              f"{metric} call and no printed {metric!r} line{told}")
 

@@ -114,6 +114,13 @@ def test_no_metric_says_what_the_script_did_report(tmp_path):
         "line; it reported Test acc, loss")
 
 
+def test_a_script_that_trained_nothing_is_told_so(tmp_path):
+    (tmp_path / "autolog.json").write_text(json.dumps({"frameworks": [], "printed": []}))
+    reading = read_metric(tmp_path, None, "accuracy", read_capture(tmp_path))
+    assert reading.missing.endswith("; it trained nothing pushtune saw (no Keras fit, PyTorch optimizer step "
+                                    "or scikit-learn fit)")
+
+
 def test_a_captured_value_out_of_its_range_is_refused(tmp_path):
     capture = _capture(tmp_path, printed=[{"label": "Accuracy", "value": 97.8, "line": 9}])
     assert read_metric(tmp_path, None, "accuracy", capture).missing == \
