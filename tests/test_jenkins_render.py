@@ -294,7 +294,7 @@ def test_casc_reads_every_secret_from_a_file_and_shuts_anonymous_out():
 def test_compose_and_dockerfile_hold_together():
     compose = yaml.safe_load((JENKINS / "docker-compose.yml").read_text())
     controller = compose["services"]["jenkins"]
-    assert "8080:8080" in controller["ports"]
+    assert controller["ports"] == ["127.0.0.1:8080:8080"]  # this host only: plain HTTP
     # the controller runs no builds, so it gets neither the Docker socket nor a run store
     assert not [v for v in controller["volumes"] if "docker.sock" in v], controller["volumes"]
     assert "group_add" not in controller
