@@ -336,9 +336,11 @@ def test_jenkinsfile_structure():
     for section in ("agent { label", "triggers {", "pollSCM(", "parameters {", "stages {", "post {",
                     "success {", "failure {", "emailext("):
         assert section in code, section
-    for step in ("pushtune changed", "pushtune start", "pushtune train", "pushtune tweak", "pushtune notify"):
+    for step in ("pushtune changed", "pushtune start", "pushtune train", "pushtune tweak", "pushtune notify",
+                 "pushtune deploy"):
         assert step in text
     assert "MAX_ATTEMPTS" in text and "--no-trigger" in text
+    assert text.index("pushtune notify") < text.index("pushtune deploy")  # as notify -> deploy in the chain
     # the same agents as the freestyle chain, never `agent any` (the controller has no executors)
     assert f"agent {{ label '{DEFAULT_LABEL}' }}" in text
     assert "agent any" not in code
