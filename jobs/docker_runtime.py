@@ -127,6 +127,13 @@ def _give_to(path: Path, owner: tuple[int, int]) -> None:
                 os.lchown(name, *owner)
 
 
+def hand_back(output_dir: Path) -> None:
+    """As root, once the attempt's containers have ended: what they wrote into the mounted output
+    (as IMAGE_USER) goes back to the invoking user, so no uid-1000 files stay in the user's
+    directory. Not the cache: other attempts' containers may be writing to it."""
+    _give_to(output_dir, (os.getuid(), os.getgid()))
+
+
 def mounts_of(spec: AttemptSpec) -> list[dict]:
     """Host path, container path and read-only flag of every bind mount, as plain data."""
     mounts = [
@@ -583,9 +590,12 @@ class DockerRuntime:
                 return self._run_container(spec, image, user, log, resume, restart, deadline)
 
             try:
-                return supervise(spec, run_once, log, on_restart)
+                outcome = supervise(spec, run_once, log, on_restart)
             except _AttemptFailed as failed:
-                return failed.outcome
+                outcome = failed.outcome
+        if os.getuid() == 0 and not self.copies:
+            hand_back(spec.output_dir)
+        return outcome
 
     def container_config(self, spec: AttemptSpec, image: str, user: tuple[int, int],
                          resume: bool, restart: int) -> dict:

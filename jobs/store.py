@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 
 from jobs.database import Connection, Database, SQLiteDatabase, database_url, open_database
 from jobs.errors import UserError
+from jobs.paths import work_tree_root
 
 RUNS = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -203,12 +205,56 @@ MIGRATIONS: tuple[Callable[[Connection, Database], None], ...] = (
 SCHEMA = len(MIGRATIONS)
 
 JSON_COLUMNS = {"options", "tweaks", "params", "metrics", "recipients", "curve", "capture"}
+STORE_DIR = ".pushtune"  # the default store's directory
 MAX_ID = 2**63 - 1  # the largest INTEGER either database holds: no run or attempt has a bigger id
 
 
 def home() -> Path:
-    """Where pushtune keeps its store and run directories: $PUSHTUNE_HOME or ./.pushtune."""
-    return Path(os.environ.get("PUSHTUNE_HOME") or ".pushtune").resolve()
+    """Where pushtune keeps its store and run directories: $PUSHTUNE_HOME; else, inside a git work
+    tree, the nearest existing .pushtune from here up to the tree's top, or the top's own (so every
+    subdirectory and the git hook share one store); else ./.pushtune."""
+    if os.environ.get("PUSHTUNE_HOME"):
+        return Path(os.environ["PUSHTUNE_HOME"]).resolve()
+    directory = Path.cwd()
+    top = work_tree_root(directory) or directory
+    while directory != top and not (directory / STORE_DIR).is_dir():
+        directory = directory.parent
+    return (directory / STORE_DIR).resolve()
+
+
+def _default_database() -> Database:
+    return open_database(database_url() or "", home() / "pushtune.db")
+
+
+def location_of(database: Database) -> str:
+    """Where a store is, for messages: the directory of an SQLite store's pushtune.db (or another
+    file's path), a database's URL without its password."""
+    if isinstance(database, SQLiteDatabase):
+        path = database.path.absolute()
+        return str(path.parent if path.name == "pushtune.db" else path)
+    return database.name
+
+
+def no_store_yet() -> str | None:
+    """For commands that only read: "no runs yet (no run store at …)" when the store does not
+    exist (they must not create one), else None."""
+    database = _default_database()
+    if isinstance(database, SQLiteDatabase) and not database.path.exists():
+        return f"no runs yet (no run store at {location_of(database)})"
+    return None
+
+
+def keep_out_of_git(directory: Path) -> None:
+    """A `.gitignore` of `*` in pushtune's own .pushtune directory inside a git work tree, so that
+    `git add -A` never commits the store, models or checkouts. Never in a directory of another name:
+    PUSHTUNE_HOME may be a directory of the user's."""
+    ignore = directory / ".gitignore"
+    if directory.name != STORE_DIR or ignore.exists() or work_tree_root(directory.parent) is None:
+        return
+    try:
+        ignore.write_text("# written by pushtune: nothing here belongs in git\n*\n", encoding="utf-8")
+    except OSError:
+        pass  # a convenience: the store works without it
 
 
 def run_dir(run: dict[str, Any]) -> Path:
@@ -278,7 +324,7 @@ class RunStore:
     def open(cls, location: Path | str | None = None) -> RunStore:
         """The store at `location` (an SQLite file or a database URL), else $PUSHTUNE_DB, else
         pushtune.db under PUSHTUNE_HOME; migrated to this pushtune's schema."""
-        database = open_database(location or database_url() or "", home() / "pushtune.db")
+        database = open_database(location, home() / "pushtune.db") if location else _default_database()
         if isinstance(database, SQLiteDatabase):
             beside = database.path.parent.absolute()
             store = cls(database, artifacts_home() or beside, beside)
@@ -367,7 +413,11 @@ class RunStore:
         fields.setdefault("started_at", time.time())
         laid_out = "run_dir" in fields  # by the caller
 
+        first = False
+
         def create(db: Connection) -> int:
+            nonlocal first
+            first = db.execute("SELECT COUNT(*) AS n FROM runs").fetchone()["n"] == 0
             run_id = self.database.next_run_id(db)
             if laid_out:
                 _insert(db, "runs", {**fields, "id": run_id})
@@ -380,7 +430,16 @@ class RunStore:
                 raise
             return int(path.name)
 
-        return self.database.write(create)
+        run_id = self.database.write(create)
+        if first:
+            self._announce_new_store()
+        return run_id
+
+    def _announce_new_store(self) -> None:
+        """With its first run, say once where the store is (it depends on where the user stands)."""
+        print(f"pushtune: new run store at {location_of(self.database)}", file=sys.stderr, flush=True)
+        for directory in {self.local, self.artifacts}:
+            keep_out_of_git(directory)
 
     def _new_run_dir(self, run_id: int, files: dict[str, str]) -> Path:
         """runs/<run_id>/ with the files, or the first runs/<n> after it that does not exist

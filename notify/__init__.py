@@ -20,12 +20,12 @@ from jobs.errors import UserError
 from jobs.store import RunStore
 from notify.base import Channel, Delivery, DeliveryError, Notifier, NotifierFactory
 from notify.email_channel import EMAIL, EmailNotifier
-from notify.settings import MailSettings, load_settings
+from notify.settings import MailNotConfigured, MailSettings, load_settings
 from notify.summary import RunSummary, load_summary
 
 __all__ = [
     "DEFAULT_CHANNEL", "NOTIFIERS", "Channel", "Delivery", "DeliveryError", "EmailNotifier",
-    "MailSettings", "Notifier", "NotifierFactory", "NotifyResult", "RunSummary", "get_notifier",
+    "MailNotConfigured", "MailSettings", "Notifier", "NotifierFactory", "NotifyResult", "RunSummary", "get_notifier",
     "load_settings", "load_summary", "notify_run", "register_notifier",
 ]
 

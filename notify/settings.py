@@ -41,6 +41,14 @@ SOURCES: dict[str, tuple[str, str, str]] = {
 _ADDRESS = re.compile(r'^[^@\s<>"]+@[^@\s<>"]+$')
 
 
+class MailNotConfigured(UserError):
+    """No SMTP server or no recipients at all: mail is not set up, which a job chain may skip."""
+
+    def __init__(self, missing: str, hint: str):
+        super().__init__(f"{missing}: {hint}")
+        self.missing, self.hint = missing, hint
+
+
 @dataclass(frozen=True)
 class MailSettings:
     host: str
@@ -147,7 +155,10 @@ def load_settings(
 
     host = values.get("host")
     if not host:
-        raise UserError(f"no SMTP server: set PUSHTUNE_SMTP_HOST (or [smtp] host in {path})")
+        raise MailNotConfigured("no SMTP server", f"set PUSHTUNE_SMTP_HOST (or [smtp] host in {path})")
+    to = list(recipients) if recipients else [a for a in values.get("recipients", "").split(",") if a.strip()]
+    if not to:
+        raise MailNotConfigured("no recipients", "pass --notify ADDR or set PUSHTUNE_MAIL_TO")
 
     security = values.get("security", "starttls").lower()
     if security not in SECURITY_MODES:
@@ -168,10 +179,7 @@ def load_settings(
     if ca_file:
         _check_ca_file(ca_file)
 
-    to = list(recipients) if recipients else [a for a in values.get("recipients", "").split(",") if a.strip()]
     to = [check_address(a.strip(), "recipient") for a in to]
-    if not to:
-        raise UserError("no recipients: pass --notify ADDR or set PUSHTUNE_MAIL_TO")
 
     default_sender = user if user and "@" in user else f"pushtune@{socket.gethostname()}"
     sender = check_address(values.get("sender", default_sender), "PUSHTUNE_MAIL_FROM")

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -35,13 +36,22 @@ def java_properties(path: Path) -> dict[str, str]:
     return {unescape(k): unescape(v) for k, v in pairs}
 
 
-def classify_builder() -> str:
-    """The shell of the classify job, as jenkins/jobs/pushtune.yaml has it."""
+def job_shell(job: str) -> str:
+    """The shell of one job (`classify`, `notify` …), as jenkins/jobs/pushtune.yaml has it."""
     for item in yaml.safe_load((ROOT / "jenkins/jobs/pushtune.yaml").read_text()):
         template = item.get("job-template", {})
-        if template.get("name") == "{name}-classify":
+        if template.get("name") == f"{{name}}-{job}":
             return template["builders"][0]["shell"]
-    raise AssertionError("no classify job")
+    raise AssertionError(f"no {job} job")
+
+
+def build_env(home: Path, **parameters: str) -> dict[str, str]:
+    """A build's environment on an agent: this pushtune on PATH, its store, the job's parameters,
+    no pushtune, Jenkins or mail setting of the test's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JENKINS_", "BUILD_", "PUSHTUNE_", "JOB_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(ROOT),
+               PUSHTUNE_HOME=str(home), **parameters)
+    return env
 
 
 def test_hostile_file_names_get_one_run_each_and_change_no_option(tmp_path, pushtune_home):
@@ -63,11 +73,9 @@ def test_hostile_file_names_get_one_run_each_and_change_no_option(tmp_path, push
     params = java_properties(props)
 
     # the classify job's own shell lines, with the parameters Jenkins hands it
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JENKINS_", "BUILD_", "PUSHTUNE_", "JOB_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(ROOT),
-               PUSHTUNE_HOME=str(pushtune_home), MODEL_FILES=params["MODEL_FILES"], THRESHOLD="0.5",
-               MAX_ATTEMPTS="2", RUNTIME="local", NOTIFY="")
-    builder = subprocess.run(["bash", "-ec", classify_builder()], cwd=repo, env=env, capture_output=True,
+    env = build_env(pushtune_home, MODEL_FILES=params["MODEL_FILES"], THRESHOLD="0.5", MAX_ATTEMPTS="2",
+                    RUNTIME="local", NOTIFY="")
+    builder = subprocess.run(["bash", "-ec", job_shell("classify")], cwd=repo, env=env, capture_output=True,
                              text=True, timeout=300)
     assert builder.returncode == 0, builder.stderr
 
@@ -207,3 +215,35 @@ def test_notify_mails_the_recipients_the_run_was_started_with(tmp_path, pushtune
     # --notify still wins
     assert pushtune(pushtune_home, "notify", run_id, "--notify", "x@example.org", env=env).returncode == 0
     assert inbox.received[-1].rcpt_tos == ["x@example.org"]
+
+
+SAVES_A_MODEL = TRIVIAL + 'open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "model.pkl"), "wb").write(b"model")\n'
+
+
+@pytest.mark.parametrize("mail", [
+    {},  # compose's defaults: no SMTP server, no recipients
+    {"PUSHTUNE_SMTP_HOST": "127.0.0.1", "PUSHTUNE_SMTP_PORT": "1", "PUSHTUNE_SMTP_SECURITY": "none",
+     "PUSHTUNE_SMTP_PASSWORD": "secret", "PUSHTUNE_SMTP_TRIES": "1",
+     "PUSHTUNE_MAIL_TO": "owner@example.org"},  # a server that does not answer
+])
+def test_the_notify_build_stays_green_without_mail_so_deploy_registers_the_model(tmp_path, pushtune_home, mail):
+    model = tmp_path / "trivial.py"
+    model.write_text(SAVES_A_MODEL)
+    run_id = pushtune(pushtune_home, "start", model, "--runtime", "local", "--threshold", "0.5").stdout.strip()
+    assert pushtune(pushtune_home, "train", run_id).returncode == 0
+
+    # the SMTP login the job binds from the pushtune-smtp credential (an empty secret file by default)
+    env = build_env(pushtune_home, RUN_ID=run_id, **{"PUSHTUNE_SMTP_USER": "pushtune", "PUSHTUNE_SMTP_PASSWORD": "",
+                                                      **mail})
+    notify = subprocess.run(["bash", "-ec", job_shell("notify")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert notify.returncode == 0, notify.stderr  # SUCCESS: the deploy build is triggered
+    said = "mail skipped" if not mail else "not sent"
+    assert [line for line in notify.stderr.splitlines() if said in line], notify.stderr
+    (row,) = RunStore.open().notifications(int(run_id))
+    assert row["status"] == ("skipped" if not mail else "failed")
+
+    deploy = subprocess.run(["bash", "-ec", job_shell("deploy")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert deploy.returncode == 0, deploy.stderr
+    assert deploy.stdout == "trivial v1 is production\n"

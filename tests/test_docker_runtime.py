@@ -181,6 +181,25 @@ def test_regression_model_tunes_in_containers_until_threshold(pushtune_home, mod
 
 @pytest.mark.docker
 @requires_engine
+@pytest.mark.skipif(os.getuid() != 0, reason="only root hands its mounts to the image's user")
+def test_output_a_container_wrote_is_handed_back_to_the_invoking_user(pushtune_home, model_file, engine,
+                                                                       monkeypatch):
+    monkeypatch.setenv("PUSHTUNE_DOCKER_TRANSFER", "mount")  # bind mounts: the container writes our files
+    model = model_file(REGRESSION_SCRIPT, "regression")
+    store = RunStore.open()
+    summary = run_model(model, RunOptions(threshold=0.5, max_attempts=1, runtime="docker"),
+                        DockerRuntime(engine, memory="1g", cpus=1), store)
+
+    (attempt,) = store.attempts(summary["run_id"])
+    assert attempt["metrics"]["uid"] == IMAGE_USER[0]  # it wrote them as the image's user
+    output = Path(attempt["dir"]) / "output"
+    assert (output / "metrics.json").is_file()
+    owners = {(path.lstat().st_uid, path.lstat().st_gid) for path in [output, *output.rglob("*")]}
+    assert owners == {(os.getuid(), os.getgid())}
+
+
+@pytest.mark.docker
+@requires_engine
 def test_keras_model_trains_in_the_ann_image(pushtune_home, model_file, engine):
     model = model_file(ANN_SCRIPT, "ann")
     store = RunStore.open()

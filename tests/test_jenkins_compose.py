@@ -272,3 +272,14 @@ def test_entrypoint_runs_a_single_command_as_the_base_image_does(entrypoint):
     result = entrypoint(None, args=("pwd",))  # no secret needed to look around in the image
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() and not (entrypoint.home / "args").exists()
+
+
+def test_the_controller_answers_this_host_only_and_mail_is_off_until_configured(compose, casc):
+    controller = compose["services"]["jenkins"]
+    assert controller["ports"] == ["127.0.0.1:8080:8080"]  # plain HTTP: never on 0.0.0.0
+    # no SMTP server by default (not localhost, where no server runs): pushtune notify skips the mail
+    assert controller["environment"]["PUSHTUNE_SMTP_HOST"] == "${PUSHTUNE_SMTP_HOST:-}"
+    assert controller["environment"]["PUSHTUNE_MAIL_TO"] == "${PUSHTUNE_MAIL_TO:-}"
+    build_env = {e["key"]: e["value"] for e in casc["jenkins"]["globalNodeProperties"][0]["envVars"]["env"]}
+    assert build_env["PUSHTUNE_SMTP_HOST"] == "${PUSHTUNE_SMTP_HOST:-}"
+    assert build_env["PUSHTUNE_MAIL_TO"] == "${PUSHTUNE_MAIL_TO:-}"

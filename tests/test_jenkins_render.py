@@ -294,7 +294,7 @@ def test_casc_reads_every_secret_from_a_file_and_shuts_anonymous_out():
 def test_compose_and_dockerfile_hold_together():
     compose = yaml.safe_load((JENKINS / "docker-compose.yml").read_text())
     controller = compose["services"]["jenkins"]
-    assert "8080:8080" in controller["ports"]
+    assert controller["ports"] == ["127.0.0.1:8080:8080"]  # this host only: plain HTTP
     # the controller runs no builds, so it gets neither the Docker socket nor a run store
     assert not [v for v in controller["volumes"] if "docker.sock" in v], controller["volumes"]
     assert "group_add" not in controller
@@ -336,9 +336,11 @@ def test_jenkinsfile_structure():
     for section in ("agent { label", "triggers {", "pollSCM(", "parameters {", "stages {", "post {",
                     "success {", "failure {", "emailext("):
         assert section in code, section
-    for step in ("pushtune changed", "pushtune start", "pushtune train", "pushtune tweak", "pushtune notify"):
+    for step in ("pushtune changed", "pushtune start", "pushtune train", "pushtune tweak", "pushtune notify",
+                 "pushtune deploy"):
         assert step in text
     assert "MAX_ATTEMPTS" in text and "--no-trigger" in text
+    assert text.index("pushtune notify") < text.index("pushtune deploy")  # as notify -> deploy in the chain
     # the same agents as the freestyle chain, never `agent any` (the controller has no executors)
     assert f"agent {{ label '{DEFAULT_LABEL}' }}" in text
     assert "agent any" not in code

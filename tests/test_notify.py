@@ -487,7 +487,7 @@ def test_password_never_appears_in_output_store_or_errors(store, tmp_path, pusht
     wrong = "wr0ng-Secret-Pa55"
     env = {**mail_env, "PUSHTUNE_SMTP_PORT": str(port), "PUSHTUNE_SMTP_PASSWORD": wrong}
 
-    completed = _notify_cli(str(run_id), env=env, home=pushtune_home)
+    completed = _notify_cli(str(run_id), "--strict", env=env, home=pushtune_home)
     with pytest.raises(DeliveryError) as raised:
         EmailNotifier(load_settings(env=env, path=tmp_path / "none.ini")).check([])
 
@@ -515,11 +515,57 @@ def test_password_never_appears_in_output_store_or_errors(store, tmp_path, pusht
     ({"PUSHTUNE_SMTP_HOST": "smtp.example.com", "PUSHTUNE_SMTP_SECURITY": "none"}, "unencrypted"),
 ])
 def test_bad_settings_exit_2_with_one_line(pushtune_home, mail_env, override, expected):
-    completed = _notify_cli("1", env={**mail_env, "PUSHTUNE_SMTP_PORT": "2525", **override}, home=pushtune_home)
+    completed = _notify_cli("1", "--strict", env={**mail_env, "PUSHTUNE_SMTP_PORT": "2525", **override},
+                            home=pushtune_home)
 
     assert completed.returncode == 2
     assert completed.stderr.startswith("pushtune: error: ") and expected in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1 and PASSWORD not in completed.stderr
+
+
+@pytest.mark.parametrize("unset, line", [
+    ("PUSHTUNE_SMTP_HOST", "no SMTP server configured: mail skipped (set PUSHTUNE_SMTP_HOST"),
+    ("PUSHTUNE_MAIL_TO", "no recipients configured: mail skipped (pass --notify ADDR or set PUSHTUNE_MAIL_TO)"),
+])
+def test_mail_not_set_up_is_skipped_in_one_line_and_recorded_unless_strict(
+        store, tmp_path, pushtune_home, mail_env, unset, line):
+    run_id = make_run(store, tmp_path, passed=True)
+    # what compose gives a chain without mail: an SMTP login whose password file is empty
+    env = {**mail_env, unset: "", "PUSHTUNE_SMTP_PASSWORD": ""}
+
+    skipped = _notify_cli(str(run_id), env=env, home=pushtune_home)
+    strict = _notify_cli(str(run_id), "--strict", env=env, home=pushtune_home)
+    unknown = _notify_cli("42", env=env, home=pushtune_home)
+    bad = _notify_cli(str(run_id), env={**mail_env, "PUSHTUNE_SMTP_PORT": "smtp"}, home=pushtune_home)
+
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stderr.startswith(f"pushtune: run {run_id}: {line}")
+    assert len(skipped.stderr.strip().splitlines()) == 1 and skipped.stdout == ""
+    rows = store.notifications(run_id)
+    assert {(row["status"], row["error"][:3]) for row in rows} == {("skipped", "no ")}
+    assert strict.returncode == 2 and strict.stderr.startswith("pushtune: error: no ")
+    assert unknown.returncode == 2 and "no run 42" in unknown.stderr  # bad input is still an error
+    # mail that is set up, but wrongly, is bad input: fix it
+    assert bad.returncode == 2 and "PUSHTUNE_SMTP_PORT must be a number" in bad.stderr
+    assert len(rows) == 1
+
+
+def test_a_failed_delivery_is_one_line_recorded_and_exit_0_unless_strict(store, tmp_path, pushtune_home, mail_env):
+    run_id = make_run(store, tmp_path, passed=True)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {**mail_env, "PUSHTUNE_SMTP_PORT": str(port), "PUSHTUNE_SMTP_TRIES": "1"}
+
+    chain = _notify_cli(str(run_id), env=env, home=pushtune_home)
+    strict = _notify_cli(str(run_id), "--strict", env=env, home=pushtune_home)
+
+    assert chain.returncode == 0, chain.stderr
+    assert chain.stderr.startswith(f"pushtune: mail for run {run_id} not sent: ")
+    assert chain.stderr.rstrip().endswith("(recorded on the run; the build goes on: --strict would fail it)")
+    assert len(chain.stderr.strip().splitlines()) == 1
+    assert strict.returncode == 1 and len(strict.stderr.strip().splitlines()) == 1
+    assert [row["status"] for row in store.notifications(run_id)] == ["failed", "failed"]
 
 
 def test_unknown_run_and_missing_arguments_exit_2(pushtune_home, mail_env):

@@ -10,3 +10,14 @@ from rich.console import Console
 def output_console() -> Console:
     """Rich console for stdout; when piped, wide enough that tables are not squeezed."""
     return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
+
+
+def said_no_store_yet(as_json: bool) -> bool:
+    """For commands that only list: when there is no run store yet, say so (JSON: `[]`) and
+    return True, rather than create one where the user happens to stand."""
+    from jobs.store import no_store_yet
+
+    nothing = no_store_yet()
+    if nothing:
+        print("[]" if as_json else nothing)
+    return nothing is not None

@@ -29,7 +29,8 @@ def add_parser(subparsers) -> None:
 
 
 def install(args: argparse.Namespace) -> int:
-    path = hook.install_hook(Path(args.repo), home=home(), run_args=hook.split_run_args(args.run_args),
+    store = home()  # fixed now, whichever directory the push later runs from
+    path = hook.install_hook(Path(args.repo), home=store, run_args=hook.split_run_args(args.run_args),
                              force=args.force, chain=args.chain)
-    print(f"installed {path} (runs logged to {hook.log_path(home())})")
+    print(f"installed {path}: runs go to the store at {store} (log: {hook.log_path(store)})")
     return OK

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs import exit_codes, versions
-from jobs.commands import output_console
+from jobs.commands import output_console, said_no_store_yet
 from jobs.errors import UserError
 from jobs.store import RunStore
 
@@ -101,6 +101,8 @@ def _table_of(entry: dict) -> Table:
 
 
 def list_models(args: argparse.Namespace) -> int:
+    if said_no_store_yet(args.json):
+        return exit_codes.OK
     store = RunStore.open()
     entries = versions.listing(store, args.names or None)
     if args.json:

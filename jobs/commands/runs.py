@@ -10,10 +10,11 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs import exit_codes
-from jobs.commands import output_console
+from jobs.commands import output_console, said_no_store_yet
+from jobs.errors import UserError
 from jobs.loop import summarize
 from jobs.objective import Objective, best_attempt
-from jobs.store import RunStore
+from jobs.store import RunStore, no_store_yet
 
 
 def add_parser(subparsers) -> None:
@@ -32,6 +33,8 @@ def _value(value: float | None) -> str:
 
 
 def list_runs(args: argparse.Namespace) -> int:
+    if said_no_store_yet(args.json):
+        return exit_codes.OK
     store = RunStore.open()
     runs = store.list_runs(args.limit)
     if args.json:
@@ -60,6 +63,9 @@ def _restarts(store: RunStore, run_id: int, n: int) -> list[dict]:
 
 
 def show_run(args: argparse.Namespace) -> int:
+    nothing = no_store_yet()
+    if nothing:
+        raise UserError(f"no run {args.run_id}: {nothing}")
     store = RunStore.open()
     summary = summarize(store, args.run_id)
     attempts = store.attempts(args.run_id)
