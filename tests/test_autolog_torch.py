@@ -184,3 +184,12 @@ def test_a_script_that_raises_in_its_loop_fails_as_itself(tmp_path):
     assert "jobs" not in result.stderr.split("Traceback")[1]  # the script's frames only
     assert (out / "autolog.json").exists() and read(out / "autolog.json")["artifact"] is None
     assert len(read(out / "history.json")["history"]) == 1  # the epoch it finished
+
+
+def test_a_script_using_the_kit_keeps_its_own_curve(tmp_path):
+    result, out = launch(tmp_path, (ROOT / "models" / "torch_digits_mlp.py").read_text())
+    assert result.returncode == 0, result.stderr
+    curve = read(out / "history.json")  # the kit's: 5 epochs of 22 steps, with its accuracy
+    assert (curve["epochs"], curve["steps"], len(curve["history"])) == (5, 22, 5)
+    assert "accuracy" in curve["history"][0] and "lr" not in curve["history"][0]
+    assert read(out / "autolog.json")["training"]["pytorch"] == {"optimizer": "SGD", "learning_rate": 1.0}

@@ -97,24 +97,22 @@ def _patch_data_loader(torch: ModuleType, loop: _TrainingLoop) -> None:
 
 
 def _patch_save(capture: Capture, torch: ModuleType, owner: ModuleType, name: str) -> None:
-    original = getattr(owner, name)
-    call = f"{owner.__name__}.{name}()"
+    original, call = getattr(owner, name), f"{owner.__name__}.{name}()"
+
+    def record(obj, file, line: int) -> None:  # a state_dict is no model: it needs its class to serve
+        path = file if isinstance(file, (str, os.PathLike)) else getattr(file, "name", None)
+        if isinstance(path, (str, os.PathLike)):
+            capture.saved(path, call, model=isinstance(obj, torch.nn.Module), line=line)
 
     @functools.wraps(original)
     def save(obj, f, *args, **kwargs):
         result = original(obj, f, *args, **kwargs)
         frame = capture.script_frame()
         if frame is not None:
-            _safely("save", _record_save, capture, torch, obj, f, call, frame.f_lineno)
+            _safely("save", record, obj, f, frame.f_lineno)
         return result
 
     setattr(owner, name, save)
-
-
-def _record_save(capture: Capture, torch: ModuleType, obj, file, call: str, line: int) -> None:
-    path = file if isinstance(file, (str, os.PathLike)) else getattr(file, "name", None)
-    if isinstance(path, (str, os.PathLike)):  # a state_dict is no model: it needs its class to serve
-        capture.saved(path, call, model=isinstance(obj, torch.nn.Module), line=line)
 
 
 class _TrainingLoop:
@@ -132,17 +130,15 @@ class _TrainingLoop:
         self.loader_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # its iterator -> DataLoader
         self.history: list[dict] = []
         self.steps_per_epoch: int | None = None
-        self.batch_size: int | None = None
+        self.batch_size: int | None = None  # of the DataLoader an epoch went over
         self.unwritten, self.written_at, self.write_cost = False, 0.0, 0.0
 
     def backward_done(self, loss) -> None:
-        if loss.numel() == 1:
-            self.loss_sum += loss.item()
-            self.loss_count += 1
+        if loss.numel() == 1:  # .item() after backward: one sync, no graph
+            self.loss_sum, self.loss_count = self.loss_sum + loss.item(), self.loss_count + 1
 
     def stepped(self, optimizer) -> None:
-        self.steps += 1
-        self.epoch_steps += 1
+        self.steps, self.epoch_steps = self.steps + 1, self.epoch_steps + 1
         lr = optimizer.param_groups[0].get("lr")
         self.lr = kit._finite_or_none(lr) if lr is not None else None
         batches_then = self.last_batch.get(optimizer)
@@ -184,9 +180,12 @@ class _TrainingLoop:
         if not self.epoch_steps:
             return
         loss = self.loss_sum / self.loss_count if self.loss_count else None
+        steps, self.epoch_steps, self.loss_sum, self.loss_count = self.epoch_steps, 0, 0.0, 0
+        if self.capture.kit_used:  # the kit keeps the script's epochs and curve itself
+            return
+        self.steps_per_epoch = steps
         self.history.append({"epoch": len(self.history) + 1,
                              "loss": kit._finite_or_none(loss) if loss is not None else None, "lr": self.lr})
-        self.steps_per_epoch, self.epoch_steps, self.loss_sum, self.loss_count = self.epoch_steps, 0, 0.0, 0
         self.unwritten = True
         if time.perf_counter() - self.written_at >= self.write_cost / WRITE_SHARE:
             self.write_unwritten()
@@ -198,13 +197,12 @@ class _TrainingLoop:
         self.unwritten = False
         self.capture.training("pytorch", steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size,
                               epochs_seen=len(self.history))
-        if not self.capture.kit_used:  # the kit writes the script's curve itself
-            out = self.capture.output
-            out.mkdir(parents=True, exist_ok=True)
-            last = {name: value for name, value in self.history[-1].items() if name != "epoch"}
-            kit._write_json_atomic(out / kit.HISTORY_FILE,
-                                   {"epochs": None, "steps": self.steps_per_epoch, "history": self.history})
-            kit._write_json_atomic(out / kit.PROGRESS_FILE, {"epoch": len(self.history), "epochs": None, "logs": last})
+        out = self.capture.output
+        out.mkdir(parents=True, exist_ok=True)
+        last = {name: value for name, value in self.history[-1].items() if name != "epoch"}
+        kit._write_json_atomic(out / kit.HISTORY_FILE,
+                               {"epochs": None, "steps": self.steps_per_epoch, "history": self.history})
+        kit._write_json_atomic(out / kit.PROGRESS_FILE, {"epoch": len(self.history), "epochs": None, "logs": last})
         self.written_at = time.perf_counter()
         self.write_cost = self.written_at - started
 
