@@ -76,6 +76,7 @@ class Capture:
         self.kit_used = False  # the script calls the kit itself: its curve and checkpoints are its own
         self._lock = threading.RLock()
         self._stdout: _LineWatcher | None = None
+        self._at_finish: list[Callable[[], None]] = []
 
     # --- where a call came from ---------------------------------------------------------------
 
@@ -155,6 +156,11 @@ class Capture:
 
     # --- the end ---------------------------------------------------------------------------------
 
+    def at_finish(self, step: Callable[[], None]) -> None:
+        """Run `step` when the script has ended, before the artifact is chosen (a framework
+        writes what it still holds, e.g. the last epochs of a curve written every few epochs)."""
+        self._at_finish.append(step)
+
     def finish(self, succeeded: bool) -> None:
         """After the script: make sure a script that trained a model leaves it as the attempt's
         artifact, then write autolog.json for the last time."""
@@ -162,6 +168,8 @@ class Capture:
             self._stdout.flush_pending()
             if sys.stdout is self._stdout:
                 sys.stdout = self._stdout.wrapped
+        for step in self._at_finish:
+            step()
         try:
             if succeeded:
                 self.data["artifact"] = self._artifact()

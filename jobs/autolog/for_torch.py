@@ -17,7 +17,6 @@ Not captured: a resume by a loop that keeps its own counters (its curve starts a
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import time
@@ -54,7 +53,7 @@ def patch(capture: Capture, torch: ModuleType) -> None:
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     register_optimizer_step_post_hook(lambda optimizer, args, kwargs: _safely("step", loop.stepped, optimizer))
-    atexit.register(_safely, "curve", loop.write_unwritten)
+    capture.at_finish(lambda: _safely("curve", loop.write_unwritten))
     for owner, name in ((torch, "save"), (torch.jit, "save")):
         _patch_save(capture, torch, owner, name)
 
@@ -156,10 +155,10 @@ class _TrainingLoop:
         if found is not None:
             self.finder = None
             model, example = found
-            model_ref = weakref.ref(model)
+            # held, not weakly referenced: a model built inside the script's main() is gone by its end
             trained = Trained("pytorch", f"the module the optimizer trained ({type(model).__name__})",
                               self.capture.script_line(),
-                              lambda output: _save_torchscript(self.torch, model_ref, example, trained, output))
+                              lambda output: _save_torchscript(self.torch, model, example, trained, output))
             self.capture.trained_model(trained)
 
     def pass_started(self, loader, iterator) -> None:
@@ -250,13 +249,9 @@ class _ModelFinder:
         return best
 
 
-def _save_torchscript(torch: ModuleType, model_ref: weakref.ref, example, trained: Trained,
-                      output: Path) -> Path:
+def _save_torchscript(torch: ModuleType, model, example, trained: Trained, output: Path) -> Path:
     """model.pt as TorchScript (traced on the example input, else scripted); its state_dict when
     neither compiles, which `trained.how` then says."""
-    model = model_ref()
-    if model is None:
-        raise RuntimeError("the trained module was freed before the script ended")
     target = output / "model.pt"
     was_training = model.training
     model.eval()
