@@ -47,7 +47,9 @@ def patch(capture: Capture, module: ModuleType) -> None:
     if module.__name__ == "sklearn.metrics":
         for name in (*METRIC_FUNCTIONS, *RENAMED):
             if callable(getattr(module, name, None)):
-                setattr(module, name, _metric_function(capture, getattr(module, name), name))
+                wrapper = _metric_function(capture, getattr(module, name), name)
+                wrapper.__module__, wrapper.__qualname__ = module.__name__, name  # pickled by reference
+                setattr(module, name, wrapper)
     elif module.__name__ == "sklearn.base":
         _patch_estimators(capture, module)
 
@@ -81,6 +83,8 @@ def _patch_estimators(capture: Capture, base: ModuleType) -> None:
 
 
 def _wrap_methods(capture: Capture, base: ModuleType, cls: type) -> None:
+    if cls.__module__ == "__main__":  # the script's own class stays as written (cloudpickle copies
+        return  # it into joblib's workers); the fit it inherits, or calls by super(), is watched
     for name, wrapper in (("fit", _fit_method), ("score", _score_method)):
         method = cls.__dict__.get(name)
         if inspect.isfunction(method):
