@@ -1,7 +1,8 @@
 """What went wrong with an attempt, read from the evidence its training left behind.
 
 `diagnose` names the problem an experienced engineer would see in a training curve (the kit's
-history.json: loss, metric and their `val_` twins per epoch) or in the log, and the moves
+history.json: loss, metric and their `val_` twins per epoch), in what the capture saw of a
+scikit-learn fit (autolog.json, as `attempt["capture"]`) or in the log, and the moves
 (tweak names) that fix it, best first. `judge` says whether a move helped, judged against the
 evaluation's noise (a difference smaller than one test example is no difference) and, for more
 epochs, by the training loss too. Everything here is a pure function of recorded data.
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from jobs.objective import Objective
+from jobs.autolog import lines
+from jobs.objective import Objective, scored, usable
 
 # What to try when the evidence names no problem (or for scripts without a curve), per
 # framework (and for the regression kind), best first: see `moves_for`.
@@ -39,6 +42,8 @@ FEW_STEPS_MOVES = ("batch_size_32", "halve_batch_size")
 UNDER_CAPACITY_MOVES = ("widen_dense", "add_dense")
 OVER_FITTING_MOVES = ("add_dropout",)
 NO_CONVERGENCE_MOVES = ("max_iter_times_10", "double_max_iter")
+REGULARISE_MOVES = ("c_div_10", "alpha_times_10")  # an estimator over-fitting: a smaller C, a larger alpha
+LOOSEN_MOVES = ("c_times_10", "alpha_div_10")  # an estimator under-fitting: more capacity
 
 OVERFIT_GAP = 0.10  # train metric this far above validation (metrics on a 0..1 scale)
 STILL_IMPROVING = 0.005  # last-epoch gain of the metric that counts as "still rising"
@@ -86,7 +91,7 @@ def diagnose(attempt: dict, metric: str, mode: str, kind: str, threshold: float)
     """The problem the attempt's curve (or log) shows, and the moves that address it."""
     objective = Objective(metric, mode, threshold)
     if kind == "regression" or not (attempt.get("curve") or {}).get("history"):
-        return _diagnose_without_curve(attempt, kind)
+        return _diagnose_without_curve(attempt, objective)
     curve = attempt["curve"]
     history = curve["history"]
     last = len(history)
@@ -157,13 +162,52 @@ def _unit_scale(values: list[float]) -> bool:
     return all(0.0 <= v <= 1.0 for v in values)
 
 
-def _diagnose_without_curve(attempt: dict, kind: str) -> Diagnosis:
+def _diagnose_without_curve(attempt: dict, objective: Objective) -> Diagnosis:
+    """From what the capture saw of a scikit-learn fit (`attempt["capture"]`, autolog.json as the
+    script left it: untrusted), else from the log."""
+    fit = _captured_fit(attempt)
+    model = next((v[:80] for v in (fit.get("model"), fit.get("estimator")) if isinstance(v, str) and v),
+                 "the estimator")
+    n_iter, max_iter = _number(fit.get("n_iter")), _number(fit.get("max_iter"))
+    counted = n_iter is not None and max_iter is not None
+    stopped = n_iter is not None and max_iter is not None and n_iter >= max_iter
+    if stopped or fit.get("converged") is False or fit.get("convergence_warning") is True:
+        evidence = (f"{model} stopped at max_iter={max_iter:.15g} (n_iter_ {n_iter:.15g})" if counted
+                    else f"{model} warned of no convergence (ConvergenceWarning) in fit()")
+        return Diagnosis("no convergence", evidence, NO_CONVERGENCE_MOVES)
     if "ConvergenceWarning" in (attempt.get("log") or ""):
         return Diagnosis("no convergence", "scikit-learn's ConvergenceWarning in the log",
                          NO_CONVERGENCE_MOVES)
     if attempt.get("status") == "failed":
         return Diagnosis("failed", f"the attempt failed: {attempt.get('error') or 'no metric'}", ())
+    train, name = _number(fit.get("train_score")), fit.get("score_name")
+    if train is not None and scored(attempt) and isinstance(name, str) and lines.matches(name, objective.metric):
+        test = attempt["metric_value"]
+        scores = f"{model} scores {train:.3f} {objective.metric} on its training data"
+        if objective.improvement(train, test) > OVERFIT_GAP and _unit_scale([train, test]):
+            return Diagnosis("over-fitting", f"{scores}, {test:.3f} on the test data", REGULARISE_MOVES)
+        if usable(objective.threshold) and not objective.meets(train) and not objective.meets(test):
+            return Diagnosis("under-fitting", f"{scores} too, {test:.3f} on the test data, short of "
+                                              f"{objective.threshold:g}", LOOSEN_MOVES)
     return Diagnosis("unclear", "no training curve to read", ())
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if usable(value) else None
+
+
+def _captured_fit(attempt: dict) -> dict:
+    """The last scikit-learn fit the capture saw: its training facts and notes in one dict
+    ({} when there is none, or the record is not shaped as autolog.json is)."""
+    capture = attempt.get("capture")
+    if not isinstance(capture, dict):
+        return {}
+    found: dict = {}
+    for part in ("training", "notes"):
+        section = capture.get(part)
+        facts = section.get("sklearn") if isinstance(section, dict) else None
+        found.update(facts if isinstance(facts, dict) else {})
+    return found
 
 
 # --- judging a move -------------------------------------------------------------------------
