@@ -31,6 +31,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ ARTIFACT_NAMES = ("model.keras", "model.h5", "model.joblib", "model.pkl", "model
 ARTIFACT_BY_SUFFIX = {".keras": "model.keras", ".h5": "model.h5", ".hdf5": "model.h5",
                       ".joblib": "model.joblib", ".pkl": "model.pkl", ".pickle": "model.pkl",
                       ".sav": "model.pkl", ".pt": "model.pt", ".pth": "model.pt", ".onnx": "model.onnx"}
+WRITE_INTERVAL = 1.0  # seconds between two writes of autolog.json while the script runs
 MAX_ENTRIES = 200  # of each list: a script evaluating in a loop must not grow the file without end
 SAVED_MODEL_LIMIT = 4 << 30
 
@@ -77,6 +79,7 @@ class Capture:
         self._lock = threading.RLock()
         self._stdout: _LineWatcher | None = None
         self._at_finish: list[Callable[[], None]] = []
+        self._written_at = -WRITE_INTERVAL
 
     # --- where a call came from ---------------------------------------------------------------
 
@@ -175,7 +178,7 @@ class Capture:
                 self.data["artifact"] = self._artifact()
         except Exception as exc:  # the script's result stands without an artifact
             warn(f"could not keep the trained model: {type(exc).__name__}: {exc}")
-        self.write()
+        self.write(now=True)
 
     def _artifact(self) -> dict | None:
         for name in ARTIFACT_NAMES:
@@ -196,8 +199,13 @@ class Capture:
             return {"file": written.name, "how": f"saved by pushtune: {self.trained.how}{where}"}
         return None
 
-    def write(self) -> None:
+    def write(self, *, now: bool = False) -> None:
+        """autolog.json as it stands: at most every WRITE_INTERVAL seconds while the script runs
+        (a script scoring in a loop must not pay a file per call), at once with `now`."""
         with self._lock:
+            if not now and time.monotonic() - self._written_at < WRITE_INTERVAL:
+                return  # finish() writes it at the end
+            self._written_at = time.monotonic()
             try:
                 self.output.mkdir(parents=True, exist_ok=True)
                 fd, temp = tempfile.mkstemp(dir=self.output, prefix=f".{CAPTURE_FILE}.", suffix=".tmp")
