@@ -189,7 +189,20 @@ def _diagnose_without_curve(attempt: dict, objective: Objective) -> Diagnosis:
         if usable(objective.threshold) and not objective.meets(train) and not objective.meets(test):
             return Diagnosis("under-fitting", f"{scores} too, {test:.3f} on the test data, short of "
                                               f"{objective.threshold:g}", LOOSEN_MOVES)
-    return Diagnosis("unclear", "no training curve to read", ())
+    return Diagnosis("unclear", _nothing_to_read(attempt, fit), ())
+
+
+def _nothing_to_read(attempt: dict, fit: dict) -> str:
+    """What exactly the attempt left nothing of, for the reason its next move is a guess."""
+    capture = attempt.get("capture")
+    frameworks = capture.get("frameworks") if isinstance(capture, dict) else None
+    if not isinstance(frameworks, list):
+        return "no training curve to read"  # nor a capture: --no-autolog, or recorded before it
+    if fit:
+        return "scikit-learn converged, and its training score says neither over- nor under-fitting"
+    if not frameworks:
+        return "no training curve to read: no Keras fit, PyTorch optimizer step or scikit-learn fit was seen"
+    return f"no training curve to read from {', '.join(str(f) for f in frameworks[:3])}"
 
 
 def _number(value: Any) -> float | None:

@@ -148,3 +148,15 @@ def test_more_epochs_that_lowered_the_training_loss_helped_even_on_a_flat_metric
     flat = {**curve(loss=[3.70, 3.67, 3.67, 3.669]), "metric_value": 0.0667, "tweak_name": "double_epochs"}
     assert judge(flat, parent, "max", 1 / 120) == "neutral"
     assert judge(child, parent, "max", 0.0) == "hurt"  # without noise, lower is lower
+
+
+@pytest.mark.parametrize("capture, evidence", [
+    ({"frameworks": []},
+     "no training curve to read: no Keras fit, PyTorch optimizer step or scikit-learn fit was seen"),
+    ({"frameworks": ["pytorch"]}, "no training curve to read from pytorch"),
+    (None, "no training curve to read"),
+])
+def test_an_attempt_without_a_curve_says_what_was_missing(capture, evidence):
+    attempt = {"status": "ok", "metric_value": 0.5, "curve": None, "capture": capture, "log": ""}
+    found = diagnose(attempt, "accuracy", "max", "ann", 0.9)
+    assert (found.problem, found.evidence) == ("unclear", evidence)
