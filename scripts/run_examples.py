@@ -24,6 +24,7 @@ EXAMPLES = [
     ("models/regression_logistic.py", ["--threshold", "0.95"]),
     ("models/notebook_digits.ipynb", ["--threshold", "0.93"]),  # a notebook: C×10 in its %%time cell
     ("models/ann_digits.py", ["--threshold", "0.9"]),
+    ("models/plain_keras_digits.py", ["--threshold", "0.9"]),  # no pushtune import: captured by the launcher
     ("models/torch_digits_mlp.py", ["--threshold", "0.9"]),  # SGD's rate far too high: ÷10
     ("models/torch_digits_cnn.py", ["--threshold", "0.9"]),  # too few epochs: more, warm-started
     ("models/face_vgg16.py", ["--threshold", "0.9", "--data", "{data}"]),

@@ -74,7 +74,8 @@ def show_run(args: argparse.Namespace) -> int:
             {**s, "reason": a.get("reason"), "warm_from": a.get("warm_from"), "warm_epoch": a.get("warm_epoch"),
              "diff": a["diff"], "params": a["params"], "status": a["status"], "restarts": a["restarts"],
              "restart_events": _restarts(store, args.run_id, a["n"]),
-             "log_tail": a["log_tail"], "dir": a["dir"], "curve": a.get("curve")}
+             "log_tail": a["log_tail"], "dir": a["dir"], "curve": a.get("curve"),
+             "capture": a.get("capture")}
             # not strict: read apart, so a live run may have added an attempt in between
             for s, a in zip(summary["attempts"], attempts, strict=False)
         ]
