@@ -26,6 +26,7 @@ from jobs.errors import UserError
 from jobs.git import git_or_none
 from jobs.lease import Lease, attempt_lease, run_lease
 from jobs.metrics import (
+    captured,
     find_artifact,
     is_regular_file,
     log_tail,
@@ -581,14 +582,6 @@ def summarize(store: RunStore, run_id: int) -> dict:
         "deployment": deployment_of(store, run_id),
         "report": str(Path(run["run_dir"]) / "report.html"),
     }
-
-
-def captured(attempt: dict, *keys: str):
-    """What the launcher's capture recorded for the attempt under `keys` (None when not)."""
-    value = attempt.get("capture")
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 def _existing(path: Path | None) -> str | None:

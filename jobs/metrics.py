@@ -257,6 +257,14 @@ def read_capture(output_dir: Path) -> dict | None:
     }
 
 
+def captured(attempt: dict, *keys: str):
+    """What the launcher's capture recorded for the attempt under `keys` (None when not)."""
+    value = attempt.get("capture")
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 MAX_CAPTURED = 50  # entries of each list kept from autolog.json
 MAX_TEXT = 200
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from jobs.metrics import captured
 from jobs.notebook import handed_back_notebook
 from jobs.objective import Objective, best_attempt
 from jobs.plot import curves_plot_png, metric_plot_png
@@ -67,6 +68,8 @@ def _best(best: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         "value": f"{best['metric_value']:.4f}",
         "params": str(best["params"]),
         "artifact": best["artifact_path"] or "none saved",
+        "artifact_source": captured(best, "artifact", "how") or "",
+        "metric_source": captured(best, "metric_source") or "",
         "sha256": best["artifact_sha256"] or "",
         "notebook": str(notebook) if (notebook := handed_back_notebook(run, best)) and notebook.is_file() else "",
         # the winner's source is the pushed file's when there is no diff: only parameters changed
