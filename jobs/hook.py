@@ -85,7 +85,7 @@ def validate_run_args(run_args: list[str]) -> None:
     add_run_options(parser)
     args = parser.parse_args(["model.py", *run_args])
     try:
-        options = options_from(argparse.Namespace(**{**vars(args), "data": None, "space": None}))
+        options = options_from(argparse.Namespace(**{**vars(args), "data": None, "space": None}), environ={})
         options.space = {"--space": args.space} if args.space else None  # read at run time
         options.validate()
     except UserError as exc:

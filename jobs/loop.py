@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from jobs import tweaks
-from jobs.classify import Classification, classify_file
+from jobs.classify import MODEL_SUFFIXES, Classification, classify_file
 from jobs.errors import UserError
 from jobs.git import git_or_none
 from jobs.lease import Lease, attempt_lease, run_lease
@@ -29,6 +29,7 @@ from jobs.metrics import (
     find_artifact,
     is_regular_file,
     log_tail,
+    out_of_range,
     read_curve,
     read_json_output,
     read_metrics,
@@ -79,6 +80,10 @@ class RunOptions:
     def validate(self) -> None:
         if not math.isfinite(self.threshold):
             raise UserError("--threshold must be a finite number")
+        if problem := out_of_range(self.metric, self.threshold):
+            as_fraction = self.threshold / 100
+            hint = "" if out_of_range(self.metric, as_fraction) else f" (for {self.threshold:g}%, give {as_fraction:g})"
+            raise UserError(f"--threshold {self.threshold:g}: {problem}{hint}")
         if self.mode not in MODES:
             raise UserError("--mode must be max or min")
         if self.max_attempts < 1:
@@ -156,6 +161,16 @@ def git_commit_of(path: Path) -> str | None:
     return git_or_none(path.parent, "log", "-1", "--format=%H", "--", path.name, timeout=10)
 
 
+def check_model_path(path: Path) -> None:
+    """A UserError unless the path is a Python file or a notebook."""
+    if path.is_dir():
+        raise UserError(f"{path} is a directory: give a model file (`pushtune classify {path}` lists them)")
+    if not path.is_file():
+        raise UserError(f"no such model file: {path}")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise UserError(f"{path}: not a Python file or notebook (a model file ends in .py or .ipynb)")
+
+
 def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classification, str]:
     """The pushed file's classification and source, or a UserError saying why it cannot run."""
     found, code, _ = _check_model(model_path, options)
@@ -165,8 +180,7 @@ def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classifica
 def _check_model(model_path: str | Path, options: RunOptions) -> tuple[Classification, NotebookCode, str | None]:
     """`check_model`, with the pushed file as `read_model` reads it."""
     path = Path(model_path)
-    if not path.is_file():
-        raise UserError(f"no such model file: {model_path}")
+    check_model_path(path)
     options.validate()
     found = classify_file(path)
     if found.kind == "unsupported":
@@ -245,11 +259,40 @@ def stop_reason(run: dict, history: History) -> str | None:
     best = history.best()
     if best and history.objective.meets(best["metric_value"]):
         return "threshold met"
+    if len(history.attempts) == 1 and (broken := pushed_file_broken(run, history.attempts[0])):
+        return broken
     if len(history.attempts) >= options.max_attempts:
         return f"attempt budget spent ({options.max_attempts})"
     if options.time_budget and time.time() - run["started_at"] >= options.time_budget:
         return f"time budget spent ({options.time_budget:g} s)"
     return None
+
+
+def script_exit_error(exit_code: int) -> str:
+    """The error of an attempt whose script ended by itself with a non-zero exit code."""
+    return f"script exited with code {exit_code}"
+
+
+def pushed_file_broken(run: dict, first: dict) -> str | None:
+    """Why tweaking cannot help when the file as pushed (attempt 1) crashed on its own (not
+    killed, not timed out) or ran to the end without reporting the metric; None otherwise.
+    One line: what happened, the log's last line and the log's path."""
+    if first["status"] != "failed" or not first["dir"]:
+        return None
+    log = Path(first["dir"]) / "log.txt"
+    last_line = next((line.strip() for line in reversed((first["log_tail"] or "").splitlines()) if line.strip()), "")
+    where = f"{last_line!r}; log: {log}" if last_line else f"log: {log}"
+    code, metric = first["exit_code"], run["metric"]
+    if code is not None and 0 < code < 128 and not first["oom_killed"] and first["error"] == script_exit_error(code):
+        return f"the file as pushed failed (exit code {code}), which no tweak fixes: fix it and push again ({where})"
+    if code != 0:
+        return None
+    reported, missing = read_metrics(Path(first["dir"]) / "output", log, metric)
+    if missing is None or missing != first["error"]:  # failed for another reason (a runtime's)
+        return None
+    names = sorted(reported) if metric not in reported else []
+    hint = f"; it reported {', '.join(names)}: is --metric {metric} right?" if names else ""
+    return f"the file as pushed reported no usable {metric}, which no tweak fixes: {missing}{hint} ({where})"
 
 
 def plan_next(store: RunStore, run_id: int) -> tuple[Candidate | None, str | None]:
@@ -491,7 +534,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
     if error is None and outcome.oom_killed:
         error = "killed: out of memory"
     if error is None and outcome.exit_code not in (0, None):
-        error = f"script exited with code {outcome.exit_code}"
+        error = script_exit_error(outcome.exit_code)
     if error is None and missing:
         error = missing
     artifact = find_artifact(spec.output_dir)
@@ -565,7 +608,7 @@ def summarize(store: RunStore, run_id: int) -> dict:
             "notebook": _existing(handed_back_notebook(run, best)),
         },
         "attempts": [
-            {"n": a["n"], **({metric: a["metric_value"]} if a["status"] == "ok" else {"error": a["error"]}),
+            {"n": a["n"], **({metric: a["metric_value"]} if a["status"] == "ok" else _failure(a)),
              "tweak": a["tweak"], "reason": a["reason"], "warm_from": a["warm_from"],
              "warm_epoch": a["warm_epoch"], "seconds": round(a["seconds"] or 0.0, 3)}
             for a in attempts
@@ -573,6 +616,19 @@ def summarize(store: RunStore, run_id: int) -> dict:
         "deployment": deployment_of(store, run_id),
         "report": str(Path(run["run_dir"]) / "report.html"),
     }
+
+
+SHOWN_LOG_LINES = 5  # of a failed attempt's log, in the summary, `pushtune show` and the report
+
+
+def shown_log_tail(attempt: dict) -> str:
+    """The last lines of a failed attempt's log (its traceback's end), as the store keeps them."""
+    return "\n".join((attempt.get("log_tail") or "").splitlines()[-SHOWN_LOG_LINES:])
+
+
+def _failure(attempt: dict) -> dict:
+    log = str(Path(attempt["dir"]) / "log.txt") if attempt["dir"] else None
+    return {"error": attempt["error"], "log": log, "log_tail": shown_log_tail(attempt)}
 
 
 def _existing(path: Path | None) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from jobs.loop import shown_log_tail
 from jobs.notebook import handed_back_notebook
 from jobs.objective import Objective, best_attempt
 from jobs.plot import curves_plot_png, metric_plot_png
@@ -58,6 +59,7 @@ def _row(attempt: dict[str, Any], best_n: int | None) -> dict[str, Any]:
         "value": f"{a['metric_value']:.4f}" if scored else (a["error"] or a["status"]),
         "seconds": f"{(a['seconds'] or 0):.1f}",
         "restarts": a["restarts"],
+        "log_tail": shown_log_tail(a) if a["status"] == "failed" else "",
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 from rich.console import Console
@@ -135,6 +136,10 @@ def print_summary(summary: dict, console: Console) -> None:
             cells.append(Text(a.get("reason") or ""))
         table.add_row(*cells, Text(value), f"{a['seconds']:.1f}")
     console.print(table)
+    for a in summary["attempts"]:
+        if a.get("log_tail"):
+            console.print(Text(f"attempt {a['n']} failed; the end of {a['log']}:"))
+            console.print(Text(textwrap.indent(a["log_tail"], "    ")))
     status = summary["status"].replace("_", " ")
     stopped = f"; stopped: {summary['stop_reason']}" if summary["stop_reason"] else ""  # none while running
     if summary["best"]:
