@@ -586,7 +586,7 @@ def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool =
 
 def summarize(store: RunStore, run_id: int) -> dict:
     """The run as the `--json` object: status, threshold, metric, best, attempts, run_id."""
-    from jobs.versions import deployment_of
+    from jobs.versions import deployment_of, production_line
 
     run = store.get_run(run_id)
     metric = run["metric"]
@@ -614,6 +614,7 @@ def summarize(store: RunStore, run_id: int) -> dict:
             for a in attempts
         ],
         "deployment": deployment_of(store, run_id),
+        "production": production_line(store, run_id),  # what happened to production, in words
         "report": str(Path(run["run_dir"]) / "report.html"),
     }
 

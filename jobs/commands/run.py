@@ -152,6 +152,8 @@ def print_summary(summary: dict, console: Console) -> None:
             console.print(Text(f"notebook: {summary['best']['notebook']}"))
     else:
         console.print(Text(f"{status}: no attempt reported {metric}{stopped}"))
+    if summary.get("production"):
+        console.print(Text(f"production: {summary['production']}"))
     console.print(Text(f"report: {summary['report']}"))
 
 
