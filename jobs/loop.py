@@ -517,7 +517,7 @@ def execute_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime, *,
         try:
             outcome = runtime.run(spec, on_restart=record_restart)
         except BaseException as exc:  # an interrupted attempt is still recorded
-            store.update_attempt(run_id, n, status="failed", error=f"interrupted ({type(exc).__name__})",
+            store.update_attempt(run_id, n, status="failed", error=f"{INTERRUPTED_ERROR}{type(exc).__name__})",
                                  finished_at=time.time(), seconds=time.monotonic() - started,
                                  log_tail=log_tail(spec.log_path))
             raise
@@ -687,6 +687,25 @@ def resume_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime) -> di
     with Lease(store, attempt_lease(run_id, n)).held():
         record_outcome(store, run, n, spec, runtime.collect(spec), 0.0)
     return store.get_attempt(run_id, n)
+
+
+INTERRUPTED_ERROR = "interrupted ("  # how an attempt whose driver was interrupted is recorded
+
+
+def reopen_interrupted(store: RunStore, run_id: int, runtime: Runtime) -> int | None:
+    """Make an interrupted run (Ctrl-C) running again, with its interrupted attempt, so that
+    `resume_attempt` continues that training (from its checkpoint) and `drive` the loop; the
+    attempt's number, or None when no attempt was cut short."""
+    run = store.get_run(run_id)
+    attempts = store.attempts(run_id)
+    last = attempts[-1] if attempts else None
+    cut_short = last is not None and bool(last["dir"]) and (last["error"] or "").startswith(INTERRUPTED_ERROR)
+    if last is not None and cut_short:
+        if runtime.training_state(attempt_spec(store, run, last)).alive:
+            raise UserError(f"run {run_id}: the training of attempt {last['n']} still runs: resume it once it ends")
+        store.update_attempt(run_id, last["n"], status="running", error=None, finished_at=None)
+    store.update_run(run_id, status="running", finished_at=None, stop_reason=None)
+    return last["n"] if last is not None and cut_short else None
 
 
 def notify_if_asked(store: RunStore, run_id: int):

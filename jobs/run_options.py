@@ -92,22 +92,12 @@ def data_option(given: str | None, environ: Mapping[str, str]) -> str | None:
     return str(Path(exported).resolve())
 
 
-def mode_option(given: str | None, metric: str) -> str:
-    """--mode, else min for a loss or error metric (said on stderr) and max for any other."""
-    if given:
-        return given
-    mode = default_mode(metric)
-    if mode == "min":
-        print(f"pushtune: --metric {metric}: lower is better, so --mode min (give --mode max if not)",
-              file=sys.stderr)
-    return mode
-
-
 def met_by_any_value(objective: Objective) -> bool:
     """Whether the threshold is the end of the metric's range that every value meets (accuracy
     ≥ 0): then the value just beyond it, towards worse, is outside the range."""
     worse = math.nextafter(objective.threshold, -math.inf if objective.mode == "max" else math.inf)
-    return out_of_range(objective.metric, objective.threshold) is None and out_of_range(objective.metric, worse) is not None
+    metric = objective.metric
+    return out_of_range(metric, objective.threshold) is None and out_of_range(metric, worse) is not None
 
 
 def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> RunOptions:
@@ -124,7 +114,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
             raise UserError(f"--space: {args.space} is not UTF-8 text (a JSON file is)") from None
         space = load_space(text, args.space)
     options = RunOptions(
-        threshold=args.threshold, metric=args.metric, mode=mode_option(args.mode, args.metric),
+        threshold=args.threshold, metric=args.metric, mode=args.mode or default_mode(args.metric),
         max_attempts=args.max_attempts, time_budget=args.time_budget,
         attempt_timeout=args.attempt_timeout, max_restarts=args.max_restarts,
         data=data_option(args.data, environ),
@@ -135,7 +125,15 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},
     )
+    return options
+
+
+def print_option_notes(args: argparse.Namespace, options: RunOptions) -> None:
+    """On stderr, once the options are known to be valid: a mode pushtune chose, a threshold that
+    every value meets."""
+    if args.mode is None and options.mode == "min":
+        print(f"pushtune: --metric {options.metric}: lower is better, so --mode min (give --mode max if not)",
+              file=sys.stderr)
     if met_by_any_value(options.objective):
         print(f"pushtune: warning: every {options.metric} meets {options.objective.target()}: "
               f"the first attempt will pass", file=sys.stderr)
-    return options

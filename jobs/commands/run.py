@@ -17,7 +17,7 @@ from jobs.commands import output_console
 from jobs.loop import RunOptions, check_model, notify_if_asked, run_model
 from jobs.objective import Objective
 from jobs.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
-from jobs.run_options import add_run_options, options_from
+from jobs.run_options import add_run_options, options_from, print_option_notes
 from jobs.runtime import get_runtime
 from jobs.store import RunStore
 
@@ -160,6 +160,7 @@ def print_summary(summary: dict, console: Console) -> None:
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     check_model(args.model, options)  # bad input is refused before anything is started
+    print_option_notes(args, options)
     if options.notify:  # bad mail settings are found before any training, not after it
         from notify import load_settings
 

@@ -42,7 +42,8 @@ def list_runs(args: argparse.Namespace) -> int:
         best = best_attempt(attempts, objective)
         table.add_row(  # Text: a name is shown as is, never read as markup
             str(r["id"]), utc_text(r["started_at"], seconds=False),
-            Text(r["model_name"]), Text(r["kind"]), Text(r["status"]), metric_text(best["metric_value"] if best else None),
+            Text(r["model_name"]), Text(r["kind"]), Text(r["status"]),
+            metric_text(best["metric_value"] if best else None),
             f"{objective.symbol} {r['threshold']:g}", str(len(attempts)),
         )
     output_console().print(table)
