@@ -22,6 +22,20 @@ RUN_STATUS_EXIT_CODES = {
 }
 
 
+MEANINGS = {
+    OK: "done: the threshold was met",
+    FAILED: "failed: no attempt reported the metric, or an error",
+    USER_ERROR: "bad input or environment",
+    BELOW_THRESHOLD: "trained, but the best metric misses the threshold",
+    INTERRUPTED: "interrupted",
+}
+
+
+def meaning(code: int) -> str:
+    """What an exit code of a pushtune command means, in a few words (for logs such as hook.log)."""
+    return MEANINGS.get(code, "killed by a signal" if code < 0 or code > 128 else "unexpected exit code")
+
+
 def for_status(status: str) -> int:
     """The exit code of a finished run's status (KeyError for "running": it has none yet)."""
     return RUN_STATUS_EXIT_CODES[status]

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+from jobs.clock import utc_text
 from jobs.errors import UserError
-from jobs.exit_codes import FAILED, OK, USER_ERROR
+from jobs.exit_codes import FAILED, OK, USER_ERROR, meaning
 from jobs.git import git
 from jobs.paths import PROJECT_ROOT
 
@@ -85,7 +86,7 @@ def validate_run_args(run_args: list[str]) -> None:
     add_run_options(parser)
     args = parser.parse_args(["model.py", *run_args])
     try:
-        options = options_from(argparse.Namespace(**{**vars(args), "data": None, "space": None}))
+        options = options_from(argparse.Namespace(**{**vars(args), "data": None, "space": None}), environ={})
         options.space = {"--space": args.space} if args.space else None  # read at run time
         options.validate()
     except UserError as exc:
@@ -191,13 +192,13 @@ def work(repo: Path, pushes: list[tuple[str, str]], run_args: list[str], home: P
             print(f"{_now()} pushtune run {path}@{new[:10]}", flush=True)
             command = [sys.executable, "-m", "jobs", "run", *run_args, "--", path]  # a path may start with -
             code = subprocess.run(command, cwd=tree, stdin=subprocess.DEVNULL).returncode
-            print(f"{_now()} pushtune run {path}@{new[:10]} exited {code}", flush=True)
+            print(f"{_now()} pushtune run {path}@{new[:10]} exited {code} ({meaning(code)})", flush=True)
             failures += code not in (0, 3)
     return failures
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
+    return utc_text(time.time())
 
 
 def main(argv: list[str] | None = None) -> int:

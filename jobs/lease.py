@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from jobs.clock import utc_text
 from jobs.database import env_seconds
 from jobs.errors import UserError
 from jobs.store import RunStore
@@ -140,7 +141,7 @@ class Lease:
         current = self.store.lease(self.name)
         if current is None:
             return "another process"
-        until = time.strftime("%H:%M:%S", time.localtime(current["expires_at"]))
+        until = utc_text(current["expires_at"])
         return f"{current['holder']} (agent/pid/nonce; its lease runs until {until} unless renewed)"
 
     def _start_heartbeat(self) -> None:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from jobs import tweaks
-from jobs.classify import Classification, classify_file
+from jobs.classify import MODEL_SUFFIXES, Classification, classify_file
 from jobs.errors import UserError
 from jobs.git import git_or_none
 from jobs.lease import Lease, attempt_lease, run_lease
@@ -30,6 +30,7 @@ from jobs.metrics import (
     find_artifact,
     is_regular_file,
     log_tail,
+    out_of_range,
     read_capture,
     read_curve,
     read_json_output,
@@ -82,6 +83,10 @@ class RunOptions:
     def validate(self) -> None:
         if not math.isfinite(self.threshold):
             raise UserError("--threshold must be a finite number")
+        if problem := out_of_range(self.metric, self.threshold):
+            as_fraction = self.threshold / 100
+            hint = "" if out_of_range(self.metric, as_fraction) else f" (for {self.threshold:g}%, give {as_fraction:g})"
+            raise UserError(f"--threshold {self.threshold:g}: {problem}{hint}")
         if self.mode not in MODES:
             raise UserError("--mode must be max or min")
         if self.max_attempts < 1:
@@ -159,6 +164,16 @@ def git_commit_of(path: Path) -> str | None:
     return git_or_none(path.parent, "log", "-1", "--format=%H", "--", path.name, timeout=10)
 
 
+def check_model_path(path: Path) -> None:
+    """A UserError unless the path is a Python file or a notebook."""
+    if path.is_dir():
+        raise UserError(f"{path} is a directory: give a model file (`pushtune classify {path}` lists them)")
+    if not path.is_file():
+        raise UserError(f"no such model file: {path}")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise UserError(f"{path}: not a Python file or notebook (a model file ends in .py or .ipynb)")
+
+
 def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classification, str]:
     """The pushed file's classification and source, or a UserError saying why it cannot run."""
     found, code, _ = _check_model(model_path, options)
@@ -168,8 +183,7 @@ def check_model(model_path: str | Path, options: RunOptions) -> tuple[Classifica
 def _check_model(model_path: str | Path, options: RunOptions) -> tuple[Classification, NotebookCode, str | None]:
     """`check_model`, with the pushed file as `read_model` reads it."""
     path = Path(model_path)
-    if not path.is_file():
-        raise UserError(f"no such model file: {model_path}")
+    check_model_path(path)
     options.validate()
     found = classify_file(path)
     if found.kind == "unsupported":
@@ -248,11 +262,42 @@ def stop_reason(run: dict, history: History) -> str | None:
     best = history.best()
     if best and history.objective.meets(best["metric_value"]):
         return "threshold met"
+    if len(history.attempts) == 1 and (broken := pushed_file_broken(run, history.attempts[0])):
+        return broken
     if len(history.attempts) >= options.max_attempts:
         return f"attempt budget spent ({options.max_attempts})"
     if options.time_budget and time.time() - run["started_at"] >= options.time_budget:
         return f"time budget spent ({options.time_budget:g} s)"
     return None
+
+
+def script_exit_error(exit_code: int) -> str:
+    """The error of an attempt whose script ended by itself with a non-zero exit code."""
+    return f"script exited with code {exit_code}"
+
+
+def pushed_file_broken(run: dict, first: dict) -> str | None:
+    """Why tweaking cannot help when the file as pushed (attempt 1) crashed on its own (not
+    killed, not timed out) or ran to the end without reporting the metric; None otherwise.
+    One line: what happened, the log's last line and the log's path."""
+    if first["status"] != "failed" or not first["dir"]:
+        return None
+    log = Path(first["dir"]) / "log.txt"
+    last_line = next((line.strip() for line in reversed((first["log_tail"] or "").splitlines()) if line.strip()), "")
+    where = f"{last_line!r}; log: {log}" if last_line else f"log: {log}"
+    code, metric = first["exit_code"], run["metric"]
+    if code is not None and 0 < code < 128 and not first["oom_killed"] and first["error"] == script_exit_error(code):
+        return f"the file as pushed failed (exit code {code}), which no tweak fixes: fix it and push again ({where})"
+    if code != 0:
+        return None
+    output = Path(first["dir"]) / "output"
+    reading = read_metric(output, log, metric, read_capture(output) if run_options(run).autolog else None)
+    reported, missing = reading.metrics, reading.missing
+    if missing is None or missing != first["error"]:  # failed for another reason (a runtime's)
+        return None
+    names = sorted(reported) if metric not in reported else []
+    hint = f"; it reported {', '.join(names)}: is --metric {metric} right?" if names else ""
+    return f"the file as pushed reported no usable {metric}, which no tweak fixes: {missing}{hint} ({where})"
 
 
 def plan_next(store: RunStore, run_id: int) -> tuple[Candidate | None, str | None]:
@@ -478,7 +523,7 @@ def execute_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime, *,
         try:
             outcome = runtime.run(spec, on_restart=record_restart)
         except BaseException as exc:  # an interrupted attempt is still recorded
-            store.update_attempt(run_id, n, status="failed", error=f"interrupted ({type(exc).__name__})",
+            store.update_attempt(run_id, n, status="failed", error=f"{INTERRUPTED_ERROR}{type(exc).__name__})",
                                  finished_at=time.time(), seconds=time.monotonic() - started,
                                  log_tail=log_tail(spec.log_path))
             raise
@@ -497,7 +542,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
     if error is None and outcome.oom_killed:
         error = "killed: out of memory"
     if error is None and outcome.exit_code not in (0, None):
-        error = f"script exited with code {outcome.exit_code}"
+        error = script_exit_error(outcome.exit_code)
     if error is None and missing:
         error = missing
     artifact = find_artifact(spec.output_dir)
@@ -550,7 +595,7 @@ def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool =
 
 def summarize(store: RunStore, run_id: int) -> dict:
     """The run as the `--json` object: status, threshold, metric, best, attempts, run_id."""
-    from jobs.versions import deployment_of
+    from jobs.versions import deployment_of, production_line
 
     run = store.get_run(run_id)
     metric = run["metric"]
@@ -574,14 +619,28 @@ def summarize(store: RunStore, run_id: int) -> dict:
             "notebook": _existing(handed_back_notebook(run, best)),
         },
         "attempts": [
-            {"n": a["n"], **({metric: a["metric_value"]} if a["status"] == "ok" else {"error": a["error"]}),
+            {"n": a["n"], **({metric: a["metric_value"]} if a["status"] == "ok" else _failure(a)),
              "tweak": a["tweak"], "reason": a["reason"], "warm_from": a["warm_from"],
              "warm_epoch": a["warm_epoch"], "seconds": round(a["seconds"] or 0.0, 3)}
             for a in attempts
         ],
         "deployment": deployment_of(store, run_id),
+        "production": production_line(store, run_id),  # what happened to production, in words
         "report": str(Path(run["run_dir"]) / "report.html"),
     }
+
+
+SHOWN_LOG_LINES = 5  # of a failed attempt's log, in the summary, `pushtune show` and the report
+
+
+def shown_log_tail(attempt: dict) -> str:
+    """The last lines of a failed attempt's log (its traceback's end), as the store keeps them."""
+    return "\n".join((attempt.get("log_tail") or "").splitlines()[-SHOWN_LOG_LINES:])
+
+
+def _failure(attempt: dict) -> dict:
+    log = str(Path(attempt["dir"]) / "log.txt") if attempt["dir"] else None
+    return {"error": attempt["error"], "log": log, "log_tail": shown_log_tail(attempt)}
 
 
 def _existing(path: Path | None) -> str | None:
@@ -639,6 +698,25 @@ def resume_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime) -> di
     with Lease(store, attempt_lease(run_id, n)).held():
         record_outcome(store, run, n, spec, runtime.collect(spec), 0.0)
     return store.get_attempt(run_id, n)
+
+
+INTERRUPTED_ERROR = "interrupted ("  # how an attempt whose driver was interrupted is recorded
+
+
+def reopen_interrupted(store: RunStore, run_id: int, runtime: Runtime) -> int | None:
+    """Make an interrupted run (Ctrl-C) running again, with its interrupted attempt, so that
+    `resume_attempt` continues that training (from its checkpoint) and `drive` the loop; the
+    attempt's number, or None when no attempt was cut short."""
+    run = store.get_run(run_id)
+    attempts = store.attempts(run_id)
+    last = attempts[-1] if attempts else None
+    cut_short = last is not None and bool(last["dir"]) and (last["error"] or "").startswith(INTERRUPTED_ERROR)
+    if last is not None and cut_short:
+        if runtime.training_state(attempt_spec(store, run, last)).alive:
+            raise UserError(f"run {run_id}: the training of attempt {last['n']} still runs: resume it once it ends")
+        store.update_attempt(run_id, last["n"], status="running", error=None, finished_at=None)
+    store.update_run(run_id, status="running", finished_at=None, stop_reason=None)
+    return last["n"] if last is not None and cut_short else None
 
 
 def notify_if_asked(store: RunStore, run_id: int):

@@ -333,14 +333,37 @@ def find_artifact(output_dir: Path) -> Path | None:
     return None
 
 
+# A terminal escape: CSI (colours, cursor moves), OSC (titles, links) or a two-character one.
+_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])")
+
+
+def as_plain_line(line: str) -> str:
+    """A line of terminal output as the terminal ended up showing it: without colour and cursor
+    escapes, each backspace taking back a character, only what follows the last carriage return
+    (a progress bar redrawn in place is its last state)."""
+    line = _ESCAPE.sub("", line).rstrip("\r").rsplit("\r", 1)[-1]
+    shown: list[str] = []
+    for char in line:
+        if char == "\b":
+            if shown:
+                shown.pop()
+        else:
+            shown.append(char)
+    return "".join(shown)
+
+
 def log_tail(log_path: Path, lines: int = 15, limit: int = LOG_TAIL_BYTES) -> str:
-    """The log's last `lines` lines, from at most its last `limit` bytes ("…" marks a line cut short)."""
+    """The log's last `lines` lines as plain text (`as_plain_line`), from at most its last `limit`
+    bytes ("…" marks a line cut short)."""
     try:
         text, cut = _read_end(log_path, limit)
     except OSError:
         return ""
-    kept = text.splitlines()[-lines:]
-    if cut and kept and len(kept) == len(text.splitlines()):
+    all_lines = text.split("\n")
+    if all_lines and all_lines[-1] == "":
+        all_lines.pop()
+    kept = [as_plain_line(line) for line in all_lines[-lines:]]
+    if cut and kept and len(kept) == len(all_lines):
         kept[0] = "…" + kept[0]
     return "\n".join(kept)
 

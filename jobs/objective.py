@@ -11,6 +11,7 @@ tampered store may hold) never meet a threshold, never beat anything and are nev
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,14 @@ from typing import Any
 from jobs.errors import UserError
 
 MODES = ("max", "min")
+# A metric named like one of these (`loss`, `val_loss`, `mean_squared_error`, `error_rate`) is
+# better when lower.
+LOWER_IS_BETTER = re.compile(r"(?:^|_)(?:loss|error|err|mse|mae|rmse|msle|mape)(?:_|$)", re.IGNORECASE)
+
+
+def default_mode(metric: str) -> str:
+    """The mode a metric is judged by when none is given: min for a loss or error, else max."""
+    return "min" if LOWER_IS_BETTER.search(metric) else "max"
 
 
 def usable(value: Any) -> bool:

@@ -9,12 +9,13 @@ are base64 PNGs that pushtune draws itself (jobs/plot.py)."""
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from jobs.clock import utc_text
+from jobs.loop import shown_log_tail
 from jobs.metrics import captured
 from jobs.notebook import handed_back_notebook
 from jobs.objective import Objective, best_attempt
@@ -30,9 +31,7 @@ REPORT_TEMPLATE = "report.html.j2"
 
 
 def _when(timestamp: float | None) -> str:
-    if not timestamp:
-        return ""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(timestamp) if timestamp else ""
 
 
 def _diff_lines(diff: str) -> list[dict[str, str]]:
@@ -59,6 +58,7 @@ def _row(attempt: dict[str, Any], best_n: int | None) -> dict[str, Any]:
         "value": f"{a['metric_value']:.4f}" if scored else (a["error"] or a["status"]),
         "seconds": f"{(a['seconds'] or 0):.1f}",
         "restarts": a["restarts"],
+        "log_tail": shown_log_tail(a) if a["status"] == "failed" else "",
     }
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from jobs.errors import UserError
 from jobs.loop import RunOptions
-from jobs.objective import MODES
+from jobs.metrics import out_of_range
+from jobs.objective import MODES, Objective, default_mode
 from jobs.runtime import runtime_choices
 from jobs.strategies import STRATEGIES, load_space
 from jobs.versions import check_name
@@ -34,12 +38,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """The options of a run, shared by `pushtune run` and `pushtune start`."""
     p.add_argument("--threshold", type=float, default=0.9, help="metric to reach (default 0.9)")
     p.add_argument("--metric", default="accuracy", help="metric gated on (default accuracy)")
-    p.add_argument("--mode", choices=MODES, default="max", help="higher (max) or lower (min) is better")
+    p.add_argument("--mode", choices=MODES,
+                   help="higher (max) or lower (min) is better (default: min for a loss or error, else max)")
     p.add_argument("--max-attempts", type=int, default=5, help="at most this many attempts (default 5)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="for the whole run")
     p.add_argument("--attempt-timeout", type=float, metavar="SECONDS", help="for one attempt")
     p.add_argument("--max-restarts", type=int, default=3, help="restarts of a killed attempt (default 3)")
-    p.add_argument("--data", metavar="DIR", help="data directory, given to the script as PUSHTUNE_DATA")
+    p.add_argument("--data", metavar="DIR", help="data directory, given to the script as PUSHTUNE_DATA "
+                                                 "(default: $PUSHTUNE_DATA, when set)")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a hyperparameter (repeatable)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="diagnose",
                    help="diagnose (default): read the training curves and fix what they show")
@@ -75,7 +81,31 @@ def check_limits(memory: str, cpus: float) -> None:
     parse_memory(memory)
 
 
-def options_from(args: argparse.Namespace) -> RunOptions:
+def data_option(given: str | None, environ: Mapping[str, str]) -> str | None:
+    """The run's data directory: --data, else a PUSHTUNE_DATA exported in the environment. It is
+    recorded with the run, so a resume, a monitor and the job chain's steps give the script the
+    same one (the runtimes never pass pushtune's own PUSHTUNE_DATA on)."""
+    if given:
+        return str(Path(given).resolve())
+    exported = environ.get("PUSHTUNE_DATA")
+    if not exported:
+        return None
+    if not Path(exported).is_dir():
+        raise UserError(f"PUSHTUNE_DATA: no such directory: {exported} (give --data DIR, or unset it)")
+    return str(Path(exported).resolve())
+
+
+def met_by_any_value(objective: Objective) -> bool:
+    """Whether the threshold is the end of the metric's range that every value meets (accuracy
+    ≥ 0): then the value just beyond it, towards worse, is outside the range."""
+    worse = math.nextafter(objective.threshold, -math.inf if objective.mode == "max" else math.inf)
+    metric = objective.metric
+    return out_of_range(metric, objective.threshold) is None and out_of_range(metric, worse) is not None
+
+
+def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> RunOptions:
+    """The run's options from its command-line words; `environ` supplies PUSHTUNE_DATA when --data
+    is not given (the git hook passes none: it checks the words alone)."""
     check_limits(args.memory, args.cpus)
     space = None
     if args.space:
@@ -86,11 +116,11 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         except UnicodeDecodeError:
             raise UserError(f"--space: {args.space} is not UTF-8 text (a JSON file is)") from None
         space = load_space(text, args.space)
-    return RunOptions(
-        threshold=args.threshold, metric=args.metric, mode=args.mode,
+    options = RunOptions(
+        threshold=args.threshold, metric=args.metric, mode=args.mode or default_mode(args.metric),
         max_attempts=args.max_attempts, time_budget=args.time_budget,
         attempt_timeout=args.attempt_timeout, max_restarts=args.max_restarts,
-        data=str(Path(args.data).resolve()) if args.data else None,
+        data=data_option(args.data, environ),
         params=dict(parse_param(p) for p in args.param), strategy=args.strategy, space=space,
         min_delta=args.min_delta,
         runtime=args.runtime, notify=list(args.notify), verbose=args.verbose,
@@ -99,3 +129,15 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},
     )
+    return options
+
+
+def print_option_notes(args: argparse.Namespace, options: RunOptions) -> None:
+    """On stderr, once the options are known to be valid: a mode pushtune chose, a threshold that
+    every value meets."""
+    if args.mode is None and options.mode == "min":
+        print(f"pushtune: --metric {options.metric}: lower is better, so --mode min (give --mode max if not)",
+              file=sys.stderr)
+    if met_by_any_value(options.objective):
+        print(f"pushtune: warning: every {options.metric} meets {options.objective.target()}: "
+              f"the first attempt will pass", file=sys.stderr)

@@ -30,6 +30,7 @@ from jobs.loop import (
     RunOptions,
     as_candidate,
     check_model,
+    check_model_path,
     execute_attempt,
     finish_run,
     pending_attempt,
@@ -249,8 +250,7 @@ def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
     options.validate()
     chosen, skipped = [], []
     for path in paths:
-        if not path.is_file():
-            raise UserError(f"no such model file: {path}")
+        check_model_path(path)
         if skip_unsupported:
             found = classify_file(path)
             if found.kind == "unsupported":

@@ -172,7 +172,7 @@ class DiagnoseStrategy:
                 continue
             parent = by_n[a["parent"]]
             gain = history.objective.improvement(a["metric_value"] or 0.0, parent["metric_value"] or 0.0)
-            words = (f"{a['tweak_name']} helped at attempt {a['n']} "
+            words = (f"{tweaks.label(a['tweak_name'])} helped at attempt {a['n']} "
                      f"({parent['metric_value'] or 0:.4g} → {a['metric_value']:.4g})")
             if a["tweak_name"] not in gains or gain > gains[a["tweak_name"]][0]:
                 gains[a["tweak_name"]] = (gain, words)

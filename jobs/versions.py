@@ -25,10 +25,10 @@ import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobs.clock import utc_iso
 from jobs.errors import UserError
 from jobs.git import git_bytes, git_or_none
 from jobs.metrics import is_regular_file
@@ -110,7 +110,7 @@ class Deployment:
         label = f"{self.name} v{self.version}"
         if self.status == "production" and self.changed:
             was = f" (was v{self.previous})" if self.previous else ""
-            return f"{label} is now production{was}: {self.reason}"
+            return f"{self.name}: production is now v{self.version}{was}: {self.reason}"
         if self.status == "production":
             return f"{label} is production"
         stays = f"; production stays v{self.production}" if self.production else "; no production version"
@@ -377,7 +377,7 @@ def rollback(store: RunStore, name: str, to: int | None = None, *, reason: str |
         if current is None or current["version"] != expected:
             raise UserError(f"{name}: production changed while rolling back (now "
                             f"{'v' + str(current['version']) if current else 'none'}): run it again")
-        why = f"rolled back from v{expected} to v{target['version']}" + (f": {reason}" if reason else "")
+        why = "rolled back" + (f": {reason}" if reason else "")
         return {"version": target["version"], "promote": True, "action": "rolled_back", "reason": why,
                 "retire_reason": f"rolled back to v{target['version']}" + (f": {reason}" if reason else "")}
 
@@ -459,7 +459,7 @@ def production_line(store: RunStore, run_id: int) -> str | None:
 def _when(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, UTC).astimezone().isoformat(timespec="seconds")
+    return utc_iso(seconds)
 
 
 def version_view(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -483,7 +483,7 @@ def event_view(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def listing(store: RunStore, names: list[str] | None = None) -> list[dict[str, Any]]:
     """`pushtune models --json`: per name, its production version, its versions and its events."""
-    known = store.model_names()
+    known = sorted({*store.model_names(), *(e["name"] for e in store.model_events())})  # never registered too
     for name in names or []:
         if name not in known:
             raise UserError(f"no model named {name!r} (models: {', '.join(known) or 'none yet'})")

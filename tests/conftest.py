@@ -33,7 +33,8 @@ def cli(pushtune_home):
 
     def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
         full_env = {**os.environ, "PUSHTUNE_HOME": str(pushtune_home), "PYTHONPATH": str(ROOT)}
-        for shared in ("PUSHTUNE_DB", "PUSHTUNE_ARTIFACTS", "PUSHTUNE_AGENT", "PUSHTUNE_LEASE_SECONDS"):
+        for shared in ("PUSHTUNE_DB", "PUSHTUNE_ARTIFACTS", "PUSHTUNE_AGENT", "PUSHTUNE_LEASE_SECONDS",
+                       "PUSHTUNE_DATA"):  # the shell's data directory would be every run's --data
             full_env.pop(shared, None)
         full_env.update(env or {})
         return subprocess.run(

@@ -94,14 +94,15 @@ def test_hostile_file_names_get_one_run_each_and_change_no_option(tmp_path, push
     assert "JSON list" in bad
 
 
-# trains for a few seconds, long enough to be aborted
-SLOW_TRIVIAL = TRIVIAL.replace("import json, os", "import json, os, time\ntime.sleep(4)")
+# trains for a few seconds, long enough to be aborted, and misses the threshold of 0.9 (so the chain goes on)
+SLOW_TRIVIAL = TRIVIAL.replace("import json, os", "import json, os, time\ntime.sleep(4)").replace(
+    '{"accuracy": 1.0}', '{"accuracy": 0.5}')
 
 
 def start_chain_run(tmp_path: Path, home: Path, *extra: str) -> int:
     model = tmp_path / "slow.py"
     model.write_text(SLOW_TRIVIAL)
-    started = pushtune(home, "start", model, "--runtime", "local", "--threshold", "2", "--max-attempts", "2",
+    started = pushtune(home, "start", model, "--runtime", "local", "--threshold", "0.9", "--max-attempts", "2",
                        *extra, env={"JOB_NAME": "folder/acme-classify", "BUILD_NUMBER": "7"})
     assert started.returncode == 0, started.stderr
     return int(started.stdout)

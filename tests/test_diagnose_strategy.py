@@ -104,7 +104,7 @@ def test_the_move_that_helped_is_repeated_from_the_best():
     second = grown(2, c_up, 0.80)
     again = DiagnoseStrategy().next_candidate(history("regression", LOGISTIC, [first, second]))
     assert (again.parent, again.tweak_name) == (2, "c_times_10")
-    assert again.reason == "attempt 2: c_times_10 helped at attempt 2 (0.62 → 0.8): again"
+    assert again.reason == "attempt 2: C ×10 helped at attempt 2 (0.62 → 0.8): again"
 
 
 def test_it_says_nothing_is_left_only_when_every_move_from_every_attempt_was_tried():

@@ -63,7 +63,8 @@ def test_a_push_trains_the_changed_model_in_the_background(tmp_path, pushtune_ho
     assert (run["model_name"], run["git_commit"], run["status"]) == ("logistic.py", commit, "passed")
     assert run["threshold"] == 0.94
     assert len(RunStore.open(pushtune_home / "pushtune.db").attempts(run["id"])) == 2
-    log = wait_for(lambda: (lambda t: "exited 0" in t and t)((pushtune_home / "hooks" / "hook.log").read_text()))
+    exited = "exited 0 (done: the threshold was met)"  # the exit code and what it means
+    log = wait_for(lambda: (lambda t: exited in t and t)((pushtune_home / "hooks" / "hook.log").read_text()))
     assert "skipped notes.py" in log and "pushtune run logistic.py" in log
 
 
@@ -162,6 +163,7 @@ def test_control_characters_are_refused_and_nothing_is_injected(tmp_path, bare):
     ("--cpus 0.0001", "--cpus 0.0001"),
     ("--param lr", "expected KEY=VALUE"),
     ("--help", "--help"),
+    ("--threshold 95", "--threshold 95: accuracy = 95 is outside its range [0, 1]"),
 ])
 def test_run_options_that_would_fail_every_push_are_refused_at_install(pushtune_home, bare, run_args, fragment):
     refused = pushtune(pushtune_home, "hook", "install", bare, f"--run-args={run_args}")
@@ -169,6 +171,14 @@ def test_run_options_that_would_fail_every_push_are_refused_at_install(pushtune_
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("pushtune: error: --run-args") and fragment in line
     assert not (bare / "hooks" / "post-receive").exists()
+
+
+def test_hook_log_says_what_each_exit_code_means():
+    from jobs import exit_codes
+
+    assert exit_codes.meaning(exit_codes.BELOW_THRESHOLD) == "trained, but the best metric misses the threshold"
+    assert all(exit_codes.meaning(code) for code in exit_codes.RUN_STATUS_EXIT_CODES.values())
+    assert exit_codes.meaning(-9) == "killed by a signal"
 
 
 def test_a_root_level_file_named_like_an_option_is_trained(tmp_path, pushtune_home, bare):

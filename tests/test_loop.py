@@ -91,17 +91,105 @@ def test_budget_spent_below_threshold_keeps_the_best(tmp_path, store):
     assert summary["best"]["attempt"] == 2 and summary["best"]["accuracy"] > 0.9
 
 
-def test_a_crashing_attempt_is_recorded_and_the_loop_goes_on(tmp_path, store):
-    model = write(tmp_path, "crashy.py", CRASHES_WHEN_C_IS_SMALL)
-    summary = run_model(model, RunOptions(threshold=0.9, max_attempts=3), LocalRuntime(), store)
-    first, second = summary["attempts"][:2]
-    assert "exited with code 1" in first["error"]
-    attempt = store.get_attempt(summary["run_id"], 1)
+def test_a_crashing_tweak_is_recorded_and_the_loop_goes_on(tmp_path, store):
+    model = write(tmp_path, "crashy.py", CRASHES_WHEN_C_IS_SMALL.replace("C=0.01", "C=0.1").replace(
+        'p["C"] < 0.05', 'p["C"] > 0.5'))
+    summary = run_model(model, RunOptions(threshold=0.99, max_attempts=3), LocalRuntime(), store)
+    first, second, third = summary["attempts"]
+    assert first["accuracy"] < 0.99 and "exited with code 1" in second["error"] and "accuracy" in third
+    attempt = store.get_attempt(summary["run_id"], 2)
     assert "C too small for this solver" in attempt["log_tail"]
-    assert second["accuracy"] > 0.9 and summary["status"] == "passed"
     # tweaks reached the script as parameters, not as source edits
-    assert store.get_attempt(summary["run_id"], 2)["params"]["C"] == pytest.approx(0.1)
-    assert store.get_attempt(summary["run_id"], 2)["diff"] == ""
+    assert attempt["params"]["C"] == pytest.approx(1.0) and attempt["diff"] == ""
+
+
+def test_a_pushed_file_that_crashes_stops_after_one_attempt_saying_why(tmp_path, cli):
+    model = write(tmp_path, "crashy.py", CRASHES_WHEN_C_IS_SMALL)
+    result = cli("run", model, "--runtime", "local", "--max-attempts", "3")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    log = Path(json.loads(cli("show", "1", "--json").stdout)["attempts"][0]["dir"]) / "log.txt"
+    assert "stopped: the file as pushed failed (exit code 1), which no tweak fixes: fix it and push again " \
+           f"('RuntimeError: C too small for this solver (on purpose)'; log: {log})" in result.stdout.replace("\n", "")
+    assert f"attempt 1 failed; the end of {log}:\n" in result.stdout  # the traceback's last lines follow
+    assert "    RuntimeError: C too small for this solver (on purpose)\n" in result.stdout
+    assert "attempt 2" not in result.stderr
+    shown = cli("show", "1").stdout
+    assert "    RuntimeError: C too small for this solver (on purpose)\n" in shown
+    report = (log.parent.parent / "report.html").read_text()
+    assert '<pre class="log">' in report and "raise RuntimeError(&#34;C too small" in report
+
+
+def test_a_wrong_metric_stops_after_one_attempt_naming_what_was_reported(tmp_path, cli):
+    model = write(tmp_path, "acc.py", LOGISTIC.replace('{"accuracy":', '{"acc": 0.5, "loss": 0.3, "f1":'))
+    result = cli("run", model, "--runtime", "local")
+    assert result.returncode == 1, result.stderr
+    assert ("the file as pushed reported no usable accuracy, which no tweak fixes: metrics.json has no finite "
+            "number 'accuracy'; it reported acc, f1, loss: is --metric accuracy right?"
+            ) in result.stdout.replace("\n", "")
+    assert "attempt 2" not in result.stderr
+
+
+def test_an_exported_pushtune_data_is_the_runs_data_option(tmp_path, cli, pushtune_home):
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir()
+    other.mkdir()
+    model = write(tmp_path, "reads_data.py", LOGISTIC.replace(
+        "model.score(X_test, y_test)", "float(os.environ.get('PUSHTUNE_DATA') == " + repr(str(data)) + ")"))
+    exported = cli("run", model, "--runtime", "local", "--max-attempts", "1", env={"PUSHTUNE_DATA": str(data)})
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert RunStore.open().get_run(1)["options"]["data"] == str(data)  # what resume and the chain see
+    given = cli("run", model, "--runtime", "local", "--max-attempts", "1", "--data", other,
+                env={"PUSHTUNE_DATA": str(data)})
+    assert given.returncode == 3  # --data wins over the environment
+    missing = cli("run", model, "--runtime", "local", env={"PUSHTUNE_DATA": str(tmp_path / "nope")})
+    assert missing.returncode == 2
+    assert missing.stderr == f"pushtune: error: PUSHTUNE_DATA: no such directory: {tmp_path / 'nope'} " \
+                             "(give --data DIR, or unset it)\n"
+
+
+def test_the_mode_follows_a_loss_metric_and_a_threshold_everything_meets_is_warned(tmp_path, cli):
+    model = write(tmp_path, "loss.py", LOGISTIC.replace('{"accuracy": model.score(X_test, y_test)}',
+                                                         '{"loss": 1 - model.score(X_test, y_test)}'))
+    result = cli("run", model, "--metric", "loss", "--threshold", "0.2", "--runtime", "local", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mode"] == "min"
+    assert "pushtune: --metric loss: lower is better, so --mode min (give --mode max if not)" in result.stderr
+    plain = write(tmp_path, "plain.py", LOGISTIC)
+    trivial = cli("run", plain, "--threshold", "0", "--runtime", "local", "--json")
+    assert trivial.returncode == 0
+    assert "pushtune: warning: every accuracy meets accuracy ≥ 0: the first attempt will pass" in trivial.stderr
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, cli, pushtune_home):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model = write(tmp_path, "slow.py", LOGISTIC.replace(
+        "model.fit(X_train, y_train)",
+        "model.fit(X_train, y_train)\nif not os.environ.get('PUSHTUNE_RESUME'):\n"
+        "    print('training', flush=True)\n    import time; time.sleep(60)"))
+    env = {**os.environ, "PUSHTUNE_HOME": str(pushtune_home), "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env.pop("PUSHTUNE_DATA", None)
+    driver = subprocess.Popen([sys.executable, "-m", "jobs", "run", str(model), "--runtime", "local",
+                               "--threshold", "0.5"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = pushtune_home / "runs" / "1" / "attempt-1" / "log.txt"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "training" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=60) == 130
+    assert RunStore.open().get_run(1)["status"] == "interrupted"
+
+    resumed = cli("resume", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [a["status"] for a in RunStore.open().attempts(1)] == ["ok"]  # attempt 1 went on, not a new one
+    finished = cli("resume", "1")
+    assert finished.returncode == 2
+    assert finished.stderr == (f"pushtune: error: run 1 is finished (passed): nothing to resume; "
+                               f"`pushtune run {model}` starts a new run\n")
 
 
 def test_duplicate_configurations_are_not_rerun(tmp_path, store):
@@ -151,6 +239,12 @@ def test_every_attempt_failing_exits_1(tmp_path, cli):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "missing.py"], "no such model file"),
+    (["run", "{directory}"], "is a directory: give a model file"),
+    (["run", "{readme}"], "not a Python file or notebook"),
+    (["start", "{readme}"], "not a Python file or notebook"),
+    (["run", "{model}", "--threshold", "95"], "--threshold 95: accuracy = 95 is outside its range [0, 1] "
+                                              "(for 95%, give 0.95)"),
+    (["run", "{model}", "--metric", "mse", "--threshold", "-1"], "--threshold -1: mse = -1 is outside its range"),
     (["run", "{model}", "--threshold", "nan"], "--threshold must be a finite number"),
     (["run", "{model}", "--max-attempts", "0"], "--max-attempts must be at least 1"),
     (["run", "{model}", "--data", "/no/such/dir"], "--data: no such directory"),
@@ -167,7 +261,8 @@ def test_every_attempt_failing_exits_1(tmp_path, cli):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, cli, args, message):
     model = write(tmp_path, "logistic.py", LOGISTIC)
     notes = write(tmp_path, "notes.py", "# Conv2D would go here\nprint('hello')\n")
-    result = cli(*[a.format(model=model, notes=notes) for a in args])
+    readme = write(tmp_path, "README.md", "# A model\n\nRun `pushtune run model.py`.\n")
+    result = cli(*[a.format(model=model, notes=notes, readme=readme, directory=tmp_path) for a in args])
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr

@@ -245,6 +245,15 @@ def test_a_log_of_one_huge_line_is_no_metric_line(tmp_path):
     assert log_tail(log) == "short\nlog"
 
 
+def test_the_log_tail_is_plain_text_not_progress_bar_frames(tmp_path):
+    log = tmp_path / "log.txt"
+    frames = "".join(f"\r{i}/3 \x1b[32m{'━' * i}\x1b[0m - loss: 0.{9 - i}" for i in range(1, 4))
+    log.write_bytes((f"Epoch 1/1\n{frames}\x1b[1m\x08\x08\x08 done\r\n"
+                     "Traceback (most recent call last):\n\x1b]0;title\x07ValueError: bad shape\n").encode())
+    assert log_tail(log) == ("Epoch 1/1\n3/3 ━━━ - loss:  done\n"
+                             "Traceback (most recent call last):\nValueError: bad shape")
+
+
 # --- metrics out of their range -------------------------------------------------------------------
 
 

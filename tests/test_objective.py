@@ -223,6 +223,7 @@ def test_the_loop_the_report_runs_and_the_mail_agree_on_a_min_mode_run(tmp_path,
     assert [r["best"]["attempt"] for r in json.loads(listed.stdout)] == [2]
     table = cli("runs")
     assert "0.2000" in table.stdout and "≤ 0.1" in table.stdout and "0.5000" not in table.stdout
+    assert " UTC" in table.stdout  # the start time, in UTC as in the report, and labelled
     shown = cli("show", run_id)
     assert shown.returncode == exit_codes.OK
     assert "best loss 0.2000 (threshold ≤ 0.1) at attempt 2" in " ".join(shown.stdout.split())

@@ -236,7 +236,8 @@ def test_user_text_is_escaped_everywhere_in_the_report(tmp_path, pushtune_home, 
         assert '<span class="add">+new &lt;script&gt;' in page
     else:
         assert "<li>listed &lt;script&gt;" in page and f"listed {PAYLOAD}" in text
-    assert f"log {PAYLOAD}" not in text  # the log tail is not part of the report
+    assert f"log {PAYLOAD}" in text  # a failed attempt's log tail is shown, as text
+    assert '<pre class="log">log &lt;script&gt;alert(1)&lt;/script&gt;' in page
 
 
 def test_the_artifact_hash_is_escaped_too(tmp_path, pushtune_home):

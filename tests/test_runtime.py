@@ -124,6 +124,9 @@ def test_the_contract_environment(tmp_path):
     assert env["cwd"] == str(spec.workdir) and env["PUSHTUNE_CACHE"] == str(spec.cache_dir)
 
 
+# PUSHTUNE_DATA among them: the runtime never passes pushtune's own environment's on. An exported
+# PUSHTUNE_DATA reaches a script only as the run's data option (jobs.run_options.data_option),
+# recorded with the run (tests/test_loop.py), never by leaking through here.
 SECRETS = {"PUSHTUNE_SMTP_PASSWORD": "smtp-secret", "JENKINS_API_TOKEN": "jenkins-secret",
            "PUSHTUNE_TRIGGER_TOKEN": "trigger-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret",
            "PUSHTUNE_HOME": "/somewhere/else", "PUSHTUNE_DATA": "/exported/in/the/shell"}

@@ -92,6 +92,8 @@ def test_every_record_is_complete_and_its_profiles_and_rungs_are_valid():
         frameworks = {framework for _, framework in record.profiles}
         assert record.profiles and set(record.profiles) <= set(PROFILES), name
         assert record.description and "\n" not in record.description, name
+        assert record.label and record.label != name and registry.label(name) == record.label, \
+            f"{name} needs a label in words, as the 'why' of an attempt shows it"
         assert record.rewrites or record.param, f"{name} has neither a rewrite nor a parameter form"
         assert set(record.rewrites) <= frameworks, f"{name} rewrites a framework it does not apply to"
         assert record.param or set(record.rewrites) == frameworks, f"{name} has no way to tweak a profile"

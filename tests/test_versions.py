@@ -168,7 +168,7 @@ def test_rollback_to_the_previous_production_version_then_no_earlier_one(store_l
     assert store.get_model_version("digits", 4)["reason"] == "rolled back to v2: latency regression"
     event = store.model_events("digits")[-1]
     assert (event["action"], event["version"], event["previous"], event["actor"]) == ("rolled_back", 2, 4, "ada")
-    assert event["reason"] == "rolled back from v4 to v2: latency regression"
+    assert event["reason"] == "rolled back: latency regression"
     versions.rollback(store, "digits")
     assert states(store, "digits")[1] == "production"
     with pytest.raises(UserError, match=r"digits: no earlier production version to roll back to \(v1 is the "
@@ -283,6 +283,25 @@ SCRIPT = textwrap.dedent("""\
 """)
 
 
+def test_the_run_summary_says_what_happened_to_production(tmp_path, cli):
+    model = tmp_path / "ridge.py"
+    model.write_text(SCRIPT)
+    first = cli("run", model, "--runtime", "local", "--threshold", "0.5", "--param", "score=0.9")
+    assert first.returncode == 0, first.stderr
+    assert "production: ridge v1 became production: no production version before it" in first.stdout
+    worse = cli("run", model, "--runtime", "local", "--threshold", "0.5", "--param", "score=0.8")
+    assert ("production: ridge v2 registered as a candidate, production stays v1: "
+            "0.8 does not beat production v1's 0.9") in worse.stdout
+    unsaved = tmp_path / "unsaved.py"
+    unsaved.write_text(SCRIPT.replace('joblib.dump(model, kit.output_dir() / "model.joblib")', ""))
+    nothing = cli("run", unsaved, "--runtime", "local", "--threshold", "0.5")
+    assert nothing.returncode == 0, nothing.stderr
+    assert "production: not registered (run 3: attempt 1 saved no model file" in nothing.stdout
+    history = cli("models", "--history").stdout  # a name that never registered is listed with why
+    assert "unsaved: no version registered" in history
+    assert "not registered: run 3: attempt 1 saved no model file" in history
+
+
 def test_cli_run_promote_rollback_models_and_bad_input(tmp_path, cli):
     model = tmp_path / "ridge.py"
     model.write_text(SCRIPT)
@@ -306,17 +325,22 @@ def test_cli_run_promote_rollback_models_and_bad_input(tmp_path, cli):
     assert kept.stdout.strip() == ("ridge v2 is a candidate: 0.8 does not beat production v1's 0.9; "
                                    "production stays v1")
     forced = cli("promote", run_id, "--force", "--reason", "smaller model", env=env)
-    assert forced.returncode == 0 and forced.stdout.startswith("ridge v2 is now production (was v1)")
+    assert forced.returncode == 0 and forced.stdout.startswith("ridge: production is now v2 (was v1)")
     assert cli("deploy", run_id).returncode == 0
     back = cli("rollback", "ridge", env=env)
     assert back.returncode == 0
-    assert back.stdout.strip() == "ridge v1 is now production (was v2): rolled back from v2 to v1"
+    assert back.stdout.strip() == "ridge: production is now v1 (was v2): rolled back"
+    again = cli("rollback", "ridge", "--to", "v2", env=env)  # `v2` as `pushtune models` shows it, or `2`
+    assert again.returncode == 0 and again.stdout.strip() == "ridge: production is now v2 (was v1): rolled back"
+    assert cli("rollback", "ridge", "--to", "1", env=env).returncode == 0
     history = cli("models", "ridge", "--history").stdout
-    assert "ada: rolled_back v1: rolled back from v2 to v1" in history
+    assert "UTC  ada: rolled back v1 (was v2): rolled back" in history
+    assert "│ accuracy 0.8000 │" in cli("models").stdout  # four decimals, as everywhere
     for args, message in (
         (("rollback", "ridge"), "pushtune: error: ridge: no earlier production version to roll back to"),
         (("rollback", "a/b"), "pushtune: error: model name 'a/b'"),
         (("rollback", "ridge", "--to", "7"), "pushtune: error: ridge has no version 7"),
+        (("rollback", "ridge", "--to", "latest"), "pushtune rollback: error: argument --to: 'latest' is not a version"),
         (("promote", "12345"), "pushtune: error: no run 12345"),
         (("promote", "x"), "pushtune promote: error: argument RUN_ID: invalid int value"),
         (("models", "nope"), "pushtune: error: no model named 'nope' (models: ridge)"),

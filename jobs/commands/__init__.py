@@ -7,6 +7,11 @@ import sys
 from rich.console import Console
 
 
+def metric_text(value: float | None) -> str:
+    """A metric value as every table shows it: four decimals ("" for none)."""
+    return "" if value is None else f"{value:.4f}"
+
+
 def output_console() -> Console:
     """Rich console for stdout; when piped, wide enough that tables are not squeezed."""
     return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)

@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -19,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs import exit_codes, jenkins as jk
+from jobs.clock import utc_text
 from jobs.errors import UserError
 
 
@@ -178,7 +178,7 @@ def status(args: argparse.Namespace) -> int:
     for column in ("job", "build", "result", "started"):
         table.add_column(column)
     for row in rows:
-        started = datetime.fromtimestamp(row["started"]).strftime("%Y-%m-%d %H:%M:%S") if row["started"] else ""
+        started = utc_text(row["started"]) if row["started"] else ""
         table.add_row(Text(row["job"]), str(row["number"] or ""), Text(str(row["result"])), started)
     Console(highlight=False).print(table)
     return exit_codes.OK

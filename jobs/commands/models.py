@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs import exit_codes, versions
-from jobs.commands import output_console, said_no_store_yet
+from jobs.commands import metric_text, output_console, said_no_store_yet
 from jobs.errors import UserError
 from jobs.store import RunStore
 
@@ -47,7 +47,8 @@ def add_parser(subparsers) -> None:
                               description="Make an earlier version of NAME production again: --to VERSION, "
                                           "else the previous production version.")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--to", type=int, metavar="VERSION", help="this version (default: the previous production one)")
+    p.add_argument("--to", type=version_number, metavar="VERSION",
+                   help="this version, v2 or 2 (default: the previous production one)")
     p.add_argument("--reason", help="why, kept with the change")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=rollback)
@@ -86,15 +87,23 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=serve)
 
 
+def version_number(text: str) -> int:
+    """A version as people write it: `v2` or `2`."""
+    digits = text[1:] if text[:1] in ("v", "V") else text
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version such as v2 or 2")
+    return int(digits)
+
+
 def _table_of(entry: dict) -> Table:
     production = entry["production"]
     title = f"{entry['name']}: production v{production}" if production else f"{entry['name']}: no production version"
     table = Table(title=Text(title), title_justify="left")
-    for column in ("version", "status", "metric", "sha256", "run", "created", "reason"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("version", "sha256", "created"))
+    for column in ("version", "status", "metric", "sha256", "run", "created (UTC)", "reason"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("version", "sha256", "created (UTC)"))
     for v in entry["versions"]:
         mark = " ★" if v["status"] == "production" else ""
-        table.add_row(f"v{v['version']}{mark}", v["status"], Text(f"{v['metric']} {versions.number(v['value'])}"),
+        table.add_row(f"v{v['version']}{mark}", v["status"], Text(f"{v['metric']} {metric_text(v['value'])}"),
                       v["sha256"][:12], f"{v['run_id']}/{v['attempt']}", (v["created_at"] or "")[:16].replace("T", " "),
                       Text(v["reason"] or ""))
     return table
@@ -113,12 +122,16 @@ def list_models(args: argparse.Namespace) -> int:
         console.print("no model versions yet: a passing run registers its best model")
         return exit_codes.OK
     for entry in entries:
-        console.print(_table_of(entry))
+        if entry["versions"]:
+            console.print(_table_of(entry))
+        else:  # only runs that registered nothing (the history says why)
+            console.print(Text(f"{entry['name']}: no version registered"))
         if args.history:
             for e in entry["events"]:
-                version = f"v{e['version']}" if e["version"] is not None else "-"
-                console.print(Text(f"  {e['at'][:19].replace('T', ' ')}  {e['actor']}: {e['action']} {version}: "
-                                   f"{e['reason']}"))
+                version = f" v{e['version']}" if e["version"] is not None else ""
+                was = f" (was v{e['previous']})" if e["previous"] is not None and e["action"] != "kept" else ""
+                console.print(Text(f"  {e['at'][:19].replace('T', ' ')} UTC  {e['actor']}: "
+                                   f"{e['action'].replace('_', ' ')}{version}{was}: {e['reason']}"))
     return exit_codes.OK
 
 

@@ -7,7 +7,7 @@ import sys
 
 from jobs import exit_codes, steps
 from jobs.errors import UserError
-from jobs.loop import drive, notify_if_asked, resume_attempt, run_options
+from jobs.loop import drive, notify_if_asked, reopen_interrupted, resume_attempt, run_options
 from jobs.monitor import MAX_INTERVAL, check_interval, sweep, watch
 from jobs.runtime import get_runtime
 from jobs.store import RunStore, attempt_dir, run_dir
@@ -19,7 +19,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--interval", type=float, default=30.0, metavar="S",
                    help=f"seconds between sweeps (default 30, at most {MAX_INTERVAL:g})")
     p.set_defaults(func=monitor)
-    p = subparsers.add_parser("resume", help="drive a run again (the monitor starts this)")
+    p = subparsers.add_parser("resume", help="drive a run again: an interrupted one, or one whose driver died",
+                              description="Continue a run: one interrupted (Ctrl-C) goes on from its "
+                                          "interrupted attempt; the monitor starts this for a run whose driver died.")
     p.add_argument("run_id", type=int, metavar="RUN_ID")
     p.add_argument("--attempt", type=int, metavar="N", help="resume this attempt's training first")
     p.set_defaults(func=resume)
@@ -46,15 +48,20 @@ def monitor(args: argparse.Namespace) -> int:
 def resume(args: argparse.Namespace) -> int:
     store = RunStore.open()
     run = store.get_run(args.run_id)
-    if run["status"] != "running":
-        raise UserError(f"run {args.run_id} is {run['status']}, not running")
+    if run["status"] not in ("running", "interrupted"):
+        raise UserError(f"run {args.run_id} is finished ({run['status'].replace('_', ' ')}): nothing to resume; "
+                        f"`pushtune run {run['model_path']}` starts a new run")
     run_dir(run)  # its resume.log and report go there, never into the current directory
+    if run["status"] == "interrupted" and args.attempt is not None:
+        raise UserError(f"run {args.run_id} is interrupted: `pushtune resume {args.run_id}` continues it")
     if args.attempt is not None:
         attempt = store.get_attempt(args.run_id, args.attempt)
         if attempt["status"] != "running":  # its outcome is recorded: never train it over again
             raise UserError(f"attempt {args.attempt} of run {args.run_id} is {attempt['status']}, not running")
         attempt_dir(attempt)
     runtime = get_runtime(run["runtime"], **run_options(run).runtime_options)
+    if run["status"] == "interrupted":  # Ctrl-C: its cut-short attempt goes on, then the loop
+        args.attempt = reopen_interrupted(store, args.run_id, runtime)
     if args.attempt is not None:
         resume_attempt(store, args.run_id, args.attempt, runtime)
     if run_options(run).chain:  # the chain plans what follows: hand back to it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +17,7 @@ from jobs.commands import output_console
 from jobs.loop import RunOptions, check_model, notify_if_asked, run_model
 from jobs.objective import Objective
 from jobs.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
-from jobs.run_options import add_run_options, options_from
+from jobs.run_options import add_run_options, options_from, print_option_notes
 from jobs.runtime import get_runtime
 from jobs.store import RunStore
 
@@ -135,6 +136,10 @@ def print_summary(summary: dict, console: Console) -> None:
             cells.append(Text(a.get("reason") or ""))
         table.add_row(*cells, Text(value), f"{a['seconds']:.1f}")
     console.print(table)
+    for a in summary["attempts"]:
+        if a.get("log_tail"):
+            console.print(Text(f"attempt {a['n']} failed; the end of {a['log']}:"))
+            console.print(Text(textwrap.indent(a["log_tail"], "    ")))
     status = summary["status"].replace("_", " ")
     stopped = f"; stopped: {summary['stop_reason']}" if summary["stop_reason"] else ""  # none while running
     if summary["best"]:
@@ -150,12 +155,15 @@ def print_summary(summary: dict, console: Console) -> None:
             console.print(Text(f"notebook: {summary['best']['notebook']}"))
     else:
         console.print(Text(f"{status}: no attempt reported {metric}{stopped}"))
+    if summary.get("production"):
+        console.print(Text(f"production: {summary['production']}"))
     console.print(Text(f"report: {summary['report']}"))
 
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     check_model(args.model, options)  # bad input is refused before anything is started
+    print_option_notes(args, options)
     if options.notify:  # bad mail settings are found before any training, not after it
         from notify import load_settings
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 
 from rich.table import Table
 from rich.text import Text
 
 from jobs import exit_codes
-from jobs.commands import output_console, said_no_store_yet
+from jobs.clock import utc_text
+from jobs.commands import metric_text, output_console, said_no_store_yet
 from jobs.errors import UserError
 from jobs.loop import summarize
 from jobs.objective import Objective, best_attempt
@@ -26,10 +26,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_id", type=int, metavar="RUN_ID")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=show_run)
-
-
-def _value(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
 
 
 def list_runs(args: argparse.Namespace) -> int:
@@ -48,8 +44,9 @@ def list_runs(args: argparse.Namespace) -> int:
         objective = Objective.of(r)
         best = best_attempt(attempts, objective)
         table.add_row(  # Text: a name is shown as is, never read as markup
-            str(r["id"]), datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M"),
-            Text(r["model_name"]), Text(r["kind"]), Text(r["status"]), _value(best["metric_value"] if best else None),
+            str(r["id"]), utc_text(r["started_at"], seconds=False),
+            Text(r["model_name"]), Text(r["kind"]), Text(r["status"]),
+            metric_text(best["metric_value"] if best else None),
             f"{objective.symbol} {r['threshold']:g}", str(len(attempts)),
         )
     output_console().print(table)

@@ -19,7 +19,7 @@ from jobs.errors import UserError
 from jobs.git import git
 from jobs.loop import run_options
 from jobs.progress import EpochWatcher, epoch_line
-from jobs.run_options import add_run_options, options_from
+from jobs.run_options import add_run_options, options_from, print_option_notes
 from jobs.store import RunStore
 
 
@@ -112,6 +112,7 @@ def start(args: argparse.Namespace) -> int:
         skip_unsupported=args.skip_unsupported, git_commit=args.git_commit,
         with_image=args.build_image, jobs=steps.chain_jobs(args.train_job, args.notify_job),
     )
+    print_option_notes(args, options)
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
     for run in started:

@@ -25,6 +25,7 @@ from jobs.tweaks.registry import (
     Tweak,
     TweakResult,
     apply_tweak,
+    label,
     ladder,
 )
 from jobs.tweaks.sklearn import ALPHA_DEFAULTS, C_DEFAULTS, MAX_ITER_DEFAULTS
@@ -33,5 +34,6 @@ from jobs.tweaks.source import MAX_DEPTH, CannotRewrite
 __all__ = [
     "ALPHA_DEFAULTS", "C_DEFAULTS", "DEFAULT_DENSE_WIDTH", "LADDERS", "MAX_DEPTH", "MAX_ITER_DEFAULTS",
     "OPTIMIZER_DEFAULTS", "PROFILES", "PROFILE_LADDERS", "TWEAKS", "TWEAK_NAMES", "CannotRewrite", "ParamForm",
-    "Profile", "Tweak", "TweakResult", "apply_tweak", "declared_params", "format_number", "ladder", "reads_params",
+    "Profile", "Tweak", "TweakResult", "apply_tweak", "declared_params", "format_number", "label", "ladder",
+    "reads_params",
 ]

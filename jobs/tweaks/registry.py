@@ -45,27 +45,28 @@ class Tweak:
     param: ParamForm | None = None  # the change it makes instead when the script reads PUSHTUNE_PARAMS
     ladder: Mapping[str, int] = field(default_factory=dict)  # framework -> rung (1 is tried first)
     counts_sites: bool = False  # fill TweakResult.sites
+    label: str = ""  # the move in a few words, as the "why" of an attempt names it: "C ×10", "epochs ×2"
 
 
-def _learning_rate(name: str, factor: float, header: str, ladder: dict[str, int] | None = None) -> Tweak:
+def _learning_rate(name: str, factor: float, header: str, label: str, ladder: dict[str, int] | None = None) -> Tweak:
     return Tweak(
         name, f"{header} (optimizer arguments, LR constants; a default rate written out)", KERAS + PYTORCH,
         {"keras": lambda src: keras.change_learning_rate(src, factor, header),
          "pytorch": lambda src: pytorch.change_learning_rate(src, factor, header)},
-        param=ParamForm(("learning_rate", "lr"), scale(factor)), ladder=ladder or {})
+        param=ParamForm(("learning_rate", "lr"), scale(factor)), ladder=ladder or {}, label=label)
 
 
-def _batch_size(name: str, change: Change, header: str, ladder: dict[str, int] | None = None) -> Tweak:
+def _batch_size(name: str, change: Change, header: str, label: str, ladder: dict[str, int] | None = None) -> Tweak:
     return Tweak(name, f"{header} of training (not inference) calls", KERAS,
                  {"keras": lambda src: keras.change_batch_size(src, change, header)},
-                 param=ParamForm(("batch_size",), change), ladder=ladder or {})
+                 param=ParamForm(("batch_size",), change), ladder=ladder or {}, label=label)
 
 
 def _estimator(name: str, keyword: str, defaults: dict, change: Change, header: str,
                ladder: dict[str, int] | None = None) -> Tweak:
     return Tweak(name, f"{header} every estimator's {keyword} (its default written out when unset)", SKLEARN,
                  {"sklearn": lambda src: sklearn.estimator_keyword(src, keyword, defaults, change, header)},
-                 param=ParamForm((keyword.lower(),), change), ladder=ladder or {})
+                 param=ParamForm((keyword.lower(),), change), ladder=ladder or {}, label=header.rstrip(":"))
 
 
 def _optimizer_named(target: str) -> Change:
@@ -92,35 +93,39 @@ def _by_name(*tweaks: Tweak) -> dict[str, Tweak]:
 TWEAKS: dict[str, Tweak] = _by_name(
     Tweak("add_dense", "add a hidden layer before the output layer (Keras: Dense; PyTorch: Linear + ReLU)",
           KERAS + PYTORCH, {"keras": keras.add_dense, "pytorch": pytorch.add_linear},
-          param=ParamForm(("dense_layers",), add_one_layer), ladder={"keras": 1, "pytorch": 4}),
+          param=ParamForm(("dense_layers",), add_one_layer), ladder={"keras": 1, "pytorch": 4},
+          label="a hidden layer more"),
     Tweak("widen_dense", "double the narrowest hidden Dense or Linear layer (the next layer follows)",
           KERAS + PYTORCH, {"keras": keras.widen_dense, "pytorch": pytorch.widen_linear},
-          param=ParamForm(("dense_width",), scale(2, integer=True)), ladder={"pytorch": 5}),
+          param=ParamForm(("dense_width",), scale(2, integer=True)), ladder={"pytorch": 5},
+          label="narrowest layer ×2 wide"),
     Tweak("add_dropout", "add Dropout(0.3) before the output layer", KERAS,
-          {"keras": keras.add_dropout}, param=ParamForm(("dropout",), raise_dropout)),
+          {"keras": keras.add_dropout}, param=ParamForm(("dropout",), raise_dropout), label="dropout added"),
     Tweak("double_epochs", "double the epoch count (epochs=, EPOCHS constants, an epoch loop's range)",
           KERAS + PYTORCH, {"keras": keras.double_epochs, "pytorch": pytorch.double_epochs},
           param=ParamForm(("epochs",), scale(2, integer=True)), ladder={"keras": 2, "pytorch": 1},
-          counts_sites=True),
-    _learning_rate("halve_learning_rate", 0.5, "halve learning rate", {"keras": 3}),
-    _learning_rate("double_learning_rate", 2, "double learning rate", {"keras": 4}),
-    _learning_rate("divide_learning_rate_by_10", 0.1, "divide learning rate by 10", {"pytorch": 7}),
-    _learning_rate("multiply_learning_rate_by_10", 10, "multiply learning rate by 10", {"pytorch": 3}),
-    _batch_size("halve_batch_size", halve_count, "halve batch size", {"keras": 5}),
-    _batch_size("batch_size_32", at_most_32, "set batch size"),
+          counts_sites=True, label="epochs ×2"),
+    _learning_rate("halve_learning_rate", 0.5, "halve learning rate", "learning rate ÷2", {"keras": 3}),
+    _learning_rate("double_learning_rate", 2, "double learning rate", "learning rate ×2", {"keras": 4}),
+    _learning_rate("divide_learning_rate_by_10", 0.1, "divide learning rate by 10", "learning rate ÷10",
+                   {"pytorch": 7}),
+    _learning_rate("multiply_learning_rate_by_10", 10, "multiply learning rate by 10", "learning rate ×10",
+                   {"pytorch": 3}),
+    _batch_size("halve_batch_size", halve_count, "halve batch size", "batch size ÷2", {"keras": 5}),
+    _batch_size("batch_size_32", at_most_32, "set batch size", "batch size 32 at most"),
     # two one-way switches, not a toggle: a strategy repeats a move that helped
     Tweak("use_adam", f"switch torch.optim.SGD to Adam (lr {pytorch.SWITCH_RATES['Adam']})", PYTORCH,
           {"pytorch": lambda src: pytorch.switch_optimizer(src, ("SGD",), "Adam")},
           param=ParamForm(("optimizer",), _optimizer_named("Adam"),
                           also={("learning_rate", "lr"): pytorch.SWITCH_RATES["Adam"]}),
-          ladder={"pytorch": 2}),
+          ladder={"pytorch": 2}, label="SGD → Adam"),
     Tweak("use_sgd", f"switch torch.optim.Adam or AdamW to SGD (lr {pytorch.SWITCH_RATES['SGD']}, "
                      f"momentum {pytorch.SGD_MOMENTUM})", PYTORCH,
           {"pytorch": lambda src: pytorch.switch_optimizer(src, ("Adam", "AdamW"), "SGD")},
           param=ParamForm(("optimizer",), _optimizer_named("SGD"),
                           also={("learning_rate", "lr"): pytorch.SWITCH_RATES["SGD"],
                                 ("momentum",): pytorch.SGD_MOMENTUM}),
-          ladder={"pytorch": 6}),
+          ladder={"pytorch": 6}, label="Adam → SGD"),
     _estimator("c_times_10", "C", sklearn.C_DEFAULTS, scale(10), "C ×10:", {"sklearn": 1}),
     _estimator("c_div_10", "C", sklearn.C_DEFAULTS, scale(0.1), "C ÷10:"),
     _estimator("alpha_div_10", "alpha", sklearn.ALPHA_DEFAULTS, scale(0.1), "alpha ÷10:", {"sklearn": 2}),
@@ -131,6 +136,12 @@ TWEAKS: dict[str, Tweak] = _by_name(
                "max_iter ×10:"),
 )
 TWEAK_NAMES: tuple[str, ...] = tuple(TWEAKS)
+
+
+def label(name: str) -> str:
+    """The tweak's few words ("C ×10"), for people; its name when it is not (or no longer) known."""
+    tweak = TWEAKS.get(name)
+    return tweak.label if tweak and tweak.label else name
 
 
 def ladder(kind: str, framework: str) -> tuple[str, ...]:
