@@ -25,7 +25,6 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from jobs import strategies, tweaks
@@ -110,7 +109,6 @@ def _selected(variable: str, known: list[str]) -> list[str]:
 # --- pushtune runs ----------------------------------------------------------------------------
 
 
-@cache
 def trains_by_epoch(case) -> bool:
     """A Keras or PyTorch case: one whose attempts should leave a training curve."""
     return classify_file(case.path).framework in ("keras", "pytorch")
