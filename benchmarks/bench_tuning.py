@@ -4,7 +4,9 @@ Each case runs through `run_model` in-process (local runtime, a fresh PUSHTUNE_H
 once per strategy on the same budget (8 attempts), and its keras-tuner rewrite (kt_<case>.py,
 when there is one) runs as a user would run it, with RandomSearch (8 trials) and Hyperband.
 The oracle is what an engineer who knew the fault would spend: one attempt as pushed, one with
-the known fix.
+the known fix (for an unmodified case, the script with its `fix_edit` applied, run as pushed).
+Every run also counts the attempts of Keras and PyTorch cases that left a training curve, and
+whether a passing run registered a model version.
 
 Subsets: BENCH_CASES=a,b and BENCH_STRATEGIES=ladder,dense-only (names below). Progress goes to
 stderr.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import strategies, tweaks
+from jobs.classify import classify_file
 from jobs.errors import UserError
 from jobs.loop import RunOptions, run_model
 from jobs.metrics import meets
@@ -80,6 +83,8 @@ class Outcome:
     seconds: float = 0.0  # all attempts (trials)
     wall: float = 0.0  # the whole run, loop or tuner included
     moves: str = ""
+    curves: int = 0  # attempts whose curve in the store has a non-empty history
+    registered: bool = False  # the run passed and its model became a version
     unavailable: str | None = None  # the strategy does not exist (yet) or refused the case
     error: str | None = None
 
@@ -104,7 +109,13 @@ def _selected(variable: str, known: list[str]) -> list[str]:
 # --- pushtune runs ----------------------------------------------------------------------------
 
 
-def run_pushtune(case, home: Path, strategy: str, label: str | None = None, **overrides) -> Outcome:
+def trains_by_epoch(case) -> bool:
+    """A Keras or PyTorch case: one whose attempts should leave a training curve."""
+    return classify_file(case.path).framework in ("keras", "pytorch")
+
+
+def run_pushtune(case, home: Path, strategy: str, label: str | None = None, script: Path | None = None,
+                 **overrides) -> Outcome:
     options = RunOptions(threshold=case.threshold, metric=case.metric, mode=case.mode, max_attempts=BUDGET,
                          strategy=strategy, data=faces_dir() if case.needs_faces else None, runtime="local")
     for name, value in overrides.items():
@@ -120,13 +131,16 @@ def run_pushtune(case, home: Path, strategy: str, label: str | None = None, **ov
 
     started = time.perf_counter()
     try:
-        summary = run_model(case.path, options, LocalRuntime(), RunStore.open(home / "pushtune.db"), progress)
+        store = RunStore.open(home / "pushtune.db")
+        summary = run_model(script or case.path, options, LocalRuntime(), store, progress)
     except UserError as exc:
         return Outcome(unavailable=str(exc))
     except Exception as exc:  # another engineer's half-finished change must not sink the bench
         traceback.print_exc()
         return Outcome(error=f"{type(exc).__name__}: {exc}")
-    outcome = Outcome(wall=time.perf_counter() - started, attempts=len(summary["attempts"]))
+    outcome = Outcome(wall=time.perf_counter() - started, attempts=len(summary["attempts"]),
+                      curves=sum(1 for a in store.attempts(summary["run_id"]) if (a["curve"] or {}).get("history")),
+                      registered=(summary["deployment"] or {}).get("version") is not None)
     spent = 0.0
     for attempt in summary["attempts"]:
         spent += attempt["seconds"]
@@ -144,7 +158,13 @@ def run_pushtune(case, home: Path, strategy: str, label: str | None = None, **ov
 def run_oracle(case, home: Path) -> dict:
     """One attempt as pushed and one with the known fix: their metrics and seconds."""
     pushed = run_pushtune(case, home, "ladder", "oracle", max_attempts=1)
-    fixed = run_pushtune(case, home, "ladder", "oracle", max_attempts=1, params=dict(case.fix))
+    if case.fix_edit:
+        script = home.parent / "fixed" / case.script
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(case.fixed_source())
+        fixed = run_pushtune(case, home, "ladder", "oracle", script, max_attempts=1)
+    else:
+        fixed = run_pushtune(case, home, "ladder", "oracle", max_attempts=1, params=dict(case.fix))
     return {"pushed": pushed.best, "fixed": fixed.best, "fixed_passes": fixed.passed,
             "pushed_s": pushed.seconds, "fixed_s": fixed.seconds, "seconds": pushed.seconds + fixed.seconds}
 
@@ -219,6 +239,17 @@ def _cell(outcome: Outcome | None, oracle: float) -> str:
     return f"✗ {outcome.attempts} · {_value(outcome.best)}"
 
 
+def _ratio(outcome: Outcome, oracle: float) -> str:
+    """Seconds to the threshold ÷ the oracle's."""
+    return f"{outcome.to_pass / oracle:.1f}×" if outcome.passed else "—"
+
+
+def _wall_ratio(outcomes: dict[str, Outcome], oracles: dict[str, dict]) -> float:
+    """The outcomes' wall seconds ÷ their cases' oracle seconds."""
+    oracle = sum(oracles[name]["seconds"] for name in outcomes)
+    return sum(v.wall for v in outcomes.values()) / oracle if oracle else 0.0
+
+
 def main() -> str:
     os.environ.setdefault("MPLBACKEND", "Agg")
     cases = _load_cases()
@@ -234,7 +265,7 @@ def main() -> str:
                 missing[name] = str(exc)
     # Warm the page cache, so the first attempt timed (an oracle's) is not the one that loads
     # TensorFlow from disk.
-    subprocess.run([sys.executable, "-c", "import keras, sklearn.linear_model"], capture_output=True)
+    subprocess.run([sys.executable, "-c", "import keras, torch, sklearn.linear_model"], capture_output=True)
     oracles: dict[str, dict] = {}
     results: dict[str, dict[str, Outcome]] = {name: {} for name in chosen}
     skipped = []
@@ -247,7 +278,7 @@ def main() -> str:
         with tempfile.TemporaryDirectory(prefix=f"bench-tuning-{case.name}-") as tmp:
             home = Path(tmp) / "home"
             os.environ["PUSHTUNE_HOME"] = str(home)
-            log(f"== {case.name}: {case.fault}; oracle (as pushed, then {case.fix})")
+            log(f"== {case.name}: {case.fault}; oracle (as pushed, then {case.fix_text})")
             oracles[case.name] = oracle = run_oracle(case, home)
             log(f"   oracle: {_value(oracle['pushed'])} → {_value(oracle['fixed'])} in {oracle['seconds']:.1f} s")
             for name in chosen:
@@ -271,6 +302,7 @@ def main() -> str:
 
 def _section(cases, chosen, oracles, results, skipped) -> str:
     ran = [c for c in cases if c.name in oracles]
+    by_name = {c.name: c for c in ran}
     out = [
         "## tuning strategies on the suite",
         "",
@@ -282,35 +314,38 @@ def _section(cases, chosen, oracles, results, skipped) -> str:
         f"Oracle = seconds of one attempt as pushed + one with the known fix. A cell reads "
         f"✓ attempts · seconds until the threshold was first met (attempt seconds, python start-up included; "
         f"keras-tuner: from its start to the end of the first trial that met it) · that ÷ oracle; "
-        f"✗ attempts · best metric; n/a: the strategy is not available; —: no hypermodel.",
+        f"✗ attempts · best metric; n/a: the strategy is not available; —: no hypermodel. "
+        f"Curves: attempts of Keras and PyTorch cases that left a per-epoch training curve; registered: "
+        f"passing runs whose model became a version.",
         "",
         "| case | fault | threshold | as pushed | known fix | fixed | oracle s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for case in ran:
         o = oracles[case.name]
-        fix = ", ".join(f"{k}={v}" for k, v in case.fix.items())
         out.append(f"| {case.name} | {case.fault} | {case.metric} ≥ {case.threshold:g} | {_value(o['pushed'])} | "
-                   f"{fix} | {_value(o['fixed'])}{'' if o['fixed_passes'] else ' (FAILS)'} | "
+                   f"{case.fix_text} | {_value(o['fixed'])}{'' if o['fixed_passes'] else ' (FAILS)'} | "
                    f"{o['pushed_s']:.1f} + {o['fixed_s']:.1f} |")
-    out += ["", "| strategy | passed | attempts | seconds (wall) | ÷ oracle |", "| --- | --- | --- | --- | --- |"]
+    out += ["", "| strategy | passed | attempts | seconds (wall) | ÷ oracle | curves | registered |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in chosen:
         got = {k: v for k, v in results[name].items() if v.unavailable != "no hypermodel"}
         if not got:
-            out.append(f"| {LABELS[name]} | — (no case with a hypermodel run) | | | |")
+            out.append(f"| {LABELS[name]} | — (no case with a hypermodel run) | | | | | |")
             continue
         if all(v.unavailable for v in got.values()):
             reason = next(iter(got.values())).unavailable
-            out.append(f"| {LABELS[name]} | not available ({reason}) | | | |")
+            out.append(f"| {LABELS[name]} | not available ({reason}) | | | | | |")
             continue
         usable = {k: v for k, v in got.items() if not v.unavailable}
         wall = sum(v.wall for v in usable.values())
-        oracle = sum(oracles[k]["seconds"] for k in usable)
         passed = sum(v.passed for v in usable.values())
         errors = sum(1 for v in usable.values() if v.error)
+        deep = [v for k, v in usable.items() if trains_by_epoch(by_name[k])]
         out.append(f"| {LABELS[name]} | {passed}/{len(usable)}{f' ({errors} errors)' if errors else ''} | "
                    f"{sum(v.attempts for v in usable.values())} | {wall:.0f} | "
-                   f"{wall / oracle if oracle else 0:.1f}× |")
+                   f"{_wall_ratio(usable, oracles):.1f}× | {sum(v.curves for v in deep)}/"
+                   f"{sum(v.attempts for v in deep)} | {sum(v.registered for v in usable.values())}/{passed} |")
     out += ["", "| case | " + " | ".join(LABELS[n] for n in chosen) + " |",
             "| --- |" + " --- |" * len(chosen)]
     for case in ran:
@@ -322,10 +357,10 @@ def _section(cases, chosen, oracles, results, skipped) -> str:
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for case in ran:
             v = results["diagnose"][case.name]
-            ratio = f"{v.to_pass / oracles[case.name]['seconds']:.1f}×" if v.passed else "—"
             out.append(f"| {case.name} | {'yes' if v.passed else 'no'} | {v.attempts} | {_value(v.best)} | "
-                       f"{'—' if v.to_pass is None else f'{v.to_pass:.1f}'} | {v.wall:.1f} | {ratio} | "
+                       f"{_seconds(v.to_pass)} | {v.wall:.1f} | {_ratio(v, oracles[case.name]['seconds'])} | "
                        f"{v.moves or v.error or v.unavailable or '—'} |")
+        out += _unmodified_table([c for c in ran if c.unmodified], results["diagnose"], oracles)
     kt_cases = [c for c in cases if c.keras_tuner]
     if kt_cases:
         out += ["", "Rewriting a case for keras-tuner (non-blank code lines changed or added, by difflib, "
@@ -337,6 +372,30 @@ def _section(cases, chosen, oracles, results, skipped) -> str:
     if skipped:
         out += ["", f"Skipped (no ORL faces in PUSHTUNE_DATA): {', '.join(skipped)}."]
     return "\n".join(out) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _unmodified_table(cases, diagnose: dict[str, Outcome], oracles: dict[str, dict]) -> list[str]:
+    """`diagnose` on the scripts written without pushtune, with what the capture gave it."""
+    if not cases:
+        return []
+    out = ["", "Unmodified scripts (`plain_*.py`: no pushtune import, the metric printed in the script's own "
+               "words, the model saved under its own name or not at all), under `diagnose`:", "",
+           "| case | attempts | s to threshold | ÷ oracle | curves | registered |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for case in cases:
+        v = diagnose[case.name]
+        curves = f"{v.curves}/{v.attempts} attempts" if trains_by_epoch(case) else "—"
+        registered = ("yes" if v.registered else "no") if v.passed else "— (did not pass)"
+        out.append(f"| {case.name} | {v.attempts} | {_seconds(v.to_pass)} | "
+                   f"{_ratio(v, oracles[case.name]['seconds'])} | {curves} | {registered} |")
+    ran = {c.name: diagnose[c.name] for c in cases if not diagnose[c.name].unavailable}
+    out += ["", f"On the unmodified cases `diagnose` took {_wall_ratio(ran, oracles):.1f}× the oracle's "
+                f"seconds (wall; goal ≤ 2×)."]
+    return out
 
 
 if __name__ == "__main__":
