@@ -106,3 +106,28 @@ def test_an_unmodified_pytorch_loop_is_diagnosed_from_its_captured_curve(cli, tm
     assert summary["best"]["metric_source"] == "accuracy printed as 'val_acc' at line 27"
     assert summary["best"]["artifact_source"].startswith("saved by pushtune: the module the optimizer trained")
     assert Path(summary["best"]["artifact"]).name == "model.pt"
+
+
+# Its metric is the last line on stdout, but warnings on stderr come after it: in a container the
+# two streams reach the log in either order (issue 26: read at random under Docker).
+METRIC_THEN_WARNINGS = """\
+import sys
+import warnings
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+LogisticRegression(max_iter=500).fit(*load_iris(return_X_y=True))
+print("Accuracy: 0.933", flush=True)
+warnings.warn("X does not have valid feature names, but LogisticRegression was fitted with feature names")
+print("WARNING:absl:You are saving your model as an HDF5 file via `model.save()`.", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_metric_is_read_from_stdout_whatever_stderr_interleaves(cli, tmp_path, runtime):
+    script = tmp_path / "noisy.py"
+    script.write_text(METRIC_THEN_WARNINGS)
+    for _ in range(3):
+        done = cli("run", script, "--runtime", runtime, "--threshold", "0.9", "--max-attempts", "1", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        best = json.loads(done.stdout)["best"]
+        assert (best["accuracy"], best["metric_source"]) == (0.933, "accuracy printed as 'Accuracy' at line 6")
