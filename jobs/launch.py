@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
         capture = Capture(Path(os.environ.get("PUSHTUNE_OUTPUT") or "output"), script)
         try:
             install(capture)
-            capture.watch_stdout()
+            capture.watch_output()
         except Exception as exc:  # the script runs without capture rather than not at all
             warn(f"off for this attempt: {type(exc).__name__}: {exc}")
             capture = None

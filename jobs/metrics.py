@@ -254,6 +254,8 @@ def read_capture(output_dir: Path) -> dict | None:
         "notes": _plain_tree(raw.get("notes"), 3) if isinstance(raw.get("notes"), dict) else {},
         "artifact": {"file": _plain_value(artifact.get("file"), str), "how": _plain_value(artifact.get("how"), str)}
         if artifact.get("file") else None,
+        "warnings": [w[:MAX_TEXT] for w in raw.get("warnings") or [] if isinstance(w, str)][:5]
+        if isinstance(raw.get("warnings"), list) else [],
     }
 
 

@@ -59,6 +59,7 @@ def _row(attempt: dict[str, Any], best_n: int | None) -> dict[str, Any]:
         "seconds": f"{(a['seconds'] or 0):.1f}",
         "restarts": a["restarts"],
         "log_tail": shown_log_tail(a) if a["status"] == "failed" else "",
+        "warnings": captured(a, "warnings") or [],  # the script's own WARNING lines
     }
 
 

@@ -131,3 +131,28 @@ def test_the_metric_is_read_from_stdout_whatever_stderr_interleaves(cli, tmp_pat
         assert done.returncode == 0, done.stdout + done.stderr
         best = json.loads(done.stdout)["best"]
         assert (best["accuracy"], best["metric_source"]) == (0.933, "accuracy printed as 'Accuracy' at line 6")
+
+
+# As models/face_vgg16.py does offline; a library's own warning (through logging) is not the script's.
+WARNS_ITSELF = """\
+import logging
+import sys
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+print("WARNING: VGG16 imagenet weights unavailable; TRAINING FROM RANDOM WEIGHTS", file=sys.stderr)
+logging.getLogger("somelib").warning("WARNING: a library's notice")
+LogisticRegression(max_iter=500).fit(*load_iris(return_X_y=True))
+print("Accuracy: 0.95")
+"""
+
+
+def test_the_scripts_own_warnings_reach_the_terminal_and_the_report(cli, tmp_path):
+    script = tmp_path / "warns.py"
+    script.write_text(WARNS_ITSELF)
+    done = cli("run", script, "--runtime", "local", "--max-attempts", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = "script says: WARNING: VGG16 imagenet weights unavailable; TRAINING FROM RANDOM WEIGHTS"
+    assert said in done.stderr and "a library's notice" not in done.stderr.replace(said, "")
+    [attempt] = RunStore.open().attempts(1)
+    assert attempt["capture"]["warnings"] == [said.removeprefix("script says: ")]
+    assert said in (Path(attempt["dir"]).parent / "report.html").read_text()

@@ -14,6 +14,7 @@ autolog.json:
      "saved": [{"path": "face.h5", "call": "model.save()", "line": 30, "model": true}, …],
      "training": {"keras": {"epochs": 5, "batch_size": 32, …}},
      "artifact": {"file": "model.h5", "how": "saved by the script as face.h5 (line 30)"},
+     "warnings": ["WARNING: VGG16 imagenet weights unavailable (…); TRAINING FROM RANDOM WEIGHTS"],
      "notes": {…}}                                 # framework-specific findings (scikit-learn's fit)
 
 Every patch keeps mlflow's promise (safe_patch): the original is called exactly once, whatever
@@ -48,6 +49,7 @@ ARTIFACT_BY_SUFFIX = {".keras": "model.keras", ".h5": "model.h5", ".hdf5": "mode
                       ".sav": "model.pkl", ".pt": "model.pt", ".pth": "model.pt", ".onnx": "model.onnx"}
 WRITE_INTERVAL = 1.0  # seconds between two writes of autolog.json while the script runs
 MAX_ENTRIES = 200  # of each list: a script evaluating in a loop must not grow the file without end
+MAX_WARNINGS = 5  # of the script's own warning lines kept
 SAVED_MODEL_LIMIT = 4 << 30
 
 
@@ -73,11 +75,12 @@ class Capture:
         self.output = output
         self.script = os.path.realpath(script)
         self.data: dict[str, Any] = {"frameworks": [], "metrics": [], "printed": [], "saved": [],
-                                     "training": {}, "artifact": None, "notes": {}}
+                                     "training": {}, "artifact": None, "notes": {}, "warnings": []}
         self.trained: Trained | None = None
         self.kit_used = False  # the script calls the kit itself: its curve and checkpoints are its own
         self._lock = threading.RLock()
         self._stdout: _LineWatcher | None = None
+        self._stderr: _LineWatcher | None = None
         self._at_finish: list[Callable[[], None]] = []
         self._written_at = -WRITE_INTERVAL
 
@@ -144,11 +147,23 @@ class Capture:
 
     # --- stdout ----------------------------------------------------------------------------------
 
-    def watch_stdout(self) -> None:
+    def watch_output(self) -> None:
         """Read metric lines from what the script prints on stdout (never stderr, where warnings
-        go), in the order it printed them."""
+        go), in the order it printed them; and the warnings the script itself writes to stderr
+        (`WARNING: …` lines of its own code, not of the libraries it calls)."""
         self._stdout = _LineWatcher(sys.stdout, self._printed)
-        sys.stdout = self._stdout
+        self._stderr = _LineWatcher(sys.stderr, self._warned)
+        sys.stdout, sys.stderr = self._stdout, self._stderr
+
+    def _warned(self, text: str) -> None:
+        if not text.lstrip().upper().startswith("WARNING"):
+            return
+        caller = sys._getframe(2)  # _warned ← _LineWatcher.write ← the writer (print is C code)
+        if os.path.realpath(caller.f_code.co_filename) == self.script:
+            warned = self.data["warnings"]
+            if text.strip() not in warned and len(warned) < MAX_WARNINGS:
+                warned.append(text.strip()[:lines.MAX_LINE])
+                self.write()
 
     def _printed(self, text: str) -> None:
         found = lines.pairs(text)
@@ -167,10 +182,11 @@ class Capture:
     def finish(self, succeeded: bool) -> None:
         """After the script: make sure a script that trained a model leaves it as the attempt's
         artifact, then write autolog.json for the last time."""
-        if self._stdout is not None:
-            self._stdout.flush_pending()
-            if sys.stdout is self._stdout:
-                sys.stdout = self._stdout.wrapped
+        for watcher, name in ((self._stdout, "stdout"), (self._stderr, "stderr")):
+            if watcher is not None:
+                watcher.flush_pending()
+                if getattr(sys, name) is watcher:
+                    setattr(sys, name, watcher.wrapped)
         for step in self._at_finish:
             step()
         try:

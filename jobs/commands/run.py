@@ -15,6 +15,7 @@ from rich.text import Text
 from jobs import exit_codes
 from jobs.commands import output_console
 from jobs.loop import RunOptions, check_model, notify_if_asked, run_model
+from jobs.metrics import captured
 from jobs.objective import Objective
 from jobs.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
 from jobs.run_options import add_run_options, options_from, print_option_notes
@@ -83,6 +84,8 @@ class TerminalProgress:
             else:
                 self.console.print(Text.assemble(f"attempt {a['n']}: ", ("failed", "red"),
                                                  f": {a['error'] or ''} ({a['seconds']:.1f} s)"))
+            for warning in captured(a, "warnings") or []:  # the script's own, e.g. random weights
+                self.console.print(Text.assemble("  ", ("script says", "yellow"), f": {warning}"))
 
     def _epoch_line(self, epoch: int, epochs: int | None, logs: dict) -> None:
         self.console.print(epoch_line(epoch, epochs, logs), markup=False, highlight=False)
