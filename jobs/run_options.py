@@ -116,7 +116,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         except UnicodeDecodeError:
             raise UserError(f"--space: {args.space} is not UTF-8 text (a JSON file is)") from None
         space = load_space(text, args.space)
-    options = RunOptions(
+    return RunOptions(
         threshold=args.threshold, metric=args.metric, mode=args.mode or default_mode(args.metric),
         max_attempts=args.max_attempts, time_budget=args.time_budget,
         attempt_timeout=args.attempt_timeout, max_restarts=args.max_restarts,
@@ -129,7 +129,6 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},
     )
-    return options
 
 
 def print_option_notes(args: argparse.Namespace, options: RunOptions) -> None:
