@@ -168,7 +168,7 @@ def _from_metrics_json(data: bytes, metric: str) -> MetricReading:
             return MetricReading(reported, f"metrics.json: {problem}")
     if metric not in numbers:
         return MetricReading(reported, f"metrics.json has no finite number {metric!r}")
-    return MetricReading({**reported, metric: numbers[metric]}, None, "metrics.json")
+    return MetricReading({**reported, metric: numbers[metric]}, None, f"{metric} from metrics.json")
 
 
 def _from_accuracy_txt(data: bytes) -> MetricReading:
@@ -181,7 +181,7 @@ def _from_accuracy_txt(data: bytes) -> MetricReading:
         return MetricReading({}, "accuracy.txt does not hold a finite number")
     if problem := out_of_range("accuracy", value):
         return MetricReading({"accuracy": value}, f"accuracy.txt: {problem}")
-    return MetricReading({"accuracy": value}, None, "accuracy.txt")
+    return MetricReading({"accuracy": value}, None, "accuracy from accuracy.txt")
 
 
 def _checked(metric: str, value: float, source: str, where: str) -> MetricReading:

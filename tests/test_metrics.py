@@ -102,7 +102,7 @@ def test_a_captured_call_comes_before_printed_lines_and_names_its_line(tmp_path)
 def test_metrics_json_still_comes_first_with_a_capture(tmp_path):
     capture = _capture(tmp_path, metrics=[{"name": "accuracy", "value": 0.5, "source": "model.evaluate()", "line": 3}])
     (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.8}))
-    assert read_metric(tmp_path, None, "accuracy", capture).source == "metrics.json"
+    assert read_metric(tmp_path, None, "accuracy", capture).source == "accuracy from metrics.json"
 
 
 def test_no_metric_says_what_the_script_did_report(tmp_path):

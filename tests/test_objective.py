@@ -215,7 +215,7 @@ def test_the_loop_the_report_runs_and_the_mail_agree_on_a_min_mode_run(tmp_path,
     assert context["best"]["n"] == 2 and context["comparison"] == "≤"
     assert [row["css"] for row in context["rows"]] == ["", "best", "failed", "", ""]
     page = (pushtune_home / "runs" / str(run_id) / "report.html").read_text(encoding="utf-8")
-    assert "Best: attempt 2, loss 0.2000 (threshold ≤ 0.1)." in page
+    assert "Best: attempt 2, loss 0.2000 (threshold ≤ 0.1): loss from metrics.json." in page
 
     # `pushtune runs` and `pushtune show`
     listed = cli("runs", "--json")

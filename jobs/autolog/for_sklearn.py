@@ -21,9 +21,6 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-import joblib
-import numpy as np
-
 from jobs.autolog import Capture, Trained, lines, warn
 from jobs.autolog.for_pickle import is_model
 
@@ -155,6 +152,8 @@ def _metric_function(capture: Capture, function: Callable, name: str) -> Callabl
 
 def _record_metric(capture: Capture, name: str, value: Any, source: str, frame: FrameType) -> None:
     try:
+        import numpy as np  # scikit-learn's own dependency: here only once it is imported
+
         if np.ndim(value) == 0 and not isinstance(value, (str, bool)):
             capture.metric(name, value, source, frame.f_lineno)
     except Exception as exc:
@@ -179,6 +178,8 @@ def _record_fit(capture: Capture, base: ModuleType, estimator: Any, args: tuple,
 
     def save(output: Path) -> Path:
         path = output / "model.joblib"
+        import joblib  # scikit-learn's own dependency
+
         joblib.dump(estimator, path)
         return path
 
@@ -236,6 +237,8 @@ def _count(value: Any) -> int | None:
     try:
         if value is None or isinstance(value, bool):
             return None
+        import numpy as np
+
         return int(np.max(value))
     except (TypeError, ValueError):
         return None
