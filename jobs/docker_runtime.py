@@ -12,8 +12,9 @@ Its output streams into the attempt's log. Like `LocalRuntime`, a container kill
 How the attempt's files reach the container (`PUSHTUNE_DOCKER_TRANSFER`): `mount` bind-mounts the
 host's paths; `copy`, for an engine that cannot see them (a remote one, or pushtune itself in a
 container), copies them in through the Docker API before the start, into volumes of the
-container's own, and copies `/output` back after every exit. What comes back is checked first:
-only regular files and directories, within `/output`, up to `PUSHTUNE_MAX_OUTPUT_BYTES`.
+container's own, and copies `/output` back after every exit: its regular files and directories,
+up to `PUSHTUNE_MAX_OUTPUT_BYTES`, never a path outside it; links, FIFOs and devices stay in the
+container, with a note in the log, as the readers of a mounted output pass them by.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from docker.utils import parse_bytes
 
 from jobs import images
 from jobs.errors import UserError
-from jobs.metrics import CURVE_LIMIT
+from jobs.metrics import CURVE_LIMIT, is_regular_file
 from jobs.progress import HISTORY_FILE, PROGRESS_FILE
 from jobs.runtime import (
     LAUNCH_COMMAND,
@@ -76,6 +77,7 @@ CACHE_VOLUME = "pushtune-cache"  # the copy transfer's shared cache, kept by the
 CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")  # Docker's and Podman's
 PROGRESS_COPY_SECONDS = 2.0
 RUNNING = ("running", "paused", "restarting")
+NOTES_SHOWN = 20  # links and special files left in a container, named one by one in the log
 
 
 def death_by_signal(exit_code: int | None, oom_killed: bool) -> str | None:
@@ -307,8 +309,7 @@ def _fetch(container, path: str, limit: int) -> IO[bytes]:
         for chunk in chunks:
             size += len(chunk)
             if size > limit:
-                raise TransferFailed(f"output not copied back: {path} of container {container.name} "
-                                     f"is over {limit} bytes ({MAX_OUTPUT_VARIABLE})")
+                raise _over(path, limit, container.name)
             spool.write(chunk)
     except BaseException:
         spool.close()
@@ -318,44 +319,103 @@ def _fetch(container, path: str, limit: int) -> IO[bytes]:
 
 
 def _refusal(member: tarfile.TarInfo) -> str | None:
-    """Why a member of a container's output may not come back, or None."""
+    """Why a member's path makes the whole output suspect (no engine archives one so), or None."""
     name = PurePosixPath(member.name)
     if name.is_absolute():
         return "an absolute path"
     if ".." in name.parts:
         return "a path with '..'"
-    if member.issym():
-        return "a symbolic link"
-    if member.islnk():
-        return "a hard link"
-    if member.ischr() or member.isblk():
-        return "a device"
-    if member.isfifo():
-        return "a FIFO"
-    if not (member.isreg() or member.isdir()):
-        return "not a regular file or directory"
     return None
 
 
-def checked_members(tar: tarfile.TarFile, top: str) -> list[tarfile.TarInfo]:
-    """The members of the tar of a container's directory `top`, renamed relative to it (the top
-    directory itself left out); TransferFailed naming the first member that is refused."""
-    members = []
+def _below(member: tarfile.TarInfo, top: str) -> str | None:
+    """The member's path relative to the container's directory `top` (None for `top` itself);
+    TransferFailed for a path outside it."""
+    problem = _refusal(member)
+    parts = PurePosixPath(member.name).parts
+    if problem is None and (not parts or parts[0] != PurePosixPath(top).name):
+        problem = f"outside {top}"
+    if problem:
+        raise TransferFailed(f"output not copied back: {member.name!r} is {problem}; nothing comes "
+                             f"back from an archive with a path outside {top}")
+    return PurePosixPath(*parts[1:]).as_posix() if len(parts) > 1 else None
+
+
+def left_out(relative: str, member: tarfile.TarInfo) -> str | None:
+    """Why a member stays in the container, in the words pushtune uses for a mounted output's
+    files (jobs.metrics.UnsafeOutput), or None for a regular file or a directory."""
+    if member.isreg() or member.isdir():
+        return None
+    return _note(relative, "a symbolic link (not followed)" if member.issym() else "not a regular file")
+
+
+def _note(relative: str, what: str) -> str:
+    shown = relative if relative.isprintable() else repr(relative)  # one line in the log
+    return f"{shown} is {what}"
+
+
+def _over(path: str, limit: int, container_name: str) -> TransferFailed:
+    return TransferFailed(f"output not copied back: {path} of container {container_name} "
+                          f"is over {limit} bytes ({MAX_OUTPUT_VARIABLE})")
+
+
+def unpack_output(tar: tarfile.TarFile, top: str, destination: Path, limit: int,
+                  container_name: str = "?") -> dict[str, str]:
+    """Unpack the tar of a container's directory `top` into the empty directory `destination`,
+    member by member: directories, and regular files with the modes of tarfile's `data` filter
+    and no owner of their own; a hard link to a regular file as a copy of it. Links, FIFOs and
+    devices are left out: the note on each is returned, by its path relative to `top`. Only
+    directories and regular files are created, so nothing is ever written through a link.
+    TransferFailed for a path outside `top` (absolute, `..`), a `top` that is no directory, or
+    more than `limit` bytes written."""
+    notes: dict[str, str] = {}
+    earlier: dict[str, tarfile.TarInfo] = {}  # by name in the archive: what a hard link names
+    written = 0
     for member in tar:
-        problem = _refusal(member)
-        parts = PurePosixPath(member.name).parts
-        if problem is None and (not parts or parts[0] != PurePosixPath(top).name):
-            problem = f"outside {top}"
-        if problem:
-            raise TransferFailed(f"output not copied back: {member.name!r} is {problem}; only regular "
-                                 f"files and directories within {top} come back from a container")
-        if len(parts) == 1:
+        relative = _below(member, top)
+        if relative is None:
             if not member.isdir():
                 raise TransferFailed(f"output not copied back: {top} is not a directory")
             continue
-        member.name = PurePosixPath(*parts[1:]).as_posix()
-        members.append(member)
-    return members
+        earlier[PurePosixPath(member.name).as_posix()] = member
+        # a hard link is what it links to, as a mounted output shows it: a file, a link, a FIFO
+        source = earlier.get(PurePosixPath(member.linkname).as_posix()) if member.islnk() else member
+        if source is None:  # not in the archive: nothing to copy
+            notes[relative] = _note(relative, "not a regular file")
+            continue
+        if note := left_out(relative, source):
+            notes[relative] = note
+            continue
+        # the data filter's checks and modes, for the member under the name it is unpacked as
+        filtered = tarfile.data_filter(source.replace(name=relative, deep=False), str(destination))
+        target = destination / relative
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)  # the default mode: the filter sets none
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        content = tar.extractfile(source)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while content and (chunk := content.read(1 << 20)):
+                written += len(chunk)
+                if written > limit:  # hard links to one big file: each name is a full copy
+                    raise _over(top, limit, container_name)
+                out.write(chunk)
+            os.fchmod(fd, filtered.mode)
+            os.utime(fd, (member.mtime, member.mtime))
+    return notes
+
+
+def _make_staging(beside: Path) -> Path:
+    """A new, empty directory next to `beside`, with the mode a plain `mkdir` gives (the output
+    directory's, as the runtimes create it), not mkdtemp's 0700."""
+    while True:
+        staging = beside.with_name(f".{beside.name}-incoming-{os.urandom(4).hex()}")
+        try:
+            staging.mkdir()
+            return staging
+        except FileExistsError:
+            continue
 
 
 def _replace_dir(new: Path, old: Path) -> None:
@@ -370,9 +430,11 @@ def _replace_dir(new: Path, old: Path) -> None:
         shutil.rmtree(trash)
 
 
-def copy_output_back(container, output_dir: Path, limit: int) -> None:
-    """Make `output_dir` what the container's /output is: all of it checked first, nothing
-    written when anything is refused. TransferFailed says why not; NotFound when it is gone."""
+def copy_output_back(container, output_dir: Path, limit: int) -> dict[str, str]:
+    """Make `output_dir` what the container's /output is, but for its links, FIFOs and devices,
+    which stay in the container: the notes on them are returned (`unpack_output`). Unpacked beside it first, so
+    nothing is written when the archive is refused. TransferFailed says why not; NotFound when
+    the container is gone."""
     try:
         archive = _fetch(container, OUTPUT, limit)
     except NotFound:
@@ -380,16 +442,29 @@ def copy_output_back(container, output_dir: Path, limit: int) -> None:
     except (DockerException, requests.RequestException) as exc:
         raise TransferFailed(f"cannot copy {OUTPUT} back from container {container.name}: "
                              f"{getattr(exc, 'explanation', None) or exc}") from None
-    staging = Path(tempfile.mkdtemp(prefix=".output-incoming-", dir=output_dir.parent))
+    staging = None
     try:
+        staging = _make_staging(output_dir)
         with archive, tarfile.open(fileobj=archive, mode="r:") as tar:
-            members = checked_members(tar, OUTPUT)
-            tar.extractall(staging, members=members, filter="data")
+            notes = unpack_output(tar, OUTPUT, staging, limit, container.name)
         _replace_dir(staging, output_dir)
     except (tarfile.TarError, OSError) as exc:  # a damaged archive; a full disk here
         raise TransferFailed(f"output not copied back from container {container.name}: {exc}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return notes
+
+
+def metric_left_out(left: dict[str, str], output_dir: Path) -> str | None:
+    """The note on a metric file left in the container, when reading a mounted output would have
+    failed on it (jobs.metrics.read_metric: metrics.json first, then accuracy.txt): the attempt's
+    error then, in the same words."""
+    if "metrics.json" in left:
+        return left["metrics.json"]
+    if "accuracy.txt" in left and not is_regular_file(output_dir / "metrics.json"):
+        return left["accuracy.txt"]
+    return None
 
 
 class _ProgressCopy(threading.Thread):
@@ -507,14 +582,21 @@ class DockerRuntime:
         """Copy transfer: the output of a container that ended, back into the attempt's output
         directory; why it was refused (also noted in the log), or None."""
         try:
-            copy_output_back(container, spec.output_dir, self.max_output)
+            notes = copy_output_back(container, spec.output_dir, self.max_output)
         except NotFound:
             return None  # the container is gone: nothing came back, the output stays as it was
         except TransferFailed as exc:
             with open(spec.log_path, "a", encoding="utf-8", errors="replace") as log:
                 log.write(f"\n[pushtune] {exc}\n")
             return str(exc)
-        return None
+        if notes:
+            with open(spec.log_path, "a", encoding="utf-8", errors="replace") as log:
+                log.write("\n" + "".join(f"[pushtune] {note}: left in the container\n"
+                                          for note in list(notes.values())[:NOTES_SHOWN]))
+                if len(notes) > NOTES_SHOWN:
+                    log.write(f"[pushtune] … and {len(notes) - NOTES_SHOWN} more links or special files"
+                              " left in the container\n")
+        return metric_left_out(notes, spec.output_dir)
 
     def training_state(self, spec: AttemptSpec) -> TrainingState:
         """The attempt's latest container, found by its labels: what a monitor sees. With the copy

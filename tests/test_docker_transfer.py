@@ -24,12 +24,12 @@ from jobs.docker_runtime import (
     CACHE_VOLUME,
     DockerRuntime,
     TransferFailed,
-    checked_members,
     choose_transfer,
     engine_runs_here,
     in_a_container,
     max_output_bytes,
     transfer_setting,
+    unpack_output,
 )
 from jobs.errors import UserError
 from jobs.loop import RunOptions, attempt_spec, resume_attempt, run_model
@@ -134,15 +134,19 @@ def test_bad_settings_stop_a_run_in_one_line_with_exit_2(cli, model_file, variab
 # --- checking what comes back, without an engine --------------------------------------------------
 
 
-def tar_of(*members: tuple[str, bytes]) -> tarfile.TarFile:  # (name, tarfile type)
+def tar_of(*members: tuple) -> tarfile.TarFile:
+    """An archive as the engine's get_archive sends it: (name, tarfile type[, content or link name])."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, kind in members:
+        for name, kind, *more in members:
             info = tarfile.TarInfo(name)
-            info.type = kind
-            if kind == tarfile.SYMTYPE:
-                info.linkname = "/etc/passwd"
-            tar.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+            info.type, info.uid, info.gid, info.mode = kind, 1000, 1000, 0o755 if kind == tarfile.DIRTYPE else 0o644
+            content = more[0] if more else b""
+            if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                info.linkname = more[0] if more else "/etc/passwd"
+            elif kind == tarfile.REGTYPE:
+                info.size = len(content)
+            tar.addfile(info, io.BytesIO(content) if kind == tarfile.REGTYPE else None)
     buffer.seek(0)
     return tarfile.open(fileobj=buffer, mode="r:")
 
@@ -150,26 +154,77 @@ def tar_of(*members: tuple[str, bytes]) -> tarfile.TarFile:  # (name, tarfile ty
 @pytest.mark.parametrize("name, kind, message", [
     ("/etc/cron.d/job", tarfile.REGTYPE, "'/etc/cron.d/job' is an absolute path"),
     ("output/../../escaped", tarfile.REGTYPE, "'output/../../escaped' is a path with '..'"),
-    ("output/tty", tarfile.CHRTYPE, "'output/tty' is a device"),
-    ("output/disk", tarfile.BLKTYPE, "'output/disk' is a device"),
-    ("output/pipe", tarfile.FIFOTYPE, "'output/pipe' is a FIFO"),
-    ("output/link", tarfile.SYMTYPE, "'output/link' is a symbolic link"),
+    ("output/../../escaped", tarfile.SYMTYPE, "'output/../../escaped' is a path with '..'"),
     ("elsewhere/file", tarfile.REGTYPE, "'elsewhere/file' is outside /output"),
 ])
-def test_refused_members_are_named(name, kind, message):
-    with tar_of(("output", tarfile.DIRTYPE), ("output/fine.txt", tarfile.REGTYPE), (name, kind)) as tar:
+def test_a_path_outside_the_output_refuses_the_whole_archive(tmp_path, name, kind, message):
+    with tar_of(("output", tarfile.DIRTYPE), ("output/fine.txt", tarfile.REGTYPE, b"fine"), (name, kind)) as tar:
         with pytest.raises(TransferFailed) as raised:
-            checked_members(tar, "/output")
+            unpack_output(tar, "/output", tmp_path, 2**20)
     assert str(raised.value).startswith("output not copied back: ")
     assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert not (tmp_path.parent / "escaped").exists() and not (tmp_path / "escaped").exists()
 
 
-def test_accepted_members_are_renamed_below_the_output():
-    members = [("output", tarfile.DIRTYPE), ("output/checkpoints", tarfile.DIRTYPE),
-               ("output/checkpoints/w.h5", tarfile.REGTYPE), ("output/metrics.json", tarfile.REGTYPE)]
+def test_links_fifos_and_devices_are_left_out_with_a_note_and_the_rest_comes_back(tmp_path):
+    members = [("output", tarfile.DIRTYPE), ("output/model.joblib", tarfile.REGTYPE, b"weights"),
+               ("output/metrics.json", tarfile.REGTYPE, b'{"accuracy": 0.9}'),
+               ("output/passwd", tarfile.SYMTYPE, "/etc/passwd"),
+               ("output/latest.joblib", tarfile.SYMTYPE, "model.joblib"),  # harmless, still a link
+               ("output/copy.joblib", tarfile.LNKTYPE, "output/model.joblib"),  # a hard link: a file
+               ("output/pipe", tarfile.FIFOTYPE), ("output/tty", tarfile.CHRTYPE),
+               ("output/disk", tarfile.BLKTYPE), ("output/checkpoints", tarfile.DIRTYPE),
+               ("output/checkpoints/w.h5", tarfile.REGTYPE, b"w"),
+               ("output/checkpoints/root", tarfile.SYMTYPE, "/"),
+               ("output/checkpoints/twin", tarfile.LNKTYPE, "output/passwd"),  # a hard link to a link
+               ("output/odd\nname", tarfile.SYMTYPE, "/")]
     with tar_of(*members) as tar:
-        names = [member.name for member in checked_members(tar, "/output")]
-    assert names == ["checkpoints", "checkpoints/w.h5", "metrics.json"]
+        notes = unpack_output(tar, "/output", tmp_path, 2**20)
+    assert notes == {
+        "passwd": "passwd is a symbolic link (not followed)",
+        "latest.joblib": "latest.joblib is a symbolic link (not followed)",
+        "pipe": "pipe is not a regular file",
+        "tty": "tty is not a regular file",
+        "disk": "disk is not a regular file",
+        "checkpoints/root": "checkpoints/root is a symbolic link (not followed)",
+        "checkpoints/twin": "checkpoints/twin is a symbolic link (not followed)",
+        "odd\nname": "'odd\\nname' is a symbolic link (not followed)",  # one line in the log
+    }
+    found = {p.relative_to(tmp_path).as_posix(): p for p in tmp_path.rglob("*")}
+    assert sorted(found) == ["checkpoints", "checkpoints/w.h5", "copy.joblib", "metrics.json", "model.joblib"]
+    assert not any(p.is_symlink() for p in found.values())
+    assert found["model.joblib"].read_bytes() == found["copy.joblib"].read_bytes() == b"weights"
+    assert found["copy.joblib"].stat().st_ino != found["model.joblib"].stat().st_ino  # a copy
+    for path in found.values():  # the unpacking user's, not the container's uid 1000
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
+
+
+def test_modes_are_the_data_filters_and_directories_get_the_default(tmp_path):
+    members = [("output", tarfile.DIRTYPE), ("output/run.sh", tarfile.REGTYPE, b"#!/bin/sh\n"),
+               ("output/shared.txt", tarfile.REGTYPE, b"x"), ("output/sub", tarfile.DIRTYPE)]
+    with tar_of(*members) as tar:
+        for member in tar.getmembers():
+            member.mode = {"output/run.sh": 0o6777, "output/shared.txt": 0o666, "output/sub": 0o777}.get(
+                member.name, member.mode)
+        unpack_output(tar, "/output", tmp_path, 2**20)
+    probe = tmp_path / "probe"
+    probe.mkdir()  # what a plain mkdir gives here
+    assert (tmp_path / "run.sh").stat().st_mode & 0o7777 == 0o755  # no setuid, no group write
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o7777 == 0o644
+    assert (tmp_path / "sub").stat().st_mode & 0o7777 == probe.stat().st_mode & 0o7777
+
+
+def test_hard_links_to_one_big_file_count_against_the_cap(tmp_path):
+    members = [("output", tarfile.DIRTYPE), ("output/big", tarfile.REGTYPE, b"x" * 600),
+               *((f"output/big-{n}", tarfile.LNKTYPE, "output/big") for n in range(3))]
+    with tar_of(*members) as tar:
+        with pytest.raises(TransferFailed, match=r"/output of container c1 is over 1000 bytes"):
+            unpack_output(tar, "/output", tmp_path, 1000, "c1")
+    roomy = tmp_path / "roomy"
+    roomy.mkdir()
+    with tar_of(*members) as tar:
+        assert unpack_output(tar, "/output", roomy, 2400) == {}
+    assert sorted(p.stat().st_size for p in roomy.iterdir()) == [600] * 4
 
 
 # --- training in copy mode ------------------------------------------------------------------------
@@ -285,29 +340,82 @@ kit.report(accuracy=0.99)
 """
 
 
+# Links and special files a script leaves next to its model and metric; `kit` saves nothing itself.
+PLANTED = """\
+(out / 'model.joblib').write_bytes(b'weights')
+os.symlink('/etc/passwd', out / 'passwd')
+os.symlink('model.joblib', out / 'latest.joblib')  # relative and harmless: still a link
+(out / 'sub').mkdir(); os.symlink('/', out / 'sub' / 'root')
+os.symlink('../../../../escaped', out / 'up')
+os.mkfifo(out / 'pipe')
+os.link(out / 'model.joblib', out / 'copy.joblib')
+"""
+LEFT_IN_THE_CONTAINER = ["passwd is a symbolic link (not followed)",
+                         "latest.joblib is a symbolic link (not followed)",
+                         "sub/root is a symbolic link (not followed)",
+                         "up is a symbolic link (not followed)", "pipe is not a regular file"]
+
+
 @pytest.mark.docker
 @requires_engine
-@pytest.mark.parametrize("plant, refused", [
-    ("os.symlink('/etc/passwd', out / 'passwd')", "'output/passwd' is a symbolic link"),
-    ("os.symlink('../../../../escaped', out / 'up')", "'output/up' is a symbolic link"),
-    ("(out / 'sub').mkdir(); os.symlink('/', out / 'sub' / 'root')", "'output/sub/root' is a symbolic link"),
-    ("os.mkfifo(out / 'pipe')", "'output/pipe' is a FIFO"),
-    ("(out / 'a').write_text('a'); os.link(out / 'a', out / 'b')", "is a hard link"),
-])
-def test_links_and_fifos_in_the_output_fail_the_attempt_and_nothing_comes_back(
-        pushtune_home, engine, model_file, copying, plant, refused):
-    model = model_file(PLANTS.format(plant=plant), "regression")
+def test_links_and_fifos_in_the_output_stay_in_the_container_and_the_rest_comes_back(
+        pushtune_home, engine, model_file, copying):
+    model = model_file(PLANTS.format(plant=PLANTED), "regression")
     attempt = run_one(model, engine)
-    assert attempt["status"] == "failed" and attempt["metric_value"] is None
-    assert attempt["error"].startswith("output not copied back: ") and refused in attempt["error"]
-    assert "only regular files and directories within /output" in attempt["error"]
-    assert "\n" not in attempt["error"]
+    assert attempt["status"] == "ok" and attempt["metric_value"] == 0.99, attempt["error"]
     workdir = Path(attempt["dir"])
-    assert list((workdir / "output").iterdir()) == []  # not even the metric
+    output = workdir / "output"
+    assert Path(attempt["artifact_path"]) == output / "model.joblib"
+    assert (output / "model.joblib").read_bytes() == (output / "copy.joblib").read_bytes() == b"weights"
+    assert json.loads((output / "metrics.json").read_text())["accuracy"] == 0.99
+    names = {p.relative_to(output).as_posix() for p in output.rglob("*")}
+    assert names - {"autolog.json"} == {"copy.joblib", "metrics.json", "model.joblib", "sub"}
+    log = (workdir / "log.txt").read_text()
+    for note in LEFT_IN_THE_CONTAINER:
+        assert f"[pushtune] {note}: left in the container\n" in log
     assert sorted(p.name for p in workdir.iterdir() if p.name.startswith(".")) == []  # no staging left
     assert not any(p.name in ("passwd", "escaped", "pipe", "root") for p in pushtune_home.rglob("*"))
-    assert "[pushtune] output not copied back" in (workdir / "log.txt").read_text()
     assert containers_of(engine, model) == []
+
+
+def modes(output: Path) -> dict[str, tuple[int, int, int]]:
+    """(mode, uid, gid) of the output directory and of every regular file or directory in it."""
+    found = {".": output, **{p.relative_to(output).as_posix(): p for p in output.rglob("*")}}
+    return {name: (p.stat().st_mode, p.stat().st_uid, p.stat().st_gid)
+            for name, p in found.items() if not p.is_symlink() and (p.is_file() or p.is_dir())}
+
+
+@pytest.mark.docker
+@requires_engine
+def test_the_output_comes_back_as_a_mount_leaves_it(pushtune_home, engine, model_file, monkeypatch):
+    plant = PLANTED + "(out / 'run.sh').write_text('#!/bin/sh\\n'); os.chmod(out / 'run.sh', 0o755)"
+    model = model_file(PLANTS.format(plant=plant), "regression")
+    found = {}
+    for transfer in ("mount", "copy"):
+        monkeypatch.setenv("PUSHTUNE_DOCKER_TRANSFER", transfer)
+        attempt = run_one(model, engine)
+        assert attempt["status"] == "ok", attempt["error"]
+        found[transfer] = modes(Path(attempt["dir"]) / "output")
+    assert found["copy"] == found["mount"]
+    assert set(found["copy"]) >= {".", "model.joblib", "copy.joblib", "metrics.json", "sub", "run.sh"}
+    assert found["copy"]["."][0] & 0o777 != 0o700  # not a temporary directory's mode
+
+
+@pytest.mark.docker
+@requires_engine
+@pytest.mark.parametrize("transfer", ["mount", "copy"])
+@pytest.mark.parametrize("plant, error", [
+    ("os.symlink('/etc/passwd', out / 'metrics.json')", "metrics.json is a symbolic link (not followed)"),
+    ("os.mkfifo(out / 'accuracy.txt')", "accuracy.txt is not a regular file"),
+])
+def test_a_metric_file_that_is_no_file_fails_alike_with_either_transfer(
+        pushtune_home, engine, model_file, monkeypatch, transfer, plant, error):
+    monkeypatch.setenv("PUSHTUNE_DOCKER_TRANSFER", transfer)
+    script = PLANTS.replace("kit.report(accuracy=0.99)", "print('accuracy: 0.99')")
+    model = model_file(script.format(plant=plant + "; (out / 'model.joblib').write_bytes(b'w')"), "regression")
+    attempt = run_one(model, engine, autolog=False)
+    assert attempt["status"] == "failed" and attempt["error"] == error
+    assert (Path(attempt["dir"]) / "output" / "model.joblib").read_bytes() == b"w"  # kept all the same
 
 
 @pytest.mark.docker
