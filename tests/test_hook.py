@@ -193,3 +193,36 @@ def test_a_root_level_file_named_like_an_option_is_trained(tmp_path, pushtune_ho
 
     (run,) = wait_for(lambda: finished_runs(pushtune_home))
     assert (run["model_name"], run["status"]) == ("-dash.py", "passed")
+
+
+def test_a_symbolic_link_out_of_the_repository_is_not_trained(tmp_path, pushtune_home, bare):
+    outside = tmp_path / "outside" / "logistic.py"  # a model of this machine's, not of the push
+    outside.parent.mkdir()
+    outside.write_text(LOGISTIC)
+    installed = pushtune(pushtune_home, "hook", "install", bare, "--run-args",
+                         "--threshold 0.5 --max-attempts 1 --runtime local")
+    assert installed.returncode == 0, installed.stderr
+    work = clone(bare, tmp_path / "work")
+    (work / "absolute.py").symlink_to(outside)
+    # from the hook's checkout, $PUSHTUNE_HOME/checkouts/<commit>/, three levels up is tmp_path
+    (work / "upwards.py").symlink_to(Path("..", "..", "..", "outside", "logistic.py"))
+    (work / "metadata.py").symlink_to(Path(".git", "config"))
+    (work / "real").mkdir()
+    (work / "real" / "logistic.model").write_text(LOGISTIC)
+    (work / "alias.py").symlink_to(Path("real", "logistic.model"))  # within the push: followed
+    git(work, "add", ".")
+    git(work, "commit", "-qm", "links")
+    assert subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True).returncode == 0
+    commit = git(work, "rev-parse", "HEAD")[:10]
+
+    log_file = pushtune_home / "hooks" / "hook.log"
+    log = wait_for(lambda: (lambda p: p.exists() and "alias.py@" in p.read_text() and " exited " in p.read_text()
+                            and p.read_text())(log_file))
+    assert f"skipped absolute.py@{commit}: a symbolic link to {str(outside)!r}, which leads out of the " \
+           "repository\n" in log
+    assert f"skipped upwards.py@{commit}: a symbolic link to '../../../outside/logistic.py', which leads " \
+           "out of the repository\n" in log
+    assert f"skipped metadata.py@{commit}: a symbolic link to '.git/config', which leads out of the " \
+           "repository\n" in log
+    assert f"pushtune run alias.py@{commit} exited 0" in log
+    assert [run["model_name"] for run in finished_runs(pushtune_home)] == ["alias.py"]
