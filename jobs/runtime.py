@@ -291,7 +291,7 @@ class _LogPump(threading.Thread):
 
 
 STOP_GRACE_SECONDS = 5  # between SIGTERM and SIGKILL when an attempt is stopped
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # <linux/prctl.h>
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36  # <linux/prctl.h>
 
 
 class LocalRuntime:
@@ -337,6 +337,12 @@ class LocalRuntime:
                 resume=resume,
             ),
         }
+        # The script runs as this user, so it could read this process's own environment (pushtune's
+        # secrets: PUSHTUNE_SMTP_PASSWORD, JENKINS_API_TOKEN, PUSHTUNE_DB …) from
+        # /proc/<pid>/environ, or its memory. Not dumpable, this process's /proc files belong to
+        # root, and ptrace needs CAP_SYS_PTRACE: closed to a script of an ordinary user, not to
+        # root's (README, "What the local runtime isolates"). Kept for the driver's whole life.
+        _prctl(PR_SET_DUMPABLE, 0)
         # -I: the leader imports nothing from the attempt directory or the script's environment.
         leader = f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); " \
                  "from jobs.runtime import lead_attempt; lead_attempt(sys.argv[1:])"
