@@ -380,7 +380,7 @@ def unpack_output(tar: tarfile.TarFile, top: str, destination: Path, limit: int,
         earlier[PurePosixPath(member.name).as_posix()] = member
         # a hard link is what it links to, as a mounted output shows it: a file, a link, a FIFO
         source = earlier.get(PurePosixPath(member.linkname).as_posix()) if member.islnk() else member
-        if source is None:  # not in the archive: nothing to copy
+        if source is None or (member.islnk() and source.isdir()):  # nothing to copy
             notes[relative] = _note(relative, "not a regular file")
             continue
         if note := left_out(relative, source):
@@ -432,9 +432,9 @@ def _replace_dir(new: Path, old: Path) -> None:
 
 def copy_output_back(container, output_dir: Path, limit: int) -> dict[str, str]:
     """Make `output_dir` what the container's /output is, but for its links, FIFOs and devices,
-    which stay in the container: the notes on them are returned (`unpack_output`). Unpacked beside it first, so
-    nothing is written when the archive is refused. TransferFailed says why not; NotFound when
-    the container is gone."""
+    which stay in the container: the notes on them are returned (`unpack_output`). Unpacked
+    beside it first, so nothing is written when the archive is refused. TransferFailed says why
+    not; NotFound when the container is gone."""
     try:
         archive = _fetch(container, OUTPUT, limit)
     except NotFound:

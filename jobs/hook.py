@@ -205,9 +205,9 @@ def work(repo: Path, pushes: list[tuple[str, str]], run_args: list[str], home: P
     for old, new in pushes:
         tree = checkout(repo, new, home)
         changed = changed_paths(tree, old or None, new)
-        leaving = [(path, why) for path in changed if (why := leaves_checkout(tree, path))]
-        models, skipped = model_files(tree, [path for path in changed if path not in dict(leaving)])
-        for path, why in leaving + skipped:
+        leaving = {path: why for path in changed if (why := leaves_checkout(tree, path))}
+        models, skipped = model_files(tree, [path for path in changed if path not in leaving])
+        for path, why in [*leaving.items(), *skipped]:
             print(f"{_now()} skipped {path}@{new[:10]}: {why}", flush=True)
         for path in models:
             print(f"{_now()} pushtune run {path}@{new[:10]}", flush=True)
