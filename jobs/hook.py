@@ -183,20 +183,6 @@ def checkout(repo: Path, commit: str, home: Path) -> Path:
     return target
 
 
-def leaves_checkout(tree: Path, relative: str) -> str | None:
-    """Why a changed file is not trained, when it is a symbolic link (or lies below one) that
-    leads out of the checkout `tree` or into its `.git`; None for any other file."""
-    root = tree.resolve()
-    resolved = Path(os.path.realpath(root / relative))
-    if resolved.is_relative_to(root) and not resolved.is_relative_to(root / ".git"):
-        return None
-    parts = Path(relative).parts
-    links = [root.joinpath(*parts[:n]) for n in range(1, len(parts) + 1)]
-    link = next((path for path in links if path.is_symlink()), root / relative)
-    target = os.readlink(link) if link.is_symlink() else str(resolved)
-    return f"a symbolic link to {target!r}, which leads out of the repository"
-
-
 def work(repo: Path, pushes: list[tuple[str, str]], run_args: list[str], home: Path) -> int:
     """Run `pushtune run` on every supported model file the pushes changed; the failures."""
     from jobs.steps import changed_paths, model_files
@@ -205,9 +191,8 @@ def work(repo: Path, pushes: list[tuple[str, str]], run_args: list[str], home: P
     for old, new in pushes:
         tree = checkout(repo, new, home)
         changed = changed_paths(tree, old or None, new)
-        leaving = {path: why for path in changed if (why := leaves_checkout(tree, path))}
-        models, skipped = model_files(tree, [path for path in changed if path not in leaving])
-        for path, why in [*leaving.items(), *skipped]:
+        models, skipped = model_files(tree, changed)
+        for path, why in skipped:
             print(f"{_now()} skipped {path}@{new[:10]}: {why}", flush=True)
         for path in models:
             print(f"{_now()} pushtune run {path}@{new[:10]}", flush=True)

@@ -100,12 +100,29 @@ def changed_paths(repo: Path, old: str | None, new: str) -> list[str]:
     return [p for p in output.split("\0") if p.endswith(MODEL_SUFFIXES)]
 
 
+def leaves_checkout(tree: Path, relative: str) -> str | None:
+    """Why a changed file is not trained, when it is a symbolic link (or lies below one) that
+    leads out of the checkout `tree` or into its `.git`; None for any other file."""
+    root = tree.resolve()
+    resolved = Path(os.path.realpath(root / relative))
+    if resolved.is_relative_to(root) and not resolved.is_relative_to(root / ".git"):
+        return None
+    parts = Path(relative).parts
+    links = [root.joinpath(*parts[:n]) for n in range(1, len(parts) + 1)]
+    link = next((path for path in links if path.is_symlink()), root / relative)
+    target = os.readlink(link) if link.is_symlink() else str(resolved)
+    return f"a symbolic link to {target!r}, which leads out of the repository"
+
+
 def model_files(root: Path, paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(supported model files, [(skipped file, why)]) among paths relative to root."""
+    """(supported model files, [(skipped file, why)]) among paths relative to root: a symbolic
+    link out of the checkout is never a model file (a push must not train what lies beside it)."""
     models, skipped = [], []
     for relative in paths:
         path = root / relative
-        if not path.is_file():
+        if leaving := leaves_checkout(root, relative):
+            skipped.append((relative, leaving))
+        elif not path.is_file():
             skipped.append((relative, "not in the checkout"))
         else:
             found = classify_file(path)

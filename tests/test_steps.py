@@ -148,6 +148,31 @@ def test_changed_lists_the_supported_model_files_between_two_commits(tmp_path, p
     assert bad.returncode == 2 and "not a commit" in bad.stderr
 
 
+def test_changed_never_lists_a_symbolic_link_out_of_the_checkout(tmp_path, pushtune_home):
+    outside = tmp_path / "outside.py"
+    outside.write_text(LOGISTIC)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("models\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "first")
+    first = git(repo, "rev-parse", "HEAD")
+    (repo / "absolute.py").symlink_to(outside)
+    (repo / "upwards.py").symlink_to(Path("..", "outside.py"))
+    (repo / "real.py").write_text(LOGISTIC)
+    (repo / "alias.py").symlink_to("real.py")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "links")
+    second = git(repo, "rev-parse", "HEAD")
+
+    result = pushtune(pushtune_home, "changed", "--repo", repo, "--from", first, "--to", second)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == ["alias.py", "real.py"]
+    for name in ("absolute.py", "upwards.py"):
+        assert f"skipped {name}" in result.stderr and "leads out of the repository" in result.stderr
+
+
 def test_start_skips_what_is_no_model_and_writes_one_properties_file_per_run(tmp_path, pushtune_home, model):
     other = tmp_path / "other.py"
     other.write_text(NOT_A_MODEL)
