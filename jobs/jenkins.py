@@ -63,6 +63,23 @@ def chain_jobs(prefix: str = DEFAULT_PREFIX) -> list[str]:
     return [f"{prefix}-{step}" for step in CHAIN]
 
 
+# The jobs that take the remote-trigger token (Build Token Root): the entry job, and the two the
+# chain itself starts by token from a build or a detached resume (tweak and the monitor start
+# train and notify). Every other job refuses the token (no <authToken>: Build Token Root answers
+# 404), so a token holder cannot start classify (the job with the git credential) or retrain.
+TOKEN_STEPS = ("pull", "train", "notify")
+
+
+def token_jobs(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    return [f"{prefix}-{step}" for step in TOKEN_STEPS]
+
+
+def job_path(name: str) -> str:
+    """The URL path of a job, in folders too: `a/b` is job/a/job/b (core: Items.getCanonicalName
+    and AbstractItem.getUrl, one `job/NAME/` per level of an ItemGroup)."""
+    return "/".join(f"job/{quote(part, safe='')}" for part in name.split("/"))
+
+
 # --- label expressions --------------------------------------------------------------------------
 #
 # Jenkins' own grammar (jenkinsci/jenkins core/src/main/antlr4/hudson/model/labels/
@@ -305,17 +322,27 @@ def write_secret(path: Path, secret: str) -> Path:
     return path
 
 
-def with_auth_token(xml: str, token: str) -> str:
-    """The job XML with <authToken> set, for the Build Token Root trigger URL.
+def with_auth_token(xml: str, token: str | None) -> str:
+    """The job XML with <authToken> set (None: removed), for the Build Token Root trigger URL.
 
     Used only on the way to the controller, so the token is never in a file we write.
     """
     root = ET.fromstring(xml)
     element = root.find("authToken")
-    if element is None:
-        element = ET.SubElement(root, "authToken")
-    element.text = token
+    if token is None:
+        if element is not None:
+            root.remove(element)
+    else:
+        if element is None:
+            element = ET.SubElement(root, "authToken")
+        element.text = token
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def with_trigger_tokens(jobs: Mapping[str, str], token: str, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """The token on the jobs of `token_jobs` only; every other job without one."""
+    takes = set(token_jobs(prefix))
+    return {name: with_auth_token(xml, token if name in takes else None) for name, xml in jobs.items()}
 
 
 # --- talking to a controller --------------------------------------------------------------------
@@ -462,8 +489,32 @@ class JenkinsClient:
         for name, xml in jobs.items():
             existed = self._call(f"job {name}", self.server.job_exists, name)
             self._call(f"install job {name}", self.server.upsert_job, name, xml)
+            if ET.fromstring(xml).find("authToken") is not None:
+                self._resave(name, ET.fromstring(xml).findtext("description") or "")
             done.append((name, "updated" if existed else "created"))
         return done
+
+    def _resave(self, job: str, description: str) -> None:
+        """Have Jenkins write the job's config itself, so its <authToken> is stored encrypted.
+
+        createItem and POST config.xml keep the posted XML as written (AbstractItem.updateByXml);
+        since core 2.541 the token is a Secret (BuildAuthorizationToken.ConverterImpl.fromString
+        marks a plaintext one, ItemListenerImpl reports it as old data on every start) and only
+        a save() writes Secret.getEncryptedValue(). POST submitDescription with the description
+        the job already has is such a save (AbstractItem.doSubmitDescription -> setDescription ->
+        save()), and changes nothing else.
+        """
+        what = f"store the trigger token of {job} encrypted"
+        response = self._post(what, f"{job_path(job)}/submitDescription", {"description": description}, crumb=True)
+        if response.status_code >= 400:
+            raise UserError(f"{what}: Jenkins at {self.settings.display_url} answered HTTP {response.status_code}")
+
+    def stored_token_is_plaintext(self, job: str) -> bool:
+        """Whether the job's stored config.xml still holds the trigger token as written
+        (a core older than 2.541 keeps it so: its BuildAuthorizationToken is a plain String)."""
+        xml = self._call(f"job {job}", self.server.get_job_config, job)
+        token = self.settings.trigger_token
+        return bool(token) and ET.fromstring(xml).findtext("authToken") == token
 
     def root_url(self) -> str | None:
         """The controller's configured root URL, None when it has none.
@@ -479,16 +530,22 @@ class JenkinsClient:
     def takes_parameters(self, job: str) -> bool:
         """Whether the job has parameters (its JSON `property[].parameterDefinitions`)."""
         info = self._call(f"job {job}", self.server.jenkins_open, requests.Request(
-            "GET", f"{self.server.server}job/{quote(job)}/api/json?tree=property[parameterDefinitions[name]]"))
+            "GET", f"{self.server.server}{job_path(job)}/api/json?tree=property[parameterDefinitions[name]]"))
         return any(p.get("parameterDefinitions") for p in json.loads(info).get("property") or [])
 
-    def _post(self, what: str, path: str, params: Mapping[str, str], crumb: bool) -> requests.Response:
-        """POST without following redirects: a 303 to an existing queue item is an answer.
+    def _post(self, what: str, path: str, form: Mapping[str, str], crumb: bool) -> requests.Response:
+        """POST `form` in the body, without following redirects: a 303 to an existing queue item
+        is an answer.
 
-        python-jenkins' own requests follow redirects, so this sends through its session.
+        In the body, not the query string: the trigger token and the parameters then stay out of
+        access logs and proxies' URLs. Jenkins reads both alike (BuildAuthorizationToken
+        .checkPermission and ParameterDefinition.createValue use req.getParameter, which is the
+        query or an application/x-www-form-urlencoded body; Build Token Root's `job` is a
+        @QueryParameter, resolved the same way). python-jenkins' own requests follow redirects,
+        so this sends through its session.
         """
         server = self.server
-        request = requests.Request("POST", server.server + path, params=params)
+        request = requests.Request("POST", server.server + path, data=dict(form))
         self._call(what, server._maybe_add_auth)
         if crumb:
             self._call(what, server.maybe_add_crumb, request)
@@ -514,7 +571,7 @@ class JenkinsClient:
         if self.settings.user or not token:
             endpoint = "buildWithParameters" if params or self.takes_parameters(job) else "build"
             query = {**params, "token": token} if token else params
-            response = self._post(what, f"job/{quote(job)}/{endpoint}", query, crumb=True)
+            response = self._post(what, f"{job_path(job)}/{endpoint}", query, crumb=True)
         else:
             query = {"job": job, **params, "token": token}
             # buildByToken is exempt from CSRF crumbs, and anonymous users may not fetch one
@@ -537,11 +594,17 @@ class JenkinsClient:
         if code in (302, 303):
             # core: 303 to the queue item already waiting with the same parameters
             # (ParametersDefinitionProperty.buildWithParameters, !ScheduleResult.isCreated());
-            # Build Token Root: a redirect to "." when Queue.schedule made no new item
+            # Build Token Root since 151.va_e52fe3215fc likewise (BuildRootAction
+            # .handleScheduleResult: sendRedirect(SC_SEE_OTHER, contextPath + "/" + item.getUrl()))
             return Queued(queue_id, already_queued=True)
         if code == 404:
             raise UserError(f"{what}: not found on Jenkins at {url} (HTTP 404; with only "
-                            "PUSHTUNE_TRIGGER_TOKEN, also when the job has no trigger token)")
+                            "PUSHTUNE_TRIGGER_TOKEN, also when the job takes no trigger token)")
+        if code == 403 and not self.settings.user and self.settings.trigger_token:
+            # BuildRootAction: a wrong token (BuildAuthorizationToken.checkPermission) or a queue
+            # that refused the item (handleScheduleResult: !isAccepted() -> forbidden())
+            raise UserError(f"{what}: Jenkins at {url} refused it (HTTP 403): a wrong "
+                            "PUSHTUNE_TRIGGER_TOKEN, or the queue refused the build")
         if code in (401, 403):
             raise UserError(f"{what}: Jenkins at {url} refused the credentials (HTTP {code}); "
                             "check JENKINS_USER/JENKINS_API_TOKEN or PUSHTUNE_TRIGGER_TOKEN")
@@ -569,7 +632,7 @@ class JenkinsClient:
                poll: float = 1.0) -> str:
         """Stream the build's console (only new text each time) until it ends; its result."""
         start = 0
-        path = f"job/{quote(job)}/{number}/logText/progressiveText"
+        path = f"{job_path(job)}/{number}/logText/progressiveText"
         while True:
             response = self._call(f"console of {job} #{number}", self._get, f"{path}?start={start}")
             if response.text:
@@ -582,7 +645,7 @@ class JenkinsClient:
                     return str(info.get("result") or "NOT_BUILT")
             if time.monotonic() >= deadline:
                 raise WaitTimeout(f"{job} #{number} is still running; stopped waiting "
-                                  f"({self.settings.display_url}job/{job}/{number}/)")
+                                  f"({self.settings.display_url}{job_path(job)}/{number}/)")
             time.sleep(poll)
 
     def last_builds(self, jobs: list[str]) -> list[dict]:
