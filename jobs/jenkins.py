@@ -63,11 +63,16 @@ def chain_jobs(prefix: str = DEFAULT_PREFIX) -> list[str]:
     return [f"{prefix}-{step}" for step in CHAIN]
 
 
-# The jobs that take the remote-trigger token (Build Token Root): the entry job, and the two the
-# chain itself starts by token from a build or a detached resume (tweak and the monitor start
-# train and notify). Every other job refuses the token (no <authToken>: Build Token Root answers
-# 404), so a token holder cannot start classify (the job with the git credential) or retrain.
-TOKEN_STEPS = ("pull", "train", "notify")
+# Which jobs take a remote-trigger token (Build Token Root), and which one. The entry job
+# (pull) takes the *entry* token (PUSHTUNE_ENTRY_TOKEN at install; none when unset, so only the
+# poll, a push notification or a Jenkins user starts it): the token people and git hooks may
+# hold. Train and notify take the *chain* token (PUSHTUNE_TRIGGER_TOKEN, the
+# pushtune-trigger-token credential), bound only inside the tweak and monitor builds, which
+# start them. Every other job takes none (Build Token Root answers 404), so no token starts
+# classify (the job with the git credential), tweak, monitor, deploy or retrain.
+ENTRY_STEPS = ("pull",)
+CHAIN_TOKEN_STEPS = ("train", "notify")
+TOKEN_STEPS = ENTRY_STEPS + CHAIN_TOKEN_STEPS
 
 
 def token_jobs(prefix: str = DEFAULT_PREFIX) -> list[str]:
@@ -339,10 +344,12 @@ def with_auth_token(xml: str, token: str | None) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
 
-def with_trigger_tokens(jobs: Mapping[str, str], token: str, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    """The token on the jobs of `token_jobs` only; every other job without one."""
-    takes = set(token_jobs(prefix))
-    return {name: with_auth_token(xml, token if name in takes else None) for name, xml in jobs.items()}
+def with_trigger_tokens(jobs: Mapping[str, str], chain_token: str, entry_token: str | None = None,
+                        prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """The chain token on train and notify, the entry token (if any) on pull, none elsewhere."""
+    tokens: dict[str, str | None] = {f"{prefix}-{step}": chain_token for step in CHAIN_TOKEN_STEPS}
+    tokens.update({f"{prefix}-{step}": entry_token for step in ENTRY_STEPS})
+    return {name: with_auth_token(xml, tokens.get(name)) for name, xml in jobs.items()}
 
 
 # --- talking to a controller --------------------------------------------------------------------
@@ -363,6 +370,7 @@ class JenkinsSettings:
     user: str | None = None
     api_token: str | None = field(default=None, repr=False)
     trigger_token: str | None = field(default=None, repr=False)
+    entry_token: str | None = field(default=None, repr=False)  # only `install` uses it
     timeout: float = 30.0
 
     @classmethod
@@ -392,14 +400,15 @@ class JenkinsSettings:
         if bool(user) != bool(api_token):
             raise UserError("set both JENKINS_USER and JENKINS_API_TOKEN, or neither")
         return cls(url=url, user=user, api_token=api_token,
-                   trigger_token=env.get("PUSHTUNE_TRIGGER_TOKEN") or None, timeout=timeout)
+                   trigger_token=env.get("PUSHTUNE_TRIGGER_TOKEN") or None,
+                   entry_token=env.get("PUSHTUNE_ENTRY_TOKEN") or None, timeout=timeout)
 
     @property
     def display_url(self) -> str:
         return _without_userinfo(self.url)
 
     def secrets(self) -> list[str]:
-        values = [self.api_token, self.trigger_token, urlsplit(self.url).password]
+        values = [self.api_token, self.trigger_token, self.entry_token, urlsplit(self.url).password]
         return [v for v in values if v]
 
 
@@ -509,12 +518,13 @@ class JenkinsClient:
         if response.status_code >= 400:
             raise UserError(f"{what}: Jenkins at {self.settings.display_url} answered HTTP {response.status_code}")
 
-    def stored_token_is_plaintext(self, job: str) -> bool:
-        """Whether the job's stored config.xml still holds the trigger token as written
-        (a core older than 2.541 keeps it so: its BuildAuthorizationToken is a plain String)."""
+    def stored_token_is_plaintext(self, job: str, token: str | None) -> bool:
+        """Whether the job's stored config.xml still holds `token` as written (a core older
+        than 2.541 keeps it so: its BuildAuthorizationToken is a plain String)."""
+        if not token:
+            return False
         xml = self._call(f"job {job}", self.server.get_job_config, job)
-        token = self.settings.trigger_token
-        return bool(token) and ET.fromstring(xml).findtext("authToken") == token
+        return ET.fromstring(xml).findtext("authToken") == token
 
     def root_url(self) -> str | None:
         """The controller's configured root URL, None when it has none.
@@ -561,17 +571,18 @@ class JenkinsClient:
         A parameterized job refuses `build`: core answers 400 (ParametersDefinitionProperty
         ._doBuild reads a form that is not there), Build Token Root answers 400 "Use
         /buildByToken/buildWithParameters". With JENKINS_USER/JENKINS_API_TOKEN the job's JSON
-        says which it is (the job token is added when PUSHTUNE_TRIGGER_TOKEN is set); with only
-        the token, Build Token Root's `buildByToken` URL, which needs no Jenkins user but cannot
-        read the job, so `buildWithParameters` is tried first and `build` after its 400.
+        says which it is, and no job token is sent: the user's Job/Build is enough, and a token
+        that is not this job's would be refused (BuildAuthorizationToken.checkPermission: a
+        token given must match; pull and train/notify have different ones). With only the
+        token, Build Token Root's `buildByToken` URL, which needs no Jenkins user but cannot read
+        the job, so `buildWithParameters` is tried first and `build` after its 400.
         """
         params = {k: str(v) for k, v in (params or {}).items()}
         token = self.settings.trigger_token
         what = f"trigger {job}"
         if self.settings.user or not token:
             endpoint = "buildWithParameters" if params or self.takes_parameters(job) else "build"
-            query = {**params, "token": token} if token else params
-            response = self._post(what, f"{job_path(job)}/{endpoint}", query, crumb=True)
+            response = self._post(what, f"{job_path(job)}/{endpoint}", params, crumb=True)
         else:
             query = {"job": job, **params, "token": token}
             # buildByToken is exempt from CSRF crumbs, and anonymous users may not fetch one

@@ -26,6 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 USER, API_TOKEN, TRIGGER_TOKEN = "robot", "api-0f9e8d7c6b5a", "trig-1a2b3c4d5e6f"
+ENTRY_TOKEN = "entry-7c6d5e4f3a2b"  # the entry job's (pull's) token: the one people hold
 PASSWORD = "pw-9z8y7x"
 
 
@@ -414,7 +415,7 @@ def fake_jenkins():
 
 def env_for(state: FakeJenkins, **extra: str) -> dict:
     return {"JENKINS_URL": state.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": API_TOKEN,
-            "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN, **extra}
+            "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN, "PUSHTUNE_ENTRY_TOKEN": ENTRY_TOKEN, **extra}
 
 
 def assert_no_secret(result, *secrets: str) -> None:
@@ -457,14 +458,22 @@ def test_install_always_sets_the_trigger_token_or_refuses(tmp_path, fake_jenkins
     result = pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins))
     assert result.returncode == 0, result.stderr
     tokens = {name: fake_jenkins.auth_token_of(name) for name in fake_jenkins.jobs}
-    assert {name for name, token in tokens.items() if token} == set(TOKEN_JOBS)
-    assert {tokens[name] for name in TOKEN_JOBS} == {TRIGGER_TOKEN}
+    assert {name: token for name, token in tokens.items() if token} == {
+        "pushtune-pull": ENTRY_TOKEN, "pushtune-train": TRIGGER_TOKEN, "pushtune-notify": TRIGGER_TOKEN}
     # re-saved by Jenkins after the install: the stored form is the encrypted one, not as posted
     for name in TOKEN_JOBS:
         stored = fake_jenkins.stored_auth_token(name)
-        assert stored != TRIGGER_TOKEN and stored.startswith("{") and TRIGGER_TOKEN not in stored
+        assert stored.startswith("{") and TRIGGER_TOKEN not in stored and ENTRY_TOKEN not in stored
     assert "WARNING" not in result.stderr
-    assert_no_secret(result, TRIGGER_TOKEN, API_TOKEN)
+    assert_no_secret(result, TRIGGER_TOKEN, ENTRY_TOKEN, API_TOKEN)
+
+    # without an entry token the entry job takes none: only the poll, a push or a user start it
+    no_entry = {k: v for k, v in env_for(fake_jenkins).items() if k != "PUSHTUNE_ENTRY_TOKEN"}
+    assert pushtune(tmp_path, "jenkins", "install", env=no_entry).returncode == 0
+    assert fake_jenkins.auth_token_of("pushtune-pull") is None
+    assert fake_jenkins.auth_token_of("pushtune-train") == TRIGGER_TOKEN
+    same = pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins, PUSHTUNE_ENTRY_TOKEN=TRIGGER_TOKEN))
+    assert_one_line_error(same, "must differ")
     legacy = pushtune(tmp_path, "jenkins", "install", "--with-trigger-token", env=env_for(fake_jenkins))
     assert legacy.returncode == 0, legacy.stderr
 
@@ -488,9 +497,10 @@ TOKEN_ONLY, WITH_PASSWORD = "token only", "user + password"
 TOKEN_JOBS = ["pushtune-pull", "pushtune-train", "pushtune-notify"]  # the only jobs with a token
 
 
-def trigger_env(state: FakeJenkins, how: str) -> dict:
-    if how == TOKEN_ONLY:
-        return {"JENKINS_URL": state.url, "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
+def trigger_env(state: FakeJenkins, how: str, job: str = "") -> dict:
+    if how == TOKEN_ONLY:  # pull takes the entry token, train and notify the chain's
+        token = ENTRY_TOKEN if job == "pushtune-pull" else TRIGGER_TOKEN
+        return {"JENKINS_URL": state.url, "PUSHTUNE_TRIGGER_TOKEN": token}
     if how == WITH_PASSWORD:  # logged in with a password: crumbs are needed, tied to the session
         return {"JENKINS_URL": state.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": PASSWORD}
     return env_for(state)
@@ -506,7 +516,7 @@ def test_every_trigger_path_queues_the_build(tmp_path, fake_jenkins, how, job, a
     assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
     fake_jenkins.requests.clear()
     fake_jenkins.responses.clear()
-    result = pushtune(tmp_path, "jenkins", "trigger", job, *args, env=trigger_env(fake_jenkins, how))
+    result = pushtune(tmp_path, "jenkins", "trigger", job, *args, env=trigger_env(fake_jenkins, how, job))
     if how == TOKEN_ONLY and job not in TOKEN_JOBS:  # no <authToken>: Build Token Root's 404
         assert_one_line_error(result, "404", "takes no trigger token")
         assert fake_jenkins.jobs[job]["builds"] == []
@@ -518,7 +528,7 @@ def test_every_trigger_path_queues_the_build(tmp_path, fake_jenkins, how, job, a
     assert build.params == {k: defaults[k] if v == "DEFAULT" else v for k, v in expected.items()} | {
         k: v for k, v in defaults.items() if k not in expected}
     assert 201 in fake_jenkins.responses and fake_jenkins.crumb_missing == []
-    assert_no_secret(result, TRIGGER_TOKEN, API_TOKEN, PASSWORD)
+    assert_no_secret(result, TRIGGER_TOKEN, ENTRY_TOKEN, API_TOKEN, PASSWORD)
 
 
 @pytest.mark.parametrize("how", ["user + API token", TOKEN_ONLY])
@@ -558,8 +568,12 @@ ANSWERS = [
      "core ChoiceParameterDefinition.checkValue: IllegalArgumentException 'Illegal choice for parameter'"),
     ("api", "job/pushtune-pull/buildWithParameters", {}, 201, "/queue/item/102/",
      "core ChoiceParameterDefinition.getDefaultParameterValue: choices.getFirst() (checked below)"),
-    ("anon", "buildByToken/build", {"job": "pushtune-pull", "token": T}, 400, None,
+    ("anon", "buildByToken/build", {"job": "pushtune-pull", "token": ENTRY_TOKEN}, 400, None,
      "BTR doBuild: 'Use /buildByToken/buildWithParameters for this job since it takes parameters'"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-pull", "token": T}, 403, None,
+     "BTR project() -> BuildAuthorizationToken.checkPermission: the chain's token is not pull's"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-train", "RUN_ID": "2", "token": ENTRY_TOKEN},
+     403, None, "likewise: the entry token is not train's"),
     ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-monitor", "token": T}, 404, None,
      "BTR project(): a job without authToken is notFound() (only pull, train, notify have one)"),
     ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-classify", "token": T}, 404, None,
@@ -570,7 +584,8 @@ ANSWERS = [
      "/queue/item/103/", "BTR handleScheduleResult: isCreated() -> SC_CREATED, Location contextPath/queue/item/N/"),
     ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-train", "RUN_ID": "2", "token": T}, 303,
      "/queue/item/103/", "BTR handleScheduleResult (since 151.va_e52fe3215fc): sendRedirect(SC_SEE_OTHER, item)"),
-    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-pull", "RUNTIME": "local", "token": T}, 500,
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-pull", "RUNTIME": "local",
+                                                  "token": ENTRY_TOKEN}, 500,
      None, "BTR doBuildWithParameters -> d.createValue(req): the choice check as in core"),
     ("anon", "job/pushtune-train/buildWithParameters", {"RUN_ID": "4", "token": T}, 403, None,
      "core: no Overall/Read for anonymous (allowAnonymousRead: false), so the job URL is refused"),

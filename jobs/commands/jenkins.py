@@ -2,7 +2,8 @@
 
 The controller and the credentials come from the environment: JENKINS_URL (PUSHTUNE_JENKINS_URL
 wins when set), JENKINS_USER and JENKINS_API_TOKEN (an API token, not a password),
-PUSHTUNE_TRIGGER_TOKEN (the jobs' remote-trigger token). None of them is ever printed.
+PUSHTUNE_TRIGGER_TOKEN (the chain's remote-trigger token: train and notify), PUSHTUNE_ENTRY_TOKEN
+(install only: the entry job's token, optional). None of them is ever printed.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def add_parser(subparsers) -> None:
     p = commands.add_parser("install", help="create or update the jobs on the controller")
     _add_render_options(p)
     p.add_argument("--with-trigger-token", action="store_true",
-                   help="kept for old scripts: the remote-trigger token of the jobs that take one "
-                        f"({', '.join(jk.TOKEN_STEPS)}) is always set from PUSHTUNE_TRIGGER_TOKEN "
-                        "(it goes to the controller only)")
+                   help="kept for old scripts: train and notify always get PUSHTUNE_TRIGGER_TOKEN (the "
+                        "chain's token), pull gets PUSHTUNE_ENTRY_TOKEN when it is set, no other job gets "
+                        "one (the tokens go to the controller only)")
     p.add_argument("--wait-ready", type=_positive, metavar="SECONDS",
                    help="first wait until the controller answers (after it starts)")
     _add_timeout(p)
@@ -119,16 +120,23 @@ def install(args: argparse.Namespace) -> int:
     client = _client(args)
     token = client.settings.trigger_token
     if not token:  # without a job token Build Token Root answers 404 and the chain stops
-        raise UserError("install: PUSHTUNE_TRIGGER_TOKEN is not set; every job needs the trigger "
+        raise UserError("install: PUSHTUNE_TRIGGER_TOKEN is not set; train and notify need the trigger "
                         "token (the pushtune-trigger-token credential's value) so tweak and monitor "
                         "can start the next job")
     jobs = jk.render_jobs(args.repo_url, args.branch, label=args.label)
-    jobs = jk.with_trigger_tokens(jobs, token)
+    entry = client.settings.entry_token
+    if entry == token:
+        raise UserError("install: PUSHTUNE_ENTRY_TOKEN must differ from PUSHTUNE_TRIGGER_TOKEN: the "
+                        "entry token is handed out, the chain's stays inside the tweak and monitor builds")
+    jobs = jk.with_trigger_tokens(jobs, token, entry)
     if args.wait_ready:
         client.wait_until_ready(args.wait_ready)
     for name, what in client.install(jobs):
         print(f"{what} {name}")
-    plaintext = [name for name in jk.token_jobs() if name in jobs and client.stored_token_is_plaintext(name)]
+    given = {**{f"{jk.DEFAULT_PREFIX}-{s}": token for s in jk.CHAIN_TOKEN_STEPS},
+             **{f"{jk.DEFAULT_PREFIX}-{s}": entry for s in jk.ENTRY_STEPS}}
+    plaintext = [name for name, value in given.items()
+                 if name in jobs and client.stored_token_is_plaintext(name, value)]
     if plaintext:
         print(f"WARNING: Jenkins at {client.settings.display_url} stores the trigger token of "
               f"{', '.join(plaintext)} in plain text (a core older than 2.541): anyone who can "
