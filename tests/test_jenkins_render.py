@@ -458,3 +458,7 @@ def test_every_plugin_is_pinned():
     for line in plugins:
         plugin, sep, version = line.partition(":")
         assert sep and version and plugin, line
+    # the controller image: a full LTS version (2.568.2 is the newest LTS tag of jenkinsci/jenkins
+    # and jenkinsci/docker as read; 2.568.3 was only a release candidate), never a moving tag
+    base = re.search(r"^FROM (\S+)", (ROOT / "jenkins" / "Dockerfile").read_text(), re.M)[1]
+    assert re.fullmatch(r"jenkins/jenkins:2\.\d+\.\d+-lts-jdk21", base), base
