@@ -63,6 +63,28 @@ def chain_jobs(prefix: str = DEFAULT_PREFIX) -> list[str]:
     return [f"{prefix}-{step}" for step in CHAIN]
 
 
+# Which jobs take a remote-trigger token (Build Token Root), and which one. The entry job
+# (pull) takes the *entry* token (PUSHTUNE_ENTRY_TOKEN at install; none when unset, so only the
+# poll, a push notification or a Jenkins user starts it): the token people and git hooks may
+# hold. Train and notify take the *chain* token (PUSHTUNE_TRIGGER_TOKEN, the
+# pushtune-trigger-token credential), bound only inside the tweak and monitor builds, which
+# start them. Every other job takes none (Build Token Root answers 404), so no token starts
+# classify (the job with the git credential), tweak, monitor, deploy or retrain.
+ENTRY_STEPS = ("pull",)
+CHAIN_TOKEN_STEPS = ("train", "notify")
+TOKEN_STEPS = ENTRY_STEPS + CHAIN_TOKEN_STEPS
+
+
+def token_jobs(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    return [f"{prefix}-{step}" for step in TOKEN_STEPS]
+
+
+def job_path(name: str) -> str:
+    """The URL path of a job, in folders too: `a/b` is job/a/job/b (core: Items.getCanonicalName
+    and AbstractItem.getUrl, one `job/NAME/` per level of an ItemGroup)."""
+    return "/".join(f"job/{quote(part, safe='')}" for part in name.split("/"))
+
+
 # --- label expressions --------------------------------------------------------------------------
 #
 # Jenkins' own grammar (jenkinsci/jenkins core/src/main/antlr4/hudson/model/labels/
@@ -305,17 +327,29 @@ def write_secret(path: Path, secret: str) -> Path:
     return path
 
 
-def with_auth_token(xml: str, token: str) -> str:
-    """The job XML with <authToken> set, for the Build Token Root trigger URL.
+def with_auth_token(xml: str, token: str | None) -> str:
+    """The job XML with <authToken> set (None: removed), for the Build Token Root trigger URL.
 
     Used only on the way to the controller, so the token is never in a file we write.
     """
     root = ET.fromstring(xml)
     element = root.find("authToken")
-    if element is None:
-        element = ET.SubElement(root, "authToken")
-    element.text = token
+    if token is None:
+        if element is not None:
+            root.remove(element)
+    else:
+        if element is None:
+            element = ET.SubElement(root, "authToken")
+        element.text = token
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def with_trigger_tokens(jobs: Mapping[str, str], chain_token: str, entry_token: str | None = None,
+                        prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """The chain token on train and notify, the entry token (if any) on pull, none elsewhere."""
+    tokens: dict[str, str | None] = {f"{prefix}-{step}": chain_token for step in CHAIN_TOKEN_STEPS}
+    tokens.update({f"{prefix}-{step}": entry_token for step in ENTRY_STEPS})
+    return {name: with_auth_token(xml, tokens.get(name)) for name, xml in jobs.items()}
 
 
 # --- talking to a controller --------------------------------------------------------------------
@@ -336,6 +370,7 @@ class JenkinsSettings:
     user: str | None = None
     api_token: str | None = field(default=None, repr=False)
     trigger_token: str | None = field(default=None, repr=False)
+    entry_token: str | None = field(default=None, repr=False)  # only `install` uses it
     timeout: float = 30.0
 
     @classmethod
@@ -365,14 +400,15 @@ class JenkinsSettings:
         if bool(user) != bool(api_token):
             raise UserError("set both JENKINS_USER and JENKINS_API_TOKEN, or neither")
         return cls(url=url, user=user, api_token=api_token,
-                   trigger_token=env.get("PUSHTUNE_TRIGGER_TOKEN") or None, timeout=timeout)
+                   trigger_token=env.get("PUSHTUNE_TRIGGER_TOKEN") or None,
+                   entry_token=env.get("PUSHTUNE_ENTRY_TOKEN") or None, timeout=timeout)
 
     @property
     def display_url(self) -> str:
         return _without_userinfo(self.url)
 
     def secrets(self) -> list[str]:
-        values = [self.api_token, self.trigger_token, urlsplit(self.url).password]
+        values = [self.api_token, self.trigger_token, self.entry_token, urlsplit(self.url).password]
         return [v for v in values if v]
 
 
@@ -462,8 +498,33 @@ class JenkinsClient:
         for name, xml in jobs.items():
             existed = self._call(f"job {name}", self.server.job_exists, name)
             self._call(f"install job {name}", self.server.upsert_job, name, xml)
+            if ET.fromstring(xml).find("authToken") is not None:
+                self._resave(name, ET.fromstring(xml).findtext("description") or "")
             done.append((name, "updated" if existed else "created"))
         return done
+
+    def _resave(self, job: str, description: str) -> None:
+        """Have Jenkins write the job's config itself, so its <authToken> is stored encrypted.
+
+        createItem and POST config.xml keep the posted XML as written (AbstractItem.updateByXml);
+        since core 2.541 the token is a Secret (BuildAuthorizationToken.ConverterImpl.fromString
+        marks a plaintext one, ItemListenerImpl reports it as old data on every start) and only
+        a save() writes Secret.getEncryptedValue(). POST submitDescription with the description
+        the job already has is such a save (AbstractItem.doSubmitDescription -> setDescription ->
+        save()), and changes nothing else.
+        """
+        what = f"store the trigger token of {job} encrypted"
+        response = self._post(what, f"{job_path(job)}/submitDescription", {"description": description}, crumb=True)
+        if response.status_code >= 400:
+            raise UserError(f"{what}: Jenkins at {self.settings.display_url} answered HTTP {response.status_code}")
+
+    def stored_token_is_plaintext(self, job: str, token: str | None) -> bool:
+        """Whether the job's stored config.xml still holds `token` as written (a core older
+        than 2.541 keeps it so: its BuildAuthorizationToken is a plain String)."""
+        if not token:
+            return False
+        xml = self._call(f"job {job}", self.server.get_job_config, job)
+        return ET.fromstring(xml).findtext("authToken") == token
 
     def root_url(self) -> str | None:
         """The controller's configured root URL, None when it has none.
@@ -479,16 +540,22 @@ class JenkinsClient:
     def takes_parameters(self, job: str) -> bool:
         """Whether the job has parameters (its JSON `property[].parameterDefinitions`)."""
         info = self._call(f"job {job}", self.server.jenkins_open, requests.Request(
-            "GET", f"{self.server.server}job/{quote(job)}/api/json?tree=property[parameterDefinitions[name]]"))
+            "GET", f"{self.server.server}{job_path(job)}/api/json?tree=property[parameterDefinitions[name]]"))
         return any(p.get("parameterDefinitions") for p in json.loads(info).get("property") or [])
 
-    def _post(self, what: str, path: str, params: Mapping[str, str], crumb: bool) -> requests.Response:
-        """POST without following redirects: a 303 to an existing queue item is an answer.
+    def _post(self, what: str, path: str, form: Mapping[str, str], crumb: bool) -> requests.Response:
+        """POST `form` in the body, without following redirects: a 303 to an existing queue item
+        is an answer.
 
-        python-jenkins' own requests follow redirects, so this sends through its session.
+        In the body, not the query string: the trigger token and the parameters then stay out of
+        access logs and proxies' URLs. Jenkins reads both alike (BuildAuthorizationToken
+        .checkPermission and ParameterDefinition.createValue use req.getParameter, which is the
+        query or an application/x-www-form-urlencoded body; Build Token Root's `job` is a
+        @QueryParameter, resolved the same way). python-jenkins' own requests follow redirects,
+        so this sends through its session.
         """
         server = self.server
-        request = requests.Request("POST", server.server + path, params=params)
+        request = requests.Request("POST", server.server + path, data=dict(form))
         self._call(what, server._maybe_add_auth)
         if crumb:
             self._call(what, server.maybe_add_crumb, request)
@@ -504,17 +571,18 @@ class JenkinsClient:
         A parameterized job refuses `build`: core answers 400 (ParametersDefinitionProperty
         ._doBuild reads a form that is not there), Build Token Root answers 400 "Use
         /buildByToken/buildWithParameters". With JENKINS_USER/JENKINS_API_TOKEN the job's JSON
-        says which it is (the job token is added when PUSHTUNE_TRIGGER_TOKEN is set); with only
-        the token, Build Token Root's `buildByToken` URL, which needs no Jenkins user but cannot
-        read the job, so `buildWithParameters` is tried first and `build` after its 400.
+        says which it is, and no job token is sent: the user's Job/Build is enough, and a token
+        that is not this job's would be refused (BuildAuthorizationToken.checkPermission: a
+        token given must match; pull and train/notify have different ones). With only the
+        token, Build Token Root's `buildByToken` URL, which needs no Jenkins user but cannot read
+        the job, so `buildWithParameters` is tried first and `build` after its 400.
         """
         params = {k: str(v) for k, v in (params or {}).items()}
         token = self.settings.trigger_token
         what = f"trigger {job}"
         if self.settings.user or not token:
             endpoint = "buildWithParameters" if params or self.takes_parameters(job) else "build"
-            query = {**params, "token": token} if token else params
-            response = self._post(what, f"job/{quote(job)}/{endpoint}", query, crumb=True)
+            response = self._post(what, f"{job_path(job)}/{endpoint}", params, crumb=True)
         else:
             query = {"job": job, **params, "token": token}
             # buildByToken is exempt from CSRF crumbs, and anonymous users may not fetch one
@@ -537,11 +605,17 @@ class JenkinsClient:
         if code in (302, 303):
             # core: 303 to the queue item already waiting with the same parameters
             # (ParametersDefinitionProperty.buildWithParameters, !ScheduleResult.isCreated());
-            # Build Token Root: a redirect to "." when Queue.schedule made no new item
+            # Build Token Root since 151.va_e52fe3215fc likewise (BuildRootAction
+            # .handleScheduleResult: sendRedirect(SC_SEE_OTHER, contextPath + "/" + item.getUrl()))
             return Queued(queue_id, already_queued=True)
         if code == 404:
             raise UserError(f"{what}: not found on Jenkins at {url} (HTTP 404; with only "
-                            "PUSHTUNE_TRIGGER_TOKEN, also when the job has no trigger token)")
+                            "PUSHTUNE_TRIGGER_TOKEN, also when the job takes no trigger token)")
+        if code == 403 and not self.settings.user and self.settings.trigger_token:
+            # BuildRootAction: a wrong token (BuildAuthorizationToken.checkPermission) or a queue
+            # that refused the item (handleScheduleResult: !isAccepted() -> forbidden())
+            raise UserError(f"{what}: Jenkins at {url} refused it (HTTP 403): a wrong "
+                            "PUSHTUNE_TRIGGER_TOKEN, or the queue refused the build")
         if code in (401, 403):
             raise UserError(f"{what}: Jenkins at {url} refused the credentials (HTTP {code}); "
                             "check JENKINS_USER/JENKINS_API_TOKEN or PUSHTUNE_TRIGGER_TOKEN")
@@ -569,7 +643,7 @@ class JenkinsClient:
                poll: float = 1.0) -> str:
         """Stream the build's console (only new text each time) until it ends; its result."""
         start = 0
-        path = f"job/{quote(job)}/{number}/logText/progressiveText"
+        path = f"{job_path(job)}/{number}/logText/progressiveText"
         while True:
             response = self._call(f"console of {job} #{number}", self._get, f"{path}?start={start}")
             if response.text:
@@ -582,7 +656,7 @@ class JenkinsClient:
                     return str(info.get("result") or "NOT_BUILT")
             if time.monotonic() >= deadline:
                 raise WaitTimeout(f"{job} #{number} is still running; stopped waiting "
-                                  f"({self.settings.display_url}job/{job}/{number}/)")
+                                  f"({self.settings.display_url}{job_path(job)}/{number}/)")
             time.sleep(poll)
 
     def last_builds(self, jobs: list[str]) -> list[dict]:

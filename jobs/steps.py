@@ -146,12 +146,19 @@ def files_from_json(text: str, option: str = "--files-json") -> list[str]:
 
 
 # --- Java properties files (read by Jenkins' Parameterized Trigger) -----------------------------
+#
+# Parameterized Trigger expands variables in the whole file before it parses it
+# (parameterized-trigger-plugin FileBuildParameters.getAction: `s = env.expand(s)`, then
+# ParameterizedTriggerUtils.loadProperties), and core's Util.replaceMacro turns `$$` into `$`: a
+# `$` of ours is written `$$`, or a model file `a$HOME.py` would reach classify as `a/root.py`.
 
 
 def _escape(text: str, key: bool = False) -> str:
     out = []
     for i, char in enumerate(text):
-        if char == "\\":
+        if char == "$":
+            out.append("$$")
+        elif char == "\\":
             out.append("\\\\")
         elif char in "\n\r\t":
             out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char])

@@ -140,7 +140,7 @@ def test_an_aborted_train_build_is_resumed_by_the_monitor_and_handed_to_its_own_
     restarts = store.restarts(run_id, 1)
     assert [(r["actor"], r["reason"]) for r in restarts] == [("monitor", "its step was stopped (SIGTERM)")]
     # handed back to the chain it came from: its train job, not pushtune-train
-    wait_for(lambda: any(q.get("job") == "folder/acme-train" for _, _, q in fake_jenkins.requests), 30,
+    wait_for(lambda: any(f.get("job") == "folder/acme-train" for f in fake_jenkins.forms), 30,
              "the trigger of the chain's train job")
     # the chain planned the next attempt, which its train job runs: the monitor leaves it alone
     assert store.get_run(run_id)["status"] == "running"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 USER, API_TOKEN, TRIGGER_TOKEN = "robot", "api-0f9e8d7c6b5a", "trig-1a2b3c4d5e6f"
+ENTRY_TOKEN = "entry-7c6d5e4f3a2b"  # the entry job's (pull's) token: the one people hold
 PASSWORD = "pw-9z8y7x"
 
 
@@ -66,6 +68,7 @@ class FakeJenkins:
     jobs: dict[str, dict] = field(default_factory=dict)  # name -> {"config": xml, "builds": [...]}
     queue: dict[int, dict] = field(default_factory=dict)
     requests: list[tuple[str, str, dict]] = field(default_factory=list)  # (method, path, query)
+    forms: list[dict] = field(default_factory=list)  # the form body of each request, in order
     responses: list[int] = field(default_factory=list)  # status codes, in order
     crumb_missing: list[str] = field(default_factory=list)
     sessions: set[str] = field(default_factory=set)
@@ -73,17 +76,52 @@ class FakeJenkins:
     root_url: str | None = None  # JenkinsLocationConfiguration's URL; None = not configured
     agents: dict[str, str] = field(default_factory=dict)  # inbound agent name -> its secret
 
-    def auth_token_of(self, job: str) -> str | None:
-        node = ET.fromstring(self.jobs[job]["config"]).find("authToken")
-        return None if node is None else node.text
+    refuse_queue: bool = False  # Queue.schedule2 not accepted (a QueueDecisionHandler said no)
 
-    def parameters_of(self, job: str) -> dict[str, str] | None:
-        """name -> default of the job's parameter definitions; None when it has none."""
+    def auth_token_of(self, job: str) -> str | None:
+        """The token as Jenkins compares it: the stored text, decrypted when it is a Secret."""
+        node = ET.fromstring(self.jobs[job]["config"]).find("authToken")
+        if node is None:
+            return None
+        return decrypt(node.text or "")
+
+    def stored_auth_token(self, job: str) -> str | None:
+        """<authToken> as it is in $JENKINS_HOME/jobs/NAME/config.xml."""
+        return ET.fromstring(self.jobs[job]["config"]).findtext("authToken")
+
+    def definitions_of(self, job: str) -> list[dict] | None:
+        """The job's parameter definitions ({name, default, choices}); None when it has none."""
         root = ET.fromstring(self.jobs[job]["config"])
         definitions = root.find(".//hudson.model.ParametersDefinitionProperty/parameterDefinitions")
         if definitions is None or len(definitions) == 0:
             return None
-        return {d.findtext("name"): d.findtext("defaultValue") or "" for d in definitions}
+        found = []
+        for d in definitions:
+            choices = [c.text or "" for c in d.findall("./choices/a/string")]
+            if d.tag == "hudson.model.ChoiceParameterDefinition":
+                # core ChoiceParameterDefinition.getDefaultParameterValue: choices.getFirst()
+                found.append({"name": d.findtext("name"), "default": choices[0], "choices": choices})
+            else:
+                found.append({"name": d.findtext("name"), "default": d.findtext("defaultValue") or "",
+                              "choices": None})
+        return found
+
+    def parameters_of(self, job: str) -> dict[str, str] | None:
+        """name -> default of the job's parameter definitions; None when it has none."""
+        definitions = self.definitions_of(job)
+        return None if definitions is None else {d["name"]: d["default"] for d in definitions}
+
+    def values_for(self, job: str, query: dict) -> dict[str, str]:
+        """ParametersDefinitionProperty.buildWithParameters: each definition's createValue(req),
+        SimpleParameterDefinition: the request's value or the default; a choice that is not one
+        of the choices raises IllegalArgumentException (ChoiceParameterDefinition.checkValue)."""
+        values = {}
+        for d in self.definitions_of(job) or []:
+            value = query.get(d["name"], d["default"])
+            if d["choices"] is not None and value not in d["choices"]:
+                raise ValueError(f"Illegal choice for parameter {d['name']}: {value}")
+            values[d["name"]] = value
+        return values
 
     def schedule(self, job: str, params: dict) -> tuple[int, bool]:
         """Queue.schedule2: (queue id, created). An item of the same job with the same
@@ -101,6 +139,30 @@ class FakeJenkins:
         queue_id = 100 + len(self.queue)
         self.queue[queue_id] = {"job": job, "number": number, "polls": 0, "params": params}
         return queue_id, True
+
+
+def encrypt(plain: str) -> str:
+    """Secret.getEncryptedValue's shape: `{base64}` (here not really encrypted, only marked)."""
+    return "{" + base64.b64encode(b"enc:" + plain.encode()).decode() + "}"
+
+
+def decrypt(stored: str) -> str:
+    """Secret.decrypt of `{...}`, else the text itself (BuildAuthorizationToken.ConverterImpl
+    .fromString: a value that does not decrypt is taken as a plaintext token)."""
+    if stored.startswith("{") and stored.endswith("}"):
+        data = base64.b64decode(stored[1:-1])
+        if data.startswith(b"enc:"):
+            return data[4:].decode()
+    return stored
+
+
+def split_job_path(segments: list[str]) -> tuple[str | None, list[str]]:
+    """job/a/job/b/rest -> ("a/b", rest): one job/NAME per folder level (AbstractItem.getUrl)."""
+    names = []
+    while len(segments) >= 2 and segments[0] == "job":
+        names.append(segments[1])
+        segments = segments[2:]
+    return ("/".join(names) or None), segments
 
 
 def make_handler(state: FakeJenkins):
@@ -139,9 +201,11 @@ def make_handler(state: FakeJenkins):
             cookie = SimpleCookie(self.headers.get("Cookie", ""))
             return cookie["JSESSIONID"].value if "JSESSIONID" in cookie else None
 
-        def _queued(self, queue_id: int, created: bool, created_code: int = 201):
-            return self._send(created_code if created else 303, "",
-                              {"Location": f"{state.url}queue/item/{queue_id}/"})
+        def _queued(self, queue_id: int, created: bool):
+            # core ParametersDefinitionProperty.buildWithParameters and Build Token Root's
+            # BuildRootAction.handleScheduleResult: 201 to a new item, 303 to one already waiting,
+            # Location = req.getContextPath() + '/' + item.getUrl(): a path, no scheme or host
+            return self._send(201 if created else 303, "", {"Location": f"/queue/item/{queue_id}/"})
 
         def _build_token_root(self, action: str, query: dict, login: str):
             # jenkinsci/build-token-root-plugin, BuildRootAction.project(): no such job, or a
@@ -162,13 +226,15 @@ def make_handler(state: FakeJenkins):
                 return self._error(400, "Use /buildByToken/buildWithParameters for this job since it takes parameters")
             if action == "buildWithParameters" and definitions is None:
                 return self._error(400, "Use /buildByToken/build for this job since it takes no parameters")
-            params = {name: query.get(name, default) for name, default in (definitions or {}).items()}
-            queue_id, created = state.schedule(job, params)
-            if not created:
-                # BuildRootAction: Queue.schedule() returns no new item, then
-                # rsp.sendRedirect(".") (a 302 to /buildByToken/)
-                return self._send(302, "", {"Location": f"{state.url}buildByToken/"})
-            return self._queued(queue_id, created)
+            try:
+                params = state.values_for(job, query)  # d.createValue(req), as core does
+            except ValueError as exc:  # an uncaught IllegalArgumentException: Jenkins' error page
+                return self._error(500, str(exc))
+            # BuildRootAction.handleScheduleResult (since 151.va_e52fe3215fc): not accepted ->
+            # HttpResponses.forbidden(); created -> 201, else 303, both to the queue item
+            if state.refuse_queue:
+                return self._error(403, "Forbidden")
+            return self._queued(*state.schedule(job, params))
 
         def _build(self, name: str, action: str, query: dict):
             token = state.auth_token_of(name)
@@ -186,12 +252,16 @@ def make_handler(state: FakeJenkins):
                 # ("TODO JENKINS-66105 use SC_SEE_OTHER if !ScheduleResult.created")
                 return self._queued(state.schedule(name, {})[0], True)
             if definitions is None:
-                # ParameterizedJobMixIn.doBuildWithParameters: IllegalStateException
-                # "This build is not parameterized!", a 500 error page
-                return self._error(500, "This build is not parameterized!")
+                # ParameterizedJobMixIn.doBuildWithParameters since 2.524 (jenkinsci/jenkins
+                # 521ecfdbfc, #10954): HttpResponses.errorWithoutStack(SC_BAD_REQUEST,
+                # NAME + " is not parameterized"); before, an IllegalStateException (500)
+                return self._error(400, f"{name} is not parameterized")
             # ParametersDefinitionProperty.buildWithParameters: each definition's value from the
             # request or its default; 201 to a new item, 303 to an existing one
-            params = {n: query.get(n, default) for n, default in definitions.items()}
+            try:
+                params = state.values_for(name, query)
+            except ValueError as exc:
+                return self._error(500, str(exc))
             return self._queued(*state.schedule(name, params))
 
         def _handle(self, method: str):
@@ -201,7 +271,13 @@ def make_handler(state: FakeJenkins):
             path, query = unquote(parts.path), {k: v[-1] for k, v in parse_qs(parts.query).items()}
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            form = {}
+            if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+                # req.getParameter reads the query and a form body alike (servlet API)
+                form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
             state.requests.append((method, path, query))
+            state.forms.append(form)
+            query = {**query, **form}
             segments = [s for s in path.split("/") if s]
             login = self._login() if state.user else "api-token"
 
@@ -261,10 +337,25 @@ def make_handler(state: FakeJenkins):
                 number = item["number"]
                 return self._send(200, json.dumps({"id": int(segments[2]), "executable": {
                     "number": number, "url": f"{state.url}job/{item['job']}/{number}/"}}))
-            if segments[:1] != ["job"] or len(segments) < 3 or segments[1] not in state.jobs:
+            job_name, rest = split_job_path(segments)
+            if job_name not in state.jobs or not rest:
                 return self._send(404, "Not Found", content_type="text/html")
-            job = state.jobs[segments[1]]
-            rest = segments[2:]
+            job = state.jobs[job_name]
+            segments = ["job", job_name, *rest]
+            if rest == ["submitDescription"] and method == "POST":
+                # AbstractItem.doSubmitDescription -> setDescription -> save(): Jenkins writes the
+                # config itself, and BuildAuthorizationToken.ConverterImpl.toString writes the
+                # token as Secret.getEncryptedValue() (since 2.541)
+                root = ET.fromstring(job["config"])
+                description = root.find("description")
+                if description is None:
+                    description = ET.SubElement(root, "description")
+                description.text = query.get("description", "")
+                token = root.find("authToken")
+                if token is not None:
+                    token.text = encrypt(decrypt(token.text or ""))
+                job["config"] = ET.tostring(root, encoding="unicode")
+                return self._send(302, "", {"Location": "."})
             if rest == ["api", "json"]:
                 builds = job["builds"]
                 last = None
@@ -324,7 +415,7 @@ def fake_jenkins():
 
 def env_for(state: FakeJenkins, **extra: str) -> dict:
     return {"JENKINS_URL": state.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": API_TOKEN,
-            "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN, **extra}
+            "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN, "PUSHTUNE_ENTRY_TOKEN": ENTRY_TOKEN, **extra}
 
 
 def assert_no_secret(result, *secrets: str) -> None:
@@ -349,7 +440,7 @@ def test_install_creates_then_updates_the_six_jobs_with_crumbs(tmp_path, fake_je
     assert sorted(first.stdout.split()) == sorted(["created"] * len(names) + names)
     assert set(fake_jenkins.jobs) == set(names)
     pull = ET.fromstring(fake_jenkins.jobs["pushtune-pull"]["config"])
-    assert pull.findtext(".//hudson.model.StringParameterDefinition/defaultValue") == "file:///srv/models.git"
+    assert pull.findtext(".//hudson.plugins.git.UserRemoteConfig/url") == "file:///srv/models.git"
     assert fake_jenkins.crumb_missing == []
     assert any(p == "/createItem" for m, p, q in fake_jenkins.requests if m == "POST")
 
@@ -358,7 +449,7 @@ def test_install_creates_then_updates_the_six_jobs_with_crumbs(tmp_path, fake_je
     assert second.stdout.split().count("updated") == len(names)
     assert any(p == "/job/pushtune-train/config.xml" for m, p, q in fake_jenkins.requests if m == "POST")
     pull = ET.fromstring(fake_jenkins.jobs["pushtune-pull"]["config"])
-    assert pull.findtext(".//hudson.model.StringParameterDefinition/defaultValue") != "file:///srv/models.git"
+    assert pull.findtext(".//hudson.plugins.git.UserRemoteConfig/url") != "file:///srv/models.git"
     assert_no_secret(first, API_TOKEN)
     assert_no_secret(second, API_TOKEN)
 
@@ -366,8 +457,23 @@ def test_install_creates_then_updates_the_six_jobs_with_crumbs(tmp_path, fake_je
 def test_install_always_sets_the_trigger_token_or_refuses(tmp_path, fake_jenkins):
     result = pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins))
     assert result.returncode == 0, result.stderr
-    assert {fake_jenkins.auth_token_of(name) for name in fake_jenkins.jobs} == {TRIGGER_TOKEN}
-    assert_no_secret(result, TRIGGER_TOKEN, API_TOKEN)
+    tokens = {name: fake_jenkins.auth_token_of(name) for name in fake_jenkins.jobs}
+    assert {name: token for name, token in tokens.items() if token} == {
+        "pushtune-pull": ENTRY_TOKEN, "pushtune-train": TRIGGER_TOKEN, "pushtune-notify": TRIGGER_TOKEN}
+    # re-saved by Jenkins after the install: the stored form is the encrypted one, not as posted
+    for name in TOKEN_JOBS:
+        stored = fake_jenkins.stored_auth_token(name)
+        assert stored.startswith("{") and TRIGGER_TOKEN not in stored and ENTRY_TOKEN not in stored
+    assert "WARNING" not in result.stderr
+    assert_no_secret(result, TRIGGER_TOKEN, ENTRY_TOKEN, API_TOKEN)
+
+    # without an entry token the entry job takes none: only the poll, a push or a user start it
+    no_entry = {k: v for k, v in env_for(fake_jenkins).items() if k != "PUSHTUNE_ENTRY_TOKEN"}
+    assert pushtune(tmp_path, "jenkins", "install", env=no_entry).returncode == 0
+    assert fake_jenkins.auth_token_of("pushtune-pull") is None
+    assert fake_jenkins.auth_token_of("pushtune-train") == TRIGGER_TOKEN
+    same = pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins, PUSHTUNE_ENTRY_TOKEN=TRIGGER_TOKEN))
+    assert_one_line_error(same, "must differ")
     legacy = pushtune(tmp_path, "jenkins", "install", "--with-trigger-token", env=env_for(fake_jenkins))
     assert legacy.returncode == 0, legacy.stderr
 
@@ -388,11 +494,13 @@ def test_install_warns_loudly_when_jenkins_has_no_root_url(tmp_path, fake_jenkin
 
 
 TOKEN_ONLY, WITH_PASSWORD = "token only", "user + password"
+TOKEN_JOBS = ["pushtune-pull", "pushtune-train", "pushtune-notify"]  # the only jobs with a token
 
 
-def trigger_env(state: FakeJenkins, how: str) -> dict:
-    if how == TOKEN_ONLY:
-        return {"JENKINS_URL": state.url, "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
+def trigger_env(state: FakeJenkins, how: str, job: str = "") -> dict:
+    if how == TOKEN_ONLY:  # pull takes the entry token, train and notify the chain's
+        token = ENTRY_TOKEN if job == "pushtune-pull" else TRIGGER_TOKEN
+        return {"JENKINS_URL": state.url, "PUSHTUNE_TRIGGER_TOKEN": token}
     if how == WITH_PASSWORD:  # logged in with a password: crumbs are needed, tied to the session
         return {"JENKINS_URL": state.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": PASSWORD}
     return env_for(state)
@@ -400,7 +508,7 @@ def trigger_env(state: FakeJenkins, how: str) -> dict:
 
 @pytest.mark.parametrize("how", ["user + API token", TOKEN_ONLY, WITH_PASSWORD])
 @pytest.mark.parametrize("job, args, expected", [
-    ("pushtune-pull", [], {"REPO_URL": "DEFAULT", "BRANCH": "DEFAULT"}),  # parameters, none given
+    ("pushtune-pull", [], {"BRANCH": "DEFAULT"}),  # parameters, none given
     ("pushtune-train", ["--param", "RUN_ID=12"], {"RUN_ID": "12"}),
     ("pushtune-monitor", [], {}),  # no parameters at all
 ])
@@ -408,7 +516,11 @@ def test_every_trigger_path_queues_the_build(tmp_path, fake_jenkins, how, job, a
     assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
     fake_jenkins.requests.clear()
     fake_jenkins.responses.clear()
-    result = pushtune(tmp_path, "jenkins", "trigger", job, *args, env=trigger_env(fake_jenkins, how))
+    result = pushtune(tmp_path, "jenkins", "trigger", job, *args, env=trigger_env(fake_jenkins, how, job))
+    if how == TOKEN_ONLY and job not in TOKEN_JOBS:  # no <authToken>: Build Token Root's 404
+        assert_one_line_error(result, "404", "takes no trigger token")
+        assert fake_jenkins.jobs[job]["builds"] == []
+        return
     assert result.returncode == 0, result.stderr
     assert f"queued {job} (queue item" in result.stderr
     [build] = fake_jenkins.jobs[job]["builds"]
@@ -416,7 +528,7 @@ def test_every_trigger_path_queues_the_build(tmp_path, fake_jenkins, how, job, a
     assert build.params == {k: defaults[k] if v == "DEFAULT" else v for k, v in expected.items()} | {
         k: v for k, v in defaults.items() if k not in expected}
     assert 201 in fake_jenkins.responses and fake_jenkins.crumb_missing == []
-    assert_no_secret(result, TRIGGER_TOKEN, API_TOKEN, PASSWORD)
+    assert_no_secret(result, TRIGGER_TOKEN, ENTRY_TOKEN, API_TOKEN, PASSWORD)
 
 
 @pytest.mark.parametrize("how", ["user + API token", TOKEN_ONLY])
@@ -429,44 +541,91 @@ def test_a_build_already_in_the_queue_is_not_an_error(tmp_path, fake_jenkins, ho
     assert again.returncode == 0, again.stderr
     assert "already queued" in again.stderr
     assert len(fake_jenkins.jobs["pushtune-train"]["builds"]) == 1
-    assert fake_jenkins.responses[-1] in (302, 303)  # answered, not followed
+    assert fake_jenkins.responses[-1] == 303  # core and Build Token Root alike; answered, not followed
+
+
+T = TRIGGER_TOKEN
+# What Jenkins answers, request by request, in this order, after `pushtune jenkins install`:
+# (who, path, form, status, Location, source). "api" is a user with an API token (no crumb
+# needed), "anon" nobody. Core = jenkinsci/jenkins at jenkins-2.568.2; BTR = Build Token Root
+# 365.v717f8685a_09e (jenkinsci/build-token-root-plugin BuildRootAction.java). The queue numbers
+# count from 100 in the fake.
+ANSWERS = [
+    ("api", "job/pushtune-pull/build", {}, 400, None,
+     "core ParameterizedJobMixIn.doBuild -> ParametersDefinitionProperty._doBuild: getSubmittedForm() fails"),
+    ("api", "job/pushtune-monitor/buildWithParameters", {}, 400, None,
+     "core ParameterizedJobMixIn.doBuildWithParameters: errorWithoutStack(SC_BAD_REQUEST, '... is not "
+     "parameterized') since 2.524 (521ecfdbfc)"),
+    ("api", "job/pushtune-monitor/build", {}, 201, "/queue/item/100/",
+     "core ParameterizedJobMixIn.doBuild: sendRedirect(SC_CREATED, contextPath + '/' + item.getUrl())"),
+    ("api", "job/pushtune-train/buildWithParameters", {"RUN_ID": "1", "token": "wrong"}, 403, None,
+     "core BuildAuthorizationToken.checkPermission: a token given must match"),
+    ("api", "job/pushtune-train/buildWithParameters", {"RUN_ID": "1"}, 201, "/queue/item/101/",
+     "core ParametersDefinitionProperty.buildWithParameters: 201 to a new item"),
+    ("api", "job/pushtune-train/buildWithParameters", {"RUN_ID": "1"}, 303, "/queue/item/101/",
+     "core ParametersDefinitionProperty.buildWithParameters: !scheduleResult.isCreated() -> SC_SEE_OTHER"),
+    ("api", "job/pushtune-pull/buildWithParameters", {"RUNTIME": "local"}, 500, None,
+     "core ChoiceParameterDefinition.checkValue: IllegalArgumentException 'Illegal choice for parameter'"),
+    ("api", "job/pushtune-pull/buildWithParameters", {}, 201, "/queue/item/102/",
+     "core ChoiceParameterDefinition.getDefaultParameterValue: choices.getFirst() (checked below)"),
+    ("anon", "buildByToken/build", {"job": "pushtune-pull", "token": ENTRY_TOKEN}, 400, None,
+     "BTR doBuild: 'Use /buildByToken/buildWithParameters for this job since it takes parameters'"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-pull", "token": T}, 403, None,
+     "BTR project() -> BuildAuthorizationToken.checkPermission: the chain's token is not pull's"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-train", "RUN_ID": "2", "token": ENTRY_TOKEN},
+     403, None, "likewise: the entry token is not train's"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-monitor", "token": T}, 404, None,
+     "BTR project(): a job without authToken is notFound() (only pull, train, notify have one)"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-classify", "token": T}, 404, None,
+     "BTR project(): likewise: classify, with the git credential, takes no token"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-train", "token": "x"}, 403, None,
+     "BTR project() -> core BuildAuthorizationToken.checkPermission: 'Invalid token provided'"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-train", "RUN_ID": "2", "token": T}, 201,
+     "/queue/item/103/", "BTR handleScheduleResult: isCreated() -> SC_CREATED, Location contextPath/queue/item/N/"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-train", "RUN_ID": "2", "token": T}, 303,
+     "/queue/item/103/", "BTR handleScheduleResult (since 151.va_e52fe3215fc): sendRedirect(SC_SEE_OTHER, item)"),
+    ("anon", "buildByToken/buildWithParameters", {"job": "pushtune-pull", "RUNTIME": "local",
+                                                  "token": ENTRY_TOKEN}, 500,
+     None, "BTR doBuildWithParameters -> d.createValue(req): the choice check as in core"),
+    ("anon", "job/pushtune-train/buildWithParameters", {"RUN_ID": "4", "token": T}, 403, None,
+     "core: no Overall/Read for anonymous (allowAnonymousRead: false), so the job URL is refused"),
+    ("anon", "queue/item/103/api/json", None, 403, None,
+     "core: the queue item needs Overall/Read; BTR: 'Clients without the READ permission won't be "
+     "allowed to see the build'"),
+]
 
 
 def test_the_fake_answers_as_jenkins_does(tmp_path, fake_jenkins):
-    """The answers the client relies on, as core and Build Token Root give them."""
+    """Each answer the client relies on, compared with what the cited source gives."""
     assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
-    api, url = requests.Session(), fake_jenkins.url
+    url = fake_jenkins.url
+    api, anonymous = requests.Session(), requests.Session()
     api.auth = (USER, API_TOKEN)
-    # core: a parameterized job refuses /build; /buildWithParameters on a job without parameters
-    assert api.post(f"{url}job/pushtune-pull/build").status_code == 400
-    assert api.post(f"{url}job/pushtune-monitor/buildWithParameters").status_code == 500
-    # a logged-in user with Build permission needs no job token; a wrong one is refused
-    assert api.post(f"{url}job/pushtune-monitor/build").status_code == 201  # no crumb: API token
-    assert api.post(f"{url}job/pushtune-monitor/build?token=wrong").status_code == 403
-    # Build Token Root: the wrong kind is a 400, a wrong token a 403, a job without token a 404
-    anonymous = requests.Session()
-    token_url = f"{url}buildByToken/%s?job=%s&token={TRIGGER_TOKEN}"
-    assert anonymous.post(token_url % ("build", "pushtune-pull")).status_code == 400
-    assert anonymous.post(token_url % ("buildWithParameters", "pushtune-monitor")).status_code == 400
-    assert anonymous.post(f"{url}buildByToken/build?job=pushtune-monitor&token=x").status_code == 403
-    fake_jenkins.jobs["pushtune-monitor"]["config"] = render_without_token("pushtune-monitor", fake_jenkins)
-    assert anonymous.post(token_url % ("build", "pushtune-monitor")).status_code == 404
+    for who, path, form, status, location, source in ANSWERS:
+        session = api if who == "api" else anonymous
+        if form is None:
+            answer = session.get(url + path, allow_redirects=False)
+        else:
+            answer = session.post(url + path, data=form, allow_redirects=False)
+        assert (answer.status_code, answer.headers.get("Location")) == (status, location), (who, path, source)
+    pull = fake_jenkins.jobs["pushtune-pull"]["builds"]
+    assert [b.params["RUNTIME"] for b in pull] == ["docker"]  # project.yaml runtimes: [docker]
+    # BTR handleScheduleResult: a schedule the queue does not accept -> HttpResponses.forbidden()
+    fake_jenkins.refuse_queue = True
+    refused = anonymous.post(f"{url}buildByToken/buildWithParameters",
+                             data={"job": "pushtune-train", "RUN_ID": "9", "token": T}, allow_redirects=False)
+    assert refused.status_code == 403
     # crumbs: needed with a password, and only with the session they were issued in
+    # (DefaultCrumbIssuer hashes the user and the web session)
     login = requests.Session()
     login.auth = (USER, PASSWORD)
     crumb = login.get(f"{url}crumbIssuer/api/json").json()["crumb"]
     stranger = requests.Session()
     stranger.auth = (USER, PASSWORD)
-    assert stranger.post(f"{url}job/pushtune-pull/buildWithParameters",
+    assert stranger.post(f"{url}job/pushtune-notify/buildWithParameters", data={"RUN_ID": "1"},
                          headers={"Jenkins-Crumb": crumb}).status_code == 403
-    assert login.post(f"{url}job/pushtune-pull/buildWithParameters",
-                      headers={"Jenkins-Crumb": crumb}).status_code == 201
-
-
-def render_without_token(job: str, state: FakeJenkins) -> str:
-    root = ET.fromstring(state.jobs[job]["config"])
-    root.remove(root.find("authToken"))
-    return ET.tostring(root, encoding="unicode")
+    assert login.post(f"{url}job/pushtune-notify/buildWithParameters", data={"RUN_ID": "1"},
+                      headers={"Jenkins-Crumb": crumb}, allow_redirects=False).status_code == 201
 
 
 def test_trigger_wait_streams_the_console_once_and_exits_with_the_result(tmp_path, fake_jenkins):
@@ -493,15 +652,15 @@ def test_trigger_with_the_job_token_only_uses_build_token_root(tmp_path, fake_je
     install_env = env_for(fake_jenkins, PUSHTUNE_TRIGGER_TOKEN=TRIGGER_TOKEN)
     assert pushtune(tmp_path, "jenkins", "install", "--with-trigger-token", env=install_env).returncode == 0
     token_only = {"JENKINS_URL": fake_jenkins.url, "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
-    result = pushtune(tmp_path, "jenkins", "trigger", "pushtune-tweak", "--param", "RUN_ID=3", env=token_only)
+    result = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train", "--param", "RUN_ID=3", env=token_only)
     assert result.returncode == 0, result.stderr
-    assert "queued pushtune-tweak (queue item" in result.stderr
+    assert "queued pushtune-train (queue item" in result.stderr
     method, path, query = fake_jenkins.requests[-1]
-    assert (method, path) == ("POST", "/buildByToken/buildWithParameters")
-    assert query == {"job": "pushtune-tweak", "RUN_ID": "3", "token": TRIGGER_TOKEN}
+    assert (method, path, query) == ("POST", "/buildByToken/buildWithParameters", {})  # nothing in the URL
+    assert fake_jenkins.forms[-1] == {"job": "pushtune-train", "RUN_ID": "3", "token": TRIGGER_TOKEN}
     assert_no_secret(result, TRIGGER_TOKEN)
 
-    wrong = pushtune(tmp_path, "jenkins", "trigger", "pushtune-tweak",
+    wrong = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train",
                      env={**token_only, "PUSHTUNE_TRIGGER_TOKEN": "not-the-token"})
     assert_one_line_error(wrong, "403")
     assert_no_secret(wrong, "not-the-token")
@@ -663,3 +822,74 @@ def test_install_with_a_label_ties_every_job_to_it(tmp_path, fake_jenkins):
     bad = pushtune(tmp_path, "jenkins", "install", "--label", "pushtune gpu", env=env_for(fake_jenkins))
     assert_one_line_error(bad, "label expression")
     assert fake_jenkins.requests == []  # refused before anything reaches the controller
+
+
+def test_token_only_wait_is_refused_before_anything_is_queued(tmp_path, fake_jenkins):
+    assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
+    fake_jenkins.requests.clear()
+    token_only = {"JENKINS_URL": fake_jenkins.url, "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
+    result = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train", "--param", "RUN_ID=1", "--wait",
+                      env=token_only)
+    assert_one_line_error(result, "--wait needs JENKINS_USER")
+    assert fake_jenkins.requests == [] and fake_jenkins.jobs["pushtune-train"]["builds"] == []
+
+
+def test_wait_follows_the_queue_item_a_303_points_to(tmp_path, fake_jenkins):
+    assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
+    first = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train", "--param", "RUN_ID=6", env=env_for(fake_jenkins))
+    assert first.returncode == 0, first.stderr
+    again = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train", "--param", "RUN_ID=6", "--wait",
+                     "--poll", "0.05", env=env_for(fake_jenkins))
+    assert again.returncode == 0, again.stderr
+    assert "already queued" in again.stderr and "queue item 100" in again.stderr
+    assert "pushtune-train #1: SUCCESS" in again.stderr
+    assert len(fake_jenkins.jobs["pushtune-train"]["builds"]) == 1
+    assert ("GET", "/queue/item/100/api/json", {"depth": "0"}) in fake_jenkins.requests
+
+
+def test_a_queue_that_refuses_the_build_is_one_line(tmp_path, fake_jenkins):
+    assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
+    fake_jenkins.refuse_queue = True
+    token_only = {"JENKINS_URL": fake_jenkins.url, "PUSHTUNE_TRIGGER_TOKEN": TRIGGER_TOKEN}
+    result = pushtune(tmp_path, "jenkins", "trigger", "pushtune-train", "--param", "RUN_ID=1", env=token_only)
+    assert_one_line_error(result, "403", "the queue refused the build")
+    assert_no_secret(result, TRIGGER_TOKEN)
+
+
+def test_a_job_inside_a_folder_is_triggered_and_followed_at_its_own_url(tmp_path, fake_jenkins):
+    assert pushtune(tmp_path, "jenkins", "install", env=env_for(fake_jenkins)).returncode == 0
+    fake_jenkins.jobs["team/pushtune-train"] = {"config": fake_jenkins.jobs["pushtune-train"]["config"], "builds": []}
+    result = pushtune(tmp_path, "jenkins", "trigger", "team/pushtune-train", "--param", "RUN_ID=2", "--wait",
+                      "--poll", "0.05", env=env_for(fake_jenkins))
+    assert result.returncode == 0, result.stderr
+    paths = [p for m, p, q in fake_jenkins.requests]
+    assert "/job/team/job/pushtune-train/buildWithParameters" in paths
+    assert any(p == "/job/team/job/pushtune-train/1/logText/progressiveText" for p in paths)
+    assert [b.params for b in fake_jenkins.jobs["team/pushtune-train"]["builds"]] == [{"RUN_ID": "2"}]
+
+
+JENKINS_MACRO = re.compile(r"\$([A-Za-z0-9_]+|\{[A-Za-z0-9_.]+\}|\$)")
+
+
+def jenkins_expand(text: str, env: dict) -> str:
+    """core Util.replaceMacro, which EnvVars.expand applies (Parameterized Trigger's
+    FileBuildParameters expands the whole properties file with it): $$ is $, $X/${X} a variable,
+    an unknown variable stays."""
+    def one(match):
+        key = match.group(1)
+        if key == "$":
+            return "$"
+        return env.get(key.strip("{}"), match.group(0))
+    return JENKINS_MACRO.sub(one, text)
+
+
+def test_properties_survive_parameterized_triggers_variable_expansion(tmp_path):
+    from jobs.steps import write_properties
+
+    name = "models/a$HOME${USER}$$.py"
+    target = tmp_path / "changed.properties"
+    write_properties(target, {"MODEL_FILES": json.dumps([name])})
+    text = jenkins_expand(target.read_text(encoding="latin-1"), {"HOME": "/root", "USER": "jenkins"})
+    assert "$$HOME" in target.read_text(encoding="latin-1")
+    value = text.split("=", 1)[1].strip()
+    assert json.loads(value.replace("\\:", ":").replace("\\=", "=")) == [name]

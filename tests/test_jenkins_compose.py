@@ -280,6 +280,12 @@ def test_the_controller_answers_this_host_only_and_mail_is_off_until_configured(
     # no SMTP server by default (not localhost, where no server runs): pushtune notify skips the mail
     assert controller["environment"]["PUSHTUNE_SMTP_HOST"] == "${PUSHTUNE_SMTP_HOST:-}"
     assert controller["environment"]["PUSHTUNE_MAIL_TO"] == "${PUSHTUNE_MAIL_TO:-}"
+    # SSL on 465 without editing files: PUSHTUNE_SMTP_SECURITY=ssl reaches every build
+    assert controller["environment"]["PUSHTUNE_SMTP_SECURITY"] == "${PUSHTUNE_SMTP_SECURITY:-starttls}"
+    # git's /git/notifyCommit: a tokenless notification may only start polling (GitStatus)
+    assert ("-Dhudson.plugins.git.GitStatus.NOTIFY_COMMIT_ACCESS_CONTROL=disabled-for-polling"
+            in controller["environment"]["JENKINS_JAVA_OPTS"].split())
+    assert "-Djenkins.install.runSetupWizard=false" in controller["environment"]["JENKINS_JAVA_OPTS"].split()
     build_env = {e["key"]: e["value"] for e in casc["jenkins"]["globalNodeProperties"][0]["envVars"]["env"]}
     assert build_env["PUSHTUNE_SMTP_HOST"] == "${PUSHTUNE_SMTP_HOST:-}"
     assert build_env["PUSHTUNE_MAIL_TO"] == "${PUSHTUNE_MAIL_TO:-}"

@@ -90,7 +90,7 @@ def test_pull_polls_the_repository_and_hands_the_changed_files_on(rendered):
     assert scm.findtext(".//hudson.plugins.git.UserRemoteConfig/credentialsId") == "pushtune-git"
     defaults = {p.findtext("name"): p.findtext("defaultValue")
                 for p in pull.findall(".//hudson.model.StringParameterDefinition")}
-    assert defaults["REPO_URL"] == "https://git.example.org/ml/models.git"
+    assert "REPO_URL" not in defaults  # the repository is the installed one, never a request's
     assert defaults["BRANCH"] == "release"
     assert "pushtune changed --from \"$GIT_PREVIOUS_COMMIT\" --to \"$GIT_COMMIT\"" in shell_commands(pull)[0]
     classify = trigger_configs(pull)["pushtune-classify"]
@@ -160,7 +160,9 @@ def test_no_secret_in_the_rendered_xml_or_the_output(rendered):
 def test_render_uses_project_yaml_without_overrides():
     jobs = render_jobs()
     project = yaml.safe_load((JENKINS / "jobs" / "project.yaml").read_text())[0]["project"]
-    assert f"<defaultValue>{project['repo-url']}</defaultValue>" in jobs["pushtune-pull"]
+    for name in ("pushtune-pull", "pushtune-classify", "pushtune-retrain"):
+        url = ET.fromstring(jobs[name]).findtext(".//hudson.plugins.git.UserRemoteConfig/url")
+        assert url == project["repo-url"], name
 
 
 def assigned_node(job: ET.Element) -> tuple[str | None, str | None]:
@@ -424,3 +426,39 @@ def test_dockerignore_keeps_the_secrets_out_of_the_image():
         assert not any(fnmatch(needed, p) for p in patterns), needed
     for secret in ("jenkins/secrets", "jenkins/secrets/trigger_token"):
         assert any(secret == p or secret.startswith(p + "/") for p in patterns), secret
+
+
+def test_no_request_chooses_the_repository_or_widens_the_runtime(rendered):
+    """A trigger-token holder may start pull (and train/notify of a recorded run): the git login
+    goes only to the installed URL, and RUNTIME offers only the installed choices (core's
+    ChoiceParameterDefinition refuses others; the fake's table shows it)."""
+    jobs = rendered[0]
+    for name, job in jobs.items():
+        names = [d.findtext("name") for d in job.iter() if d.tag.endswith("ParameterDefinition")]
+        assert "REPO_URL" not in names, name
+        url = job.findtext(".//hudson.plugins.git.UserRemoteConfig/url")
+        assert url in (None, "https://git.example.org/ml/models.git"), name
+        for choice in job.iter("hudson.model.ChoiceParameterDefinition"):
+            if choice.findtext("name") == "RUNTIME":
+                assert [c.text for c in choice.findall("./choices/a/string")] == ["docker"], name
+
+
+def test_the_jenkinsfile_header_counts_the_freestyle_jobs():
+    from jobs.jenkins import CHAIN
+
+    header = (ROOT / "jenkins" / "Jenkinsfile").read_text().split("pipeline {")[0]
+    assert "of the eight" in header and len(CHAIN) == 8
+    assert "six jobs" not in header
+
+
+def test_every_plugin_is_pinned():
+    lines = [line.strip() for line in (ROOT / "jenkins" / "plugins.txt").read_text().splitlines()]
+    plugins = [line for line in lines if line and not line.startswith("#")]
+    assert len(plugins) >= 9
+    for line in plugins:
+        plugin, sep, version = line.partition(":")
+        assert sep and version and plugin, line
+    # the controller image: a full LTS version (2.568.2 is the newest LTS tag of jenkinsci/jenkins
+    # and jenkinsci/docker as read; 2.568.3 was only a release candidate), never a moving tag
+    base = re.search(r"^FROM (\S+)", (ROOT / "jenkins" / "Dockerfile").read_text(), re.M)[1]
+    assert re.fullmatch(r"jenkins/jenkins:2\.\d+\.\d+-lts-jdk21", base), base

@@ -87,8 +87,8 @@ def test_tweak_inside_jenkins_retriggers_train_then_notify_within_budget(tmp_pat
     assert tweak.returncode == 0, tweak.stderr
     assert "triggered pushtune-train (queue item" in tweak.stdout
     method, path, query = fake_jenkins.requests[-1]
-    assert (method, path) == ("POST", "/buildByToken/buildWithParameters")
-    assert query == {"job": "pushtune-train", "RUN_ID": str(run_id), "token": TRIGGER_TOKEN}
+    assert (method, path, query) == ("POST", "/buildByToken/buildWithParameters", {})  # token not in the URL
+    assert fake_jenkins.forms[-1] == {"job": "pushtune-train", "RUN_ID": str(run_id), "token": TRIGGER_TOKEN}
 
     assert pushtune(pushtune_home, "train", run_id).returncode == 3
     # the budget of two attempts is spent: the run is finished and the mail job started
@@ -96,7 +96,7 @@ def test_tweak_inside_jenkins_retriggers_train_then_notify_within_budget(tmp_pat
     assert last.returncode == 0, last.stderr
     assert "finished: below_threshold (attempt budget spent (2))" in last.stdout
     assert "triggered pushtune-notify" in last.stdout
-    assert fake_jenkins.requests[-1][2]["job"] == "pushtune-notify"
+    assert fake_jenkins.forms[-1]["job"] == "pushtune-notify"
     assert len(fake_jenkins.jobs["pushtune-train"]["builds"]) == 1
     for result in (tweak, last):
         assert TRIGGER_TOKEN not in result.stdout + result.stderr

@@ -2,7 +2,8 @@
 
 The controller and the credentials come from the environment: JENKINS_URL (PUSHTUNE_JENKINS_URL
 wins when set), JENKINS_USER and JENKINS_API_TOKEN (an API token, not a password),
-PUSHTUNE_TRIGGER_TOKEN (the jobs' remote-trigger token). None of them is ever printed.
+PUSHTUNE_TRIGGER_TOKEN (the chain's remote-trigger token: train and notify), PUSHTUNE_ENTRY_TOKEN
+(install only: the entry job's token, optional). None of them is ever printed.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def add_parser(subparsers) -> None:
     p = commands.add_parser("install", help="create or update the jobs on the controller")
     _add_render_options(p)
     p.add_argument("--with-trigger-token", action="store_true",
-                   help="kept for old scripts: each job's remote-trigger token is always set "
-                        "from PUSHTUNE_TRIGGER_TOKEN (it goes to the controller only)")
+                   help="kept for old scripts: train and notify always get PUSHTUNE_TRIGGER_TOKEN (the "
+                        "chain's token), pull gets PUSHTUNE_ENTRY_TOKEN when it is set, no other job gets "
+                        "one (the tokens go to the controller only)")
     p.add_argument("--wait-ready", type=_positive, metavar="SECONDS",
                    help="first wait until the controller answers (after it starts)")
     _add_timeout(p)
@@ -118,15 +120,27 @@ def install(args: argparse.Namespace) -> int:
     client = _client(args)
     token = client.settings.trigger_token
     if not token:  # without a job token Build Token Root answers 404 and the chain stops
-        raise UserError("install: PUSHTUNE_TRIGGER_TOKEN is not set; every job needs the trigger "
+        raise UserError("install: PUSHTUNE_TRIGGER_TOKEN is not set; train and notify need the trigger "
                         "token (the pushtune-trigger-token credential's value) so tweak and monitor "
                         "can start the next job")
     jobs = jk.render_jobs(args.repo_url, args.branch, label=args.label)
-    jobs = {name: jk.with_auth_token(xml, token) for name, xml in jobs.items()}
+    entry = client.settings.entry_token
+    if entry == token:
+        raise UserError("install: PUSHTUNE_ENTRY_TOKEN must differ from PUSHTUNE_TRIGGER_TOKEN: the "
+                        "entry token is handed out, the chain's stays inside the tweak and monitor builds")
+    jobs = jk.with_trigger_tokens(jobs, token, entry)
     if args.wait_ready:
         client.wait_until_ready(args.wait_ready)
     for name, what in client.install(jobs):
         print(f"{what} {name}")
+    given = {**{f"{jk.DEFAULT_PREFIX}-{s}": token for s in jk.CHAIN_TOKEN_STEPS},
+             **{f"{jk.DEFAULT_PREFIX}-{s}": entry for s in jk.ENTRY_STEPS}}
+    plaintext = [name for name, value in given.items()
+                 if name in jobs and client.stored_token_is_plaintext(name, value)]
+    if plaintext:
+        print(f"WARNING: Jenkins at {client.settings.display_url} stores the trigger token of "
+              f"{', '.join(plaintext)} in plain text (a core older than 2.541): anyone who can "
+              "read $JENKINS_HOME/jobs can use it", file=sys.stderr)
     if not client.root_url():
         print(f"WARNING: Jenkins at {client.settings.display_url} has no root URL (Manage Jenkins "
               "→ System → Jenkins URL, or unclassified.location.url in JCasC): builds get no "
@@ -137,6 +151,13 @@ def install(args: argparse.Namespace) -> int:
 
 def trigger(args: argparse.Namespace) -> int:
     client = _client(args)
+    if args.wait and not client.settings.user:
+        # Build Token Root only queues: the queue item and the build need Overall/Read and
+        # Job/Read, which a token holder does not have (anonymous gets 403, BuildRootAction
+        # .handleScheduleResult: "Clients without the READ permission won't be allowed to see
+        # the build"). Refused before anything is queued.
+        raise UserError("--wait needs JENKINS_USER and JENKINS_API_TOKEN: the trigger token alone "
+                        "can queue a build but not read it (drop --wait, or log in)")
     deadline = time.monotonic() + args.timeout
     queued = client.queue_build(args.job, dict(args.param))
     queue_id = queued.queue_id
