@@ -29,9 +29,9 @@ import yaml
 
 from jobs import exit_codes
 from jobs.errors import UserError
-from jobs.paths import PROJECT_ROOT
+from jobs.paths import JENKINS_JOBS
 
-JOBS_DIR = PROJECT_ROOT / "jenkins" / "jobs"
+JOBS_DIR = JENKINS_JOBS
 CHAIN = ("pull", "classify", "train", "tweak", "notify", "monitor", "deploy", "retrain")
 DEFAULT_PREFIX = "pushtune"
 # The label expression every job of the chain runs on (JJB `node:`, project.yaml `label`): only
