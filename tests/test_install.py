@@ -165,7 +165,11 @@ def test_a_fresh_venv_with_the_core_alone_trains_a_model_in_docker(tmp_path):
     assert "passed: best accuracy" in run.stdout
     shown = json.loads(pushtune("show", "1", "--json").stdout)
     assert shown["status"] == "passed" and shown["attempts"][0]["accuracy"] > 0.5
-    # a library of an extra that is not installed: one line naming the extra
+    # a library of an extra that is not installed: one line naming the extra, before anything is recorded
+    optuna = pushtune("run", "regression_logistic.py", "--runtime", "docker", "--strategy", "optuna")
+    assert optuna.returncode == 2 and optuna.stderr.strip().splitlines() == [
+        "pushtune: error: --strategy optuna: optuna is not installed: pip install 'pushtune[optuna]' (or make install)"]
+    assert [run["run_id"] for run in json.loads(pushtune("runs", "--json").stdout)] == [1]
     missing = pushtune("runs", PUSHTUNE_DB="postgresql://pushtune@127.0.0.1:1/pushtune")
     assert missing.returncode == 2, missing.stderr
     assert missing.stderr.strip() == ("pushtune: error: psycopg is not installed: "
