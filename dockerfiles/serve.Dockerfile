@@ -5,7 +5,7 @@
 # Build context (as `pushtune images build` assembles it for the other images): this file,
 # dockerfiles/requirements-serve.txt, jobs/ and wheelhouse/ (wheels for offline builds, else empty).
 #   online:  BASE_IMAGE=python:3.11-slim (the default), PIP_OPTIONS="" (pip from the configured index;
-#            it must serve torch==2.13.0+cpu, PyTorch's own CPU wheel index does)
+#            torch is the CPU build 2.13.0+cpu where it serves it: docs/install.md)
 #   offline: BASE_IMAGE=pushtune/base:bookworm, PIP_OPTIONS="--no-index --find-links /wheelhouse"
 ARG BASE_IMAGE=python:3.11-slim
 

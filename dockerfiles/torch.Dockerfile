@@ -5,7 +5,7 @@
 # (wheels for --offline, else empty).
 #   online:  BASE_IMAGE=python:3.11-slim (the default), PIP_OPTIONS="" (pip from the configured index)
 #   offline: BASE_IMAGE=pushtune/base:bookworm, PIP_OPTIONS="--no-index --find-links /wheelhouse"
-# Online, pip needs an index that serves torch==2.13.0+cpu (PyTorch's own CPU wheel index).
+# torch==2.13.0 is the CPU build 2.13.0+cpu when pip's index serves it (docs/install.md).
 ARG BASE_IMAGE=python:3.11-slim
 
 # Stage 1: the virtualenv. The wheelhouse stays in this stage, out of the final image.

@@ -13,8 +13,10 @@
 #   DOCKER_CLI_IMAGE   where the static `docker` binary comes from. The CLI negotiates the API
 #                      version down to the engine's; Debian's docker.io (20.10) is too old for
 #                      engines 29+, which refuse API versions below 1.44.
-#   PIP_OPTIONS        extra pip options, e.g. "--index-url URL" for a mirror (pip's own
-#                      configuration and PIP_* variables of the build host are not seen here).
+#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL
+#                      pip's index: docker-compose.yml passes on the build host's (unset: the
+#                      default index). pip's configuration files of the build host are not seen.
+#   PIP_OPTIONS        any other pip options.
 # apt uses the base image's sources.
 ARG INBOUND_AGENT_TAG=3355.v388858a_47b_33-5-jdk21
 ARG DOCKER_CLI_IMAGE=docker:29-cli
@@ -29,19 +31,21 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker
 
-# pushtune in its own virtualenv, on PATH for the builds. PostgreSQL (PUSHTUNE_DB) goes through
-# psycopg 3; it is added here unless requirements.txt already pins it.
+# pushtune in its own virtualenv, on PATH for the builds: the core (pyproject.toml) and psycopg for
+# PostgreSQL (PUSHTUNE_DB), at the versions requirements.txt pins (-c: pins only what is
+# installed). No TensorFlow, torch or scikit-learn: attempts train in the runtime images, so
+# RUNTIME=local cannot train on an agent. Debian's python3 (trixie: 3.13; docs/install.md).
 COPY requirements.txt pyproject.toml README.md /opt/pushtune/src/
 COPY jobs /opt/pushtune/src/jobs
 COPY notify /opt/pushtune/src/notify
-COPY jenkins /opt/pushtune/src/jenkins
+COPY jenkins/jobs /opt/pushtune/src/jenkins/jobs
 COPY dockerfiles /opt/pushtune/src/dockerfiles
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 ARG PIP_OPTIONS=""
 RUN python3 -m venv /opt/pushtune/venv \
- && /opt/pushtune/venv/bin/pip install --no-cache-dir $PIP_OPTIONS -r /opt/pushtune/src/requirements.txt \
- && if ! grep -qi '^psycopg' /opt/pushtune/src/requirements.txt; then \
-        /opt/pushtune/venv/bin/pip install --no-cache-dir $PIP_OPTIONS 'psycopg[binary]==3.3.6'; fi \
- && /opt/pushtune/venv/bin/pip install --no-cache-dir $PIP_OPTIONS --no-deps -e /opt/pushtune/src \
+ && /opt/pushtune/venv/bin/pip install --no-cache-dir $PIP_OPTIONS \
+        -c /opt/pushtune/src/requirements.txt '/opt/pushtune/src[postgres]' \
  && ln -s /opt/pushtune/venv/bin/pushtune /usr/local/bin/pushtune \
  && /usr/local/bin/docker --version \
  && install -d -o jenkins -g jenkins /var/lib/pushtune /srv/pushtune/artifacts

@@ -30,6 +30,22 @@ COMMAND_MODULES = (
 )
 
 
+# Top-level modules of the optional libraries -> the extra of pyproject.toml that installs them.
+EXTRAS = {"tensorflow": "keras", "keras": "keras", "torch": "torch", "sklearn": "sklearn",
+          "pandas": "sklearn", "joblib": "sklearn", "optuna": "optuna", "fastapi": "serve",
+          "starlette": "serve", "uvicorn": "serve", "psycopg": "postgres", "onnx": "onnx",
+          "onnxruntime": "onnx", "skl2onnx": "onnx", "tf2onnx": "onnx"}
+
+
+def missing_extra(exc: BaseException) -> str | None:
+    """For a missing optional library: one line naming the extra that installs it."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    module = exc.name.partition(".")[0]
+    extra = EXTRAS.get(module)
+    return extra and f"{module} is not installed: pip install 'pushtune[{extra}]' (or make install)"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, as for every bad input
         self.exit(exit_codes.USER_ERROR, f"{self.prog}: error: {message}\n")
@@ -69,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return exit_codes.FAILED
     except Exception as exc:  # never a traceback for the user, unless asked for
+        if hint := missing_extra(exc):
+            print(f"pushtune: error: {hint}", file=sys.stderr)
+            return exit_codes.USER_ERROR
         if os.environ.get("PUSHTUNE_DEBUG"):
             traceback.print_exc()
         print(f"pushtune: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -33,10 +33,9 @@ from docker.errors import DockerException, ImageNotFound
 
 from jobs import __version__, profiles
 from jobs.errors import UserError
-from jobs.paths import PROJECT_ROOT
+from jobs.paths import DOCKERFILES, PROJECT_ROOT
 from jobs.profiles import Profile
 
-DOCKERFILES = PROJECT_ROOT / "dockerfiles"
 ONLINE_BASE_IMAGE = "python:3.11-slim"
 OFFLINE_BASE_IMAGE = "pushtune/base:bookworm"
 OFFLINE_PIP_OPTIONS = "--no-index --find-links /wheelhouse"

@@ -29,9 +29,9 @@ import yaml
 
 from jobs import exit_codes
 from jobs.errors import UserError
-from jobs.paths import PROJECT_ROOT
+from jobs.paths import JENKINS_JOBS
 
-JOBS_DIR = PROJECT_ROOT / "jenkins" / "jobs"
+JOBS_DIR = JENKINS_JOBS
 CHAIN = ("pull", "classify", "train", "tweak", "notify", "monitor", "deploy", "retrain")
 DEFAULT_PREFIX = "pushtune"
 # The label expression every job of the chain runs on (JJB `node:`, project.yaml `label`): only
@@ -313,11 +313,26 @@ def write_jobs(jobs: Mapping[str, str], outdir: Path) -> list[Path]:
 
 
 def write_secret(path: Path, secret: str) -> Path:
-    """Write `secret` to `path` (mode 0600, replaced whole: never half-written, never wider)."""
+    """Write `secret` to `path`, replaced whole (never half-written), mode 0644 in a directory
+    only its owner may enter.
+
+    Compose mounts a file secret with the host file's owner and mode, and the agent reads it as
+    uid 1000, rarely the operator's uid: so the file must be readable by all, and the directory
+    is what keeps the host's other users out. A directory they may enter is refused.
+    """
     path = Path(path)
+    try:
+        directory_mode = path.parent.stat().st_mode
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    if directory_mode & 0o077:
+        raise UserError(f"{path.parent} is open to other users (mode {directory_mode & 0o777:o}): "
+                        f"chmod 700 {path.parent} first (the secret file is readable by all, 0644, "
+                        f"so the agent's uid 1000 can read it in its container)")
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(descriptor, 0o644)  # whatever the umask
         with os.fdopen(descriptor, "w", encoding="ascii") as stream:
             stream.write(secret + "\n")
         os.replace(temporary, path)

@@ -7,6 +7,7 @@ store, so a Jenkins job that runs one step at a time and `pushtune run` decide a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -230,6 +231,9 @@ class OptunaStrategy:
     name = "optuna"
 
     def __init__(self, seed: int = 0, max_asks: int = 50):
+        if importlib.util.find_spec("optuna") is None:  # said before a run starts, not after attempt 1
+            raise UserError("--strategy optuna: optuna is not installed: pip install 'pushtune[optuna]' "
+                            "(or make install)")
         self.seed, self.max_asks = seed, max_asks
 
     def next_candidate(self, history: History) -> Candidate | None:

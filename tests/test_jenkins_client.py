@@ -755,21 +755,35 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_agent_secret_is_written_to_a_private_file_and_never_printed(tmp_path, fake_jenkins):
+def test_agent_secret_is_written_for_the_agent_in_a_private_directory_and_never_printed(tmp_path, fake_jenkins):
     fake_jenkins.agents["pushtune-agent-1"] = AGENT_SECRET
     target = tmp_path / "secrets" / "agent_1_secret"
-    target.parent.mkdir()
+    target.parent.mkdir(mode=0o700)
     target.write_text("stale")  # an old secret is replaced whole
     target.chmod(0o644)
     env = {"JENKINS_URL": fake_jenkins.url, "JENKINS_USER": USER, "JENKINS_API_TOKEN": PASSWORD}
     result = pushtune(tmp_path, "jenkins", "agent-secret", "pushtune-agent-1", target, env=env)
     assert result.returncode == 0, result.stderr
     assert target.read_text() == AGENT_SECRET + "\n"
-    assert target.stat().st_mode & 0o777 == 0o600
+    # readable by the agent's uid 1000 (compose keeps the host file's owner and mode), while the
+    # directory keeps the host's other users out (test_jenkins_compose: a container reads it)
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert target.parent.stat().st_mode & 0o777 == 0o700
     assert_no_secret(result, AGENT_SECRET, PASSWORD)
     assert "pushtune-agent-1" in result.stderr and result.stdout == ""
     assert ("GET", "/computer/pushtune-agent-1/jenkins-agent.jnlp", {}) in fake_jenkins.requests
     assert sorted(p.name for p in target.parent.iterdir()) == ["agent_1_secret"]  # no temporary left
+
+
+def test_agent_secret_refuses_a_directory_other_users_may_enter(tmp_path, fake_jenkins):
+    fake_jenkins.agents["pushtune-agent-1"] = AGENT_SECRET
+    target = tmp_path / "secrets" / "agent_1_secret"
+    target.parent.mkdir()
+    target.parent.chmod(0o755)  # as git checks out jenkins/secrets
+    result = pushtune(tmp_path, "jenkins", "agent-secret", "pushtune-agent-1", target, env=env_for(fake_jenkins))
+    assert_one_line_error(result, f"chmod 700 {target.parent}")
+    assert_no_secret(result, AGENT_SECRET, PASSWORD)
+    assert list(target.parent.iterdir()) == []
 
 
 def test_agent_secret_of_an_unknown_agent_or_without_login_is_one_line(tmp_path, fake_jenkins):

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from conftest import requires_engine
+
 ROOT = Path(__file__).resolve().parent.parent
 JENKINS = ROOT / "jenkins"
 ENTRYPOINT = JENKINS / "agent-entrypoint.sh"
@@ -289,3 +291,42 @@ def test_the_controller_answers_this_host_only_and_mail_is_off_until_configured(
     build_env = {e["key"]: e["value"] for e in casc["jenkins"]["globalNodeProperties"][0]["envVars"]["env"]}
     assert build_env["PUSHTUNE_SMTP_HOST"] == "${PUSHTUNE_SMTP_HOST:-}"
     assert build_env["PUSHTUNE_MAIL_TO"] == "${PUSHTUNE_MAIL_TO:-}"
+
+
+@pytest.mark.docker
+@requires_engine
+def test_an_agent_running_as_uid_1000_reads_the_secret_agent_secret_wrote(tmp_path):
+    """As compose mounts a file secret (a bind mount keeping the host file's owner and mode), into
+    a container running the agent's entry point as uid 1000: it finds the secret and hands it on."""
+    import docker
+
+    from jobs.jenkins import write_secret
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o700)
+    secret = "ab12" * 16
+    write_secret(secrets / "agent_1_secret", secret)
+    launcher = tmp_path / "jenkins-agent"  # remoting's stand-in: reads `-secret @FILE` as args4j does
+    launcher.write_text('#!/bin/sh\n[ "$1" = -secret ] && cat "${2#@}"\n')
+    launcher.chmod(0o755)
+    client = docker.from_env()
+
+    def agent(secret_file: Path) -> tuple[int, str]:
+        container = client.containers.run(
+            "pushtune/base:bookworm", ["/usr/local/bin/pushtune-agent"], user="1000:1000", detach=True,
+            network_mode="none", environment={"JENKINS_AGENT_NAME": "pushtune-agent-1", "HOME": "/tmp",
+                                              "JENKINS_AGENT_COMMAND": "/usr/local/bin/jenkins-agent"},
+            volumes={str(secret_file): {"bind": "/run/secrets/jenkins_agent_secret", "mode": "ro"},
+                     str(ENTRYPOINT): {"bind": "/usr/local/bin/pushtune-agent", "mode": "ro"},
+                     str(launcher): {"bind": "/usr/local/bin/jenkins-agent", "mode": "ro"}})
+        try:
+            status = container.wait(timeout=60)["StatusCode"]
+            return status, container.logs().decode()
+        finally:
+            container.remove(force=True)
+
+    assert agent(secrets / "agent_1_secret") == (0, secret + "\n")
+    if os.getuid() != 1000:  # the mode agent-secret used to write: the agent finds no secret
+        (secrets / "agent_1_secret").chmod(0o600)
+        status, output = agent(secrets / "agent_1_secret")
+        assert status == 2 and "no secret for agent pushtune-agent-1" in output

@@ -74,7 +74,7 @@ def add_parser(subparsers) -> None:
     _add_timeout(p)
     p.set_defaults(func=trigger)
 
-    p = commands.add_parser("agent-secret", help="write an inbound agent's secret to a file (mode 0600)",
+    p = commands.add_parser("agent-secret", help="write an agent's secret to a file (0644, in a 0700 directory)",
                             description="Write the secret the inbound agent NAME connects with "
                                         "(computer/NAME/jenkins-agent.jnlp, read as a user with "
                                         "Agent/Connect) to FILE, never to the terminal.")
