@@ -583,7 +583,7 @@ class _Guard:
                                  time.perf_counter() - started)
 
 
-_PATH = re.compile(r"(?<![\w.~-])(?:/[^\s/'\"]+)+/(?=[^\s/'\"]+)")
+_PATH = re.compile(r"(?<![\w.~:/-])(?:/[^\s/'\"]+)+/(?=[^\s/'\"]+)")  # not inside a URL
 
 
 def _public(text: str) -> str:

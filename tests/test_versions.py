@@ -300,8 +300,9 @@ def test_a_run_that_did_not_pass_registers_nothing(store_location):
 
 
 def test_names_are_checked_and_derived_from_the_file(monkeypatch):
-    assert versions.default_name("ann digits (2).py") == "ann-digits-2"
-    assert versions.default_name("….py") == "model"
+    assert re.fullmatch(r"ann-digits-2-[0-9a-f]{10}", versions.default_name("ann digits (2).py"))
+    assert re.fullmatch(r"model-[0-9a-f]{10}", versions.default_name("….py"))
+    assert versions.default_name("ann_digits.py") == "ann_digits"
     for bad in ("", "a/b", "../x", "-x", "x" * 101, "a b"):
         with pytest.raises(UserError, match="model name"):
             versions.check_name(bad)
