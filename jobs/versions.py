@@ -97,16 +97,21 @@ def run_model_name(run: Mapping[str, Any]) -> str:
     return given if isinstance(given, str) and given else default_name(run["model_name"])
 
 
+OWNER_QUERY = ("SELECT runs.model_name AS owner FROM model_versions JOIN runs ON runs.id = model_versions.run_id "
+               "WHERE model_versions.name = ? ORDER BY model_versions.version DESC LIMIT 1")
+
+
 def name_owner(store: RunStore, name: str) -> str | None:
     """The file name (as pushed) whose run registered the latest version of `name`; None for a
     name with no versions."""
-    versions = store.model_versions(name)
-    if not versions:
-        return None
-    try:
-        return store.get_run(versions[-1]["run_id"])["model_name"]
-    except UserError:  # its run is gone from the store: the name keeps no owner to defend
-        return None
+    rows = store.database.read(lambda db: db.execute(OWNER_QUERY, (name,)).fetchall())
+    return rows[0]["owner"] if rows else None
+
+
+def _refuse_other_file(name: str, owner: str | None, model_name: str, take: bool) -> None:
+    if owner is not None and owner != model_name and not take:
+        raise UserError(f"model name {name!r} is registered from {owner}, not {model_name}: give another "
+                        f"--name, or --force to make {model_name} its new source")
 
 
 def check_file_may_register(store: RunStore, model_file: str | Path, name: str | None, *, take: bool) -> None:
@@ -118,10 +123,7 @@ def check_file_may_register(store: RunStore, model_file: str | Path, name: str |
 def check_name_owner(store: RunStore, name: str, model_name: str, *, take: bool = False) -> None:
     """A UserError when `name` was registered from another file than `model_name`, unless `take`
     (`--force`): two files never share a name by accident (a stem cut short, or a `--name`)."""
-    owner = name_owner(store, name)
-    if owner is not None and owner != model_name and not take:
-        raise UserError(f"model name {name!r} is registered from {owner}, not {model_name}: give another "
-                        f"--name, or --force to make {model_name} its new source")
+    _refuse_other_file(name, name_owner(store, name), model_name, take)
 
 
 def number(value: Any) -> str:
@@ -252,7 +254,12 @@ def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[s
     if not is_regular_file(artifact):
         raise UserError(f"run {run_id}: its model file {artifact} is gone: nothing to register")
     name = check_name(run_model_name(run))
-    check_name_owner(store, name, run["model_name"], take=bool((run.get("options") or {}).get("take_name")))
+    take = bool((run.get("options") or {}).get("take_name"))
+    check_name_owner(store, name, run["model_name"], take=take)  # before copying anything
+
+    def same_file(db) -> None:  # again in the write: two files racing for a new name
+        rows = db.execute(OWNER_QUERY, (name,)).fetchall()
+        _refuse_other_file(name, rows[0]["owner"] if rows else None, run["model_name"], take)
     staged = store.models_dir / name / f".staging-{uuid.uuid4().hex}"
     try:
         staged.mkdir(parents=True)
@@ -271,7 +278,7 @@ def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[s
         repo, path = source_location(run)
         try:
                 return store.add_model_version(
-                name, staged, artifact.name, status="candidate", reason="registered", sha256=sha256,
+                name, staged, artifact.name, check=same_file, status="candidate", reason="registered", sha256=sha256,
                 run_id=run_id, attempt=attempt["n"], metric=run["metric"], mode=run["mode"],
                 metric_value=attempt["metric_value"], threshold=run["threshold"], params=attempt["params"],
                 kind=run["kind"], framework=run["framework"], runtime=run["runtime"], image=_image(run),
