@@ -73,6 +73,7 @@ class RunOptions:
     chain: bool = False  # driven one step at a time by a job chain, which plans the next attempt
     min_delta: float = 0.0  # a smaller change of the metric is noise
     name: str | None = None  # the model name a passing run registers under (default: the file's stem)
+    take_name: bool = False  # --force: the name may have been registered from another file
     promote: bool = True  # a passing run's version becomes production if it beats production (jobs.versions)
     autolog: bool = True  # capture curve, metric and model of scripts that do not report them (jobs.autolog)
 
@@ -215,6 +216,9 @@ def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> i
     """Classify the pushed file and record a new run; returns its id."""
     path = Path(model_path)
     found, code, notebook = _check_model(path, options)
+    from jobs.versions import check_file_may_register
+
+    check_file_may_register(store, path, options.name, take=options.take_name)
     files = {"pushed.py": code.source}  # in runs/<id>/, made with the run in one step
     if notebook is not None:  # each attempt's model.ipynb is rebuilt from it
         files[PUSHED_NOTEBOOK] = notebook

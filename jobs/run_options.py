@@ -62,6 +62,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="stream the script's output")
     p.add_argument("--name", metavar="NAME", help="the model name a passing run registers its model under "
                                                   "(default: the file's stem; see `pushtune models`)")
+    p.add_argument("--force", action="store_true",
+                   help="register under the model name even when another file registered it")
     p.add_argument("--no-autolog", action="store_true",
                    help="run the script with no capture: pushtune reads only metrics.json, accuracy.txt, "
                         "the log and model.* files in $PUSHTUNE_OUTPUT")
@@ -125,6 +127,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         min_delta=args.min_delta,
         runtime=args.runtime, notify=list(args.notify), verbose=args.verbose,
         name=check_name(args.name) if args.name is not None else None, promote=not args.no_promote,
+        take_name=args.force,
         autolog=not args.no_autolog,
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},

@@ -9,26 +9,40 @@ Artifacts: Keras (`.keras`, `.h5`), joblib/pickle (`.joblib`, `.pkl`: anything w
 torch (`.pt`: TorchScript, or a whole model saved with `torch.save`). A pickle runs code when it
 is loaded: the server loads only the file a version recorded, after checking its sha256.
 
-Hot reload. Every prediction asks the store which version of the model is production (one
-indexed query) and answers with that version: a promotion or rollback is picked up by the next
-request, and an answer's version is always one that was production while it was asked. A
-version is loaded once (a background poll loads a new production version before requests ask
-for it; a few earlier versions stay loaded, so a rollback is instant) and swapped in as a
-whole: a request in flight keeps the model object it started with. An artifact whose sha256
+Hot reload. A background poll (every `poll` seconds) reads which version of each model is
+production and loads a new one before requests ask for it; a prediction never waits on the run
+store: it answers with the production version as of the poll's last read, so a promotion or
+rollback is picked up within one poll (and its load), and an answer's version is one that was
+production at that read. While the store does not answer, the server goes on answering with what
+it read last. A version is loaded once (a few earlier versions stay loaded, so a rollback is
+instant) and swapped in as a whole: a request in flight keeps the model object it started with. An artifact whose sha256
 does not match its record, or that fails to load, is refused and reported (/health, /models,
 /metrics, the log), and the version that was serving goes on serving; a model with nothing to
 serve answers 503 with the reason.
 
-Errors are JSON {"detail": "…"}: 400 a body that is no JSON, 422 instances of the wrong type or
-shape (the message says what was expected), 404 an unknown model, 503 a model that cannot be
-loaded. Nothing else escapes as a bare 500: an unexpected error is a JSON 500 naming it.
+Errors are JSON {"detail": "…"}: 400 a body that is no JSON (or nested too deeply, or cut off by
+the client), 401 a missing or wrong token, 408 a body not sent in time, 413 a body over 64 MiB
+(refused from its Content-Length before it is read, else while it streams), 422 instances of the
+wrong type, shape or range (numbers must be finite as the model's dtype: 1e39 is not a float32),
+404 an unknown model, 503 a model that cannot be loaded. Nothing else escapes as a bare 500: an
+unexpected error is a JSON 500 naming it. Answers name files, never their absolute paths.
+
+Limits: a request's headers must arrive within READ_TIMEOUT seconds of its first byte (or of the
+connection), and its body within READ_TIMEOUT of the headers, so slow or idle half-sent requests
+do not hold connections; at most `max_connections()` connections at once (uvicorn answers 503
+beyond). With PUSHTUNE_SERVE_TOKEN set, /models and predictions need `Authorization: Bearer
+<token>` (401 otherwise); /health and /metrics stay open.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request).
+import asyncio
+import hmac
 import json
 import logging
 import math
 import os
+import re
+import resource
 import socket
 import threading
 import time
@@ -50,7 +64,11 @@ KEEP_LOADED = 3  # versions kept loaded per name besides the serving one: rollba
 RETRY_FAILED_SECONDS = 30.0  # a refused artifact is tried again after this, or when its file changes
 MAX_BODY_BYTES = 64 << 20
 MAX_INSTANCES = 10_000
-STORE_RETRY_SECONDS = 2.0  # a request never waits a PostgreSQL outage out: it serves what it has
+STORE_RETRY_SECONDS = 2.0  # the poll does not wait a PostgreSQL outage out: it tries again next time
+READ_TIMEOUT = 10.0  # seconds for a request's headers, and again for its body
+MAX_HEADER_BYTES = 16 << 10
+MAX_DEPTH = 32  # nesting of the instances (and of any JSON body) beyond which a body is refused
+TOKEN_VARIABLE = "PUSHTUNE_SERVE_TOKEN"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FRAMEWORKS = {".keras": "keras", ".h5": "keras", ".joblib": "joblib", ".pkl": "joblib", ".pt": "torch"}
 
@@ -186,16 +204,23 @@ def _shape(shape) -> str:
 
 
 def _check_numbers(value: Any) -> None:
-    """Every leaf of the nested lists is a finite number (not a bool, a text or null)."""
-    stack = [value]
+    """Every leaf of the nested lists (at most MAX_DEPTH deep) is a finite number (not a bool, a
+    text or null, nor an integer too large for a float)."""
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, list):
-            stack.extend(item)
+            if depth > MAX_DEPTH:
+                raise ApiError(422, f"instances are nested more than {MAX_DEPTH} deep")
+            stack.extend((each, depth + 1) for each in item)
         elif isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise ApiError(422, f"instances must hold numbers, not {_json_type(item)} ({json.dumps(item)[:40]})")
+            raise ApiError(422, f"instances must hold numbers, not {_json_type(item)} "
+                                f"({json.dumps(item, default=str)[:40]})")
         elif isinstance(item, float) and not math.isfinite(item):
             raise ApiError(422, "instances must hold finite numbers (no NaN or Infinity)")
+        elif isinstance(item, int) and not -1e308 < item < 1e308:
+            raise ApiError(422, f"instances must hold finite numbers: {str(item)[:12]}… ({len(str(item))} "
+                                f"digits) is too large for a float")
 
 
 def _json_type(value: Any) -> str:
@@ -220,9 +245,14 @@ def parse_instances(body: Any, loaded: Loaded) -> np.ndarray:
             raise ApiError(422, f"each instance must be a list of numbers{each}; got {_json_type(instance)}")
     _check_numbers(instances)
     try:
-        x = np.asarray(instances, dtype=loaded.dtype)
+        with np.errstate(over="ignore"):
+            x = np.asarray(instances, dtype=loaded.dtype)
     except ValueError:
         raise ApiError(422, f"instances must be rectangular: lists of different lengths{each}") from None
+    if x.dtype.kind == "f" and not np.isfinite(x).all():  # finite as JSON, not as the model's dtype
+        limit = np.finfo(x.dtype).max
+        raise ApiError(422, f"instances must hold numbers the model's {x.dtype} can hold "
+                            f"(at most ±{limit:.4g}); got one beyond")
     got = x.shape[1:]
     if expected is not None and (len(got) != len(expected)
                                  or any(e is not None and e != g for e, g in zip(expected, got, strict=True))):
@@ -232,19 +262,27 @@ def parse_instances(body: Any, loaded: Loaded) -> np.ndarray:
 
 
 def to_json(result: Any) -> Any:
-    """The model's output as JSON values: arrays become lists; NaN and ±inf become null."""
+    """The model's output as JSON values: arrays become lists; NaN and ±inf become null; bytes
+    become text (UTF-8, undecodable bytes as \\x escapes); anything else JSON cannot hold, its
+    text."""
     if isinstance(result, np.ndarray):
         if result.dtype.kind == "f" and not np.isfinite(result).all():
             return [to_json(row) for row in result] if result.ndim > 1 else \
                 [None if not math.isfinite(v) else v for v in result.tolist()]
-        return result.tolist()
+        return to_json(result.tolist()) if result.dtype.kind in "SOUMmV" else result.tolist()
+    if isinstance(result, (bytes, bytearray)):
+        return bytes(result).decode("utf-8", "backslashreplace")
     if isinstance(result, (list, tuple)):
         return [to_json(item) for item in result]
     if isinstance(result, (np.generic,)):
         return to_json(result.item())
     if isinstance(result, float) and not math.isfinite(result):
         return None
-    return result
+    if isinstance(result, dict):
+        return {str(key): to_json(value) for key, value in result.items()}
+    if result is None or isinstance(result, (str, int, float)):
+        return result
+    return str(result)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -352,7 +390,8 @@ class ModelHost:
         self.poll = poll
         self.metrics = metrics or Metrics()
         self.current: dict[str, Loaded] = {}  # name → the version answering; replaced whole, never changed
-        self.production: dict[str, int] = {}  # name → production version, as last read from the store
+        self.wanted: dict[str, dict] = {}  # name → its production version's record, as the poll last read
+        self.names: frozenset[str] = frozenset()  # every registered name, as the poll last read
         self.problems: dict[str, str] = {}  # name → why its production version is not the one answering
         self._kept: dict[str, OrderedDict] = {}  # name → (version, sha256) → Loaded: recent versions
         self._failed: dict[tuple[str, int, str], Failure] = {}
@@ -361,7 +400,7 @@ class ModelHost:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         database = getattr(store, "database", None)
-        # PostgreSQL: a request must not wait an outage out
+        # PostgreSQL: the poll must not wait an outage out
         if database is not None and hasattr(database, "retry_seconds"):
             database.retry_seconds = min(database.retry_seconds, STORE_RETRY_SECONDS)
 
@@ -378,16 +417,28 @@ class ModelHost:
             self._thread.join(timeout=10)
 
     def _poll(self) -> None:
+        said = None
         while not self._stop.wait(self.poll):
             try:
                 self.refresh()
+                said = None
             except Exception as exc:  # the store may be away for a while: keep serving, keep trying
-                LOG.warning("cannot read the production versions: %s", _one_line(exc))
+                problem = _public(_one_line(exc))
+                if problem != said:  # once per problem, not once per poll
+                    LOG.warning("cannot read the production versions: %s (serving what was read before)", problem)
+                said = problem
+
+    @property
+    def production(self) -> dict[str, int]:
+        """name → production version, as the poll last read it."""
+        return {name: record["version"] for name, record in self.wanted.items()}
 
     def refresh(self) -> None:
-        """Read every production version and load those not loaded yet."""
+        """Read every production version (the only store reads: requests use what it read) and
+        load those not loaded yet."""
         wanted = self.store.production_versions()
-        self.production = {name: record["version"] for name, record in wanted.items()}
+        self.names = frozenset(self.store.model_names())
+        self.wanted = wanted  # one assignment: a request sees the whole of one read
         for name, record in wanted.items():
             try:
                 self._switch(name, record)
@@ -406,20 +457,12 @@ class ModelHost:
         if not NAME_PATTERN.fullmatch(name):
             raise ApiError(404, f"no model named {name!r}")
         current = self.current.get(name)
-        try:
-            wanted = self.store.production_version(name)
-        except Exception as exc:
-            if current is not None:
-                LOG.warning("cannot read the production version of %s: %s; serving v%d", name, _one_line(exc),
-                            current.version)
-                return current
-            raise ApiError(503, f"{name}: the run store cannot be read: {_one_line(exc)}") from None
+        wanted = self.wanted.get(name)
         if wanted is None:
-            if name in self.store.model_names():
+            if name in self.names:
                 raise ApiError(404, f"{name} has no production version (promote one: pushtune promote RUN_ID)")
             known = ", ".join(sorted(set(self.production) | set(self.current))) or "none"
             raise ApiError(404, f"no model named {name!r} (served: {known})")
-        self.production[name] = wanted["version"]
         if current is not None and current.version == wanted["version"] and current.sha256 == wanted["sha256"]:
             return current
         return self._switch(name, wanted, current)
@@ -527,7 +570,7 @@ class _Guard:
             LOG.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             if status[0]:
                 raise  # the answer has started: nothing else can be sent
-            body = json.dumps({"detail": f"internal error: {_one_line(exc)}"}).encode()
+            body = json.dumps({"detail": f"internal error: {_public(_one_line(exc))}"}).encode()
             status[0] = 500
             await send({"type": "http.response.start", "status": 500,
                         "headers": [(b"content-type", b"application/json"),
@@ -540,9 +583,69 @@ class _Guard:
                                  time.perf_counter() - started)
 
 
-def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECONDS):
+_PATH = re.compile(r"(?<![\w.~:/-])(?:/[^\s/'\"]+)+/(?=[^\s/'\"]+)")  # not inside a URL
+
+
+def _public(text: str) -> str:
+    """`text` with each absolute path cut to its file name: answers do not show the server's
+    directories."""
+    return _PATH.sub("…/", text)
+
+
+def _token_problem(request, token: str | None) -> str | None:
+    """Why the request may not pass (no `Authorization: Bearer <token>`, or another token), or None."""
+    if not token:
+        return None
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return f"this server needs a token: send Authorization: Bearer <token> (its {TOKEN_VARIABLE})"
+    if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode()):
+        return "wrong token"
+    return None
+
+
+async def read_body(request, limit: int = MAX_BODY_BYTES, seconds: float = READ_TIMEOUT) -> bytes:
+    """The request's body: 413 from its Content-Length before reading any of it, or as soon as
+    the bytes sent pass `limit`; 408 when it is not all there within `seconds`; 400 when the
+    client goes away before sending it all."""
+    from starlette.requests import ClientDisconnect
+
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, f"Content-Length {declared[:20]!r} is not a number of bytes")
+        if int(declared) > limit:
+            raise ApiError(413, f"the body is {int(declared)} bytes: at most {limit}")
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"the body is over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {seconds:g} s ({size} bytes came)") from None
+    except ClientDisconnect:
+        raise ApiError(400, f"the client closed the connection before sending its body ({size} bytes came)") from None
+    return b"".join(chunks)
+
+
+def parse_body(raw: bytes) -> Any:
+    """The body as JSON, or a 400 saying why not."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, f"the body is JSON nested too deeply (at most {MAX_DEPTH} levels are used)") from None
+    except ValueError as exc:
+        raise ApiError(400, f'the body is not JSON ({exc}); send {{"instances": [[…], …]}}') from None
+
+
+def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECONDS, token: str | None = None,
+               read_timeout: float = READ_TIMEOUT):
     """The FastAPI app over `store` (default: the one PUSHTUNE_DB / PUSHTUNE_HOME names). Its
-    lifespan loads the production versions and starts the poll."""
+    lifespan loads the production versions and starts the poll. `token` (default: the
+    PUSHTUNE_SERVE_TOKEN variable; empty means none) guards /models and predictions."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -552,6 +655,7 @@ def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECO
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     host = ModelHost(store or RunStore.open(), poll=poll)
+    token = os.environ.get(TOKEN_VARIABLE) if token is None else token
 
     @asynccontextmanager
     async def lifespan(app):
@@ -567,7 +671,7 @@ def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECO
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"detail": _public(str(exc.detail))}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -576,12 +680,18 @@ def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECO
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"detail": _public(exc.detail)}, status_code=exc.status, headers=headers)
+
+    def allowed(request: Request) -> None:
+        problem = _token_problem(request, token)
+        if problem is not None:
+            raise ApiError(401, problem)
 
     @app.get("/health")
     def health():
         up = host.up()
-        problems = {name: host.problems[name] for name in host.problems}
+        problems = {name: _public(host.problems[name]) for name in host.problems}
         for name, fine in up.items():
             if not fine and name not in problems:
                 problems[name] = "not loaded yet"
@@ -590,8 +700,10 @@ def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECO
                              "problems": problems})
 
     @app.get("/models")
-    def models():
-        return JSONResponse(host.describe())
+    def models(request: Request):
+        allowed(request)
+        return JSONResponse([{**model, "problem": model["problem"] and _public(model["problem"])}
+                             for model in host.describe()])
 
     @app.get("/metrics")
     def metrics():
@@ -599,19 +711,15 @@ def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECO
 
     @app.post("/models/{name}/predict")
     async def predict(name: str, request: Request):
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, f"the body is {len(raw)} bytes: at most {MAX_BODY_BYTES}")
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise ApiError(400, f'the body is not JSON ({exc}); send {{"instances": [[…], …]}}') from None
-        return JSONResponse(await run_in_threadpool(_answer, host, name, body, request.scope))
+        allowed(request)
+        raw = await read_body(request, seconds=read_timeout)
+        return JSONResponse(await run_in_threadpool(_answer, host, name, raw, request.scope))
 
     return app
 
 
-def _answer(host: ModelHost, name: str, body: Any, scope: MutableMapping[str, Any]) -> dict:
+def _answer(host: ModelHost, name: str, raw: bytes, scope: MutableMapping[str, Any]) -> dict:
+    body = parse_body(raw)  # here, not in the event loop: parsing 64 MiB holds no other request up
     loaded = host.model_for(name)
     scope["pushtune.model"] = name  # a known model: its own label in the metrics
     x = parse_instances(body, loaded)
@@ -647,6 +755,65 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def max_connections() -> int:
+    """Connections served at once: 1000, or fewer when the process may not open that many files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1000 if soft == resource.RLIM_INFINITY else max(16, min(1000, soft - 64))
+
+
+def _protocol(read_timeout: float):
+    """uvicorn's h11 protocol, closing a connection whose request headers are not all there
+    within `read_timeout` of the connection or of the request's first byte (uvicorn times only
+    idle keep-alive connections out): a half-sent request does not hold a connection."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class ReadTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self.cycle is None or self.cycle.response_complete:  # a request's headers are coming
+                self._arm()
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            self._disarm()  # uvicorn's keep-alive timeout covers the wait for the next request
+            super().on_response_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._header_timer is None:  # from the first byte: trickling bytes do not extend it
+                self._header_timer = self.loop.call_later(read_timeout, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()
+
+    return ReadTimeoutProtocol
+
+
+def server_config(app, *, read_timeout: float = READ_TIMEOUT, connections: int | None = None):
+    """The uvicorn configuration `pushtune serve` runs `app` with: header and keep-alive
+    timeouts, a header size and a connection limit, no access log."""
+    import uvicorn
+
+    return uvicorn.Config(app, log_level="error", access_log=False, lifespan="on", http=_protocol(read_timeout),
+                          timeout_keep_alive=5, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                          limit_concurrency=connections or max_connections())
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, *, poll: float = DEFAULT_POLL_SECONDS,
           store: RunStore | None = None, echo: Callable[[str], None] = print) -> None:
     """Serve until interrupted (SIGINT/SIGTERM end it cleanly)."""
@@ -662,8 +829,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, poll: float = DEFAULT_PO
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     echo(f"serving {store.name} on http://{shown}:{bound[1]} (GET /health, /models, /metrics; "
          f"POST /models/NAME/predict)")
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(server_config(app)).run(sockets=[sock])
 
 
 def main(argv: list[str] | None = None) -> int:

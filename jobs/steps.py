@@ -43,6 +43,7 @@ from jobs.loop import (
 from jobs.objective import Objective
 from jobs.runtime import Runtime, get_runtime
 from jobs.store import RunStore, run_dir
+from jobs.versions import check_file_may_register
 
 NO_COMMIT = "0" * 40
 TRAIN_JOB, NOTIFY_JOB = "pushtune-train", "pushtune-notify"  # as named in jenkins/jobs/
@@ -281,6 +282,10 @@ def start_runs(store: RunStore, paths: list[Path], options: RunOptions, *,
                 skipped.append((path, found.reason))
                 continue
         chosen.append((path, check_model(path, options)[0]))
+        check_file_may_register(store, path, options.name, take=options.take_name)
+    if options.name and len({path.name for path, _ in chosen}) > 1:
+        raise UserError(f"--name {options.name} names one model: give it with one file, not "
+                        f"{', '.join(sorted({path.name for path, _ in chosen}))}")
     if with_image and options.runtime in ("docker", "auto"):
         for image in dict.fromkeys(profiles.get(found.kind, found.framework).image for _, found in chosen):
             build_image(image)  # once per image, in the order of the files

@@ -597,11 +597,12 @@ class RunStore:
         """models/<name>/v<N>/: each version's own copy of its artifact, kept when runs are deleted."""
         return self.artifacts / "models"
 
-    def add_model_version(self, name: str, staged: Path, artifact_name: str, **fields: Any) -> dict[str, Any]:
+    def add_model_version(self, name: str, staged: Path, artifact_name: str, *,
+                          check: Callable[[Connection], None] | None = None, **fields: Any) -> dict[str, Any]:
         """Record the next version of `name` (its last number + 1: no gap, never reused) and move
         `staged` (a directory inside models/<name>/ holding `artifact_name`) to
         models/<name>/v<N>/ in the same write: a version is never recorded without its files.
-        Returns the version's record."""
+        `check(db)` runs first in that write (it raises to refuse). Returns the version's record."""
         fields.setdefault("created_at", time.time())
         moved: list[Path] = []  # where a try that lost its connection put the files
 
@@ -612,6 +613,8 @@ class RunStore:
                 if done is not None and moved[0].name == f"v{done['version']}":
                     return done["version"]  # that try did commit
                 moved.pop().rename(staged)
+            if check is not None:
+                check(db)
             last = db.execute("SELECT COALESCE(MAX(version), 0) AS last FROM model_versions WHERE name = ?",
                               (name,)).fetchone()["last"]
             version = last + 1

@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import shutil
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -73,17 +74,56 @@ def check_name(name: str) -> str:
     return name
 
 
+NAME_HASH = 10  # hex digits of the stem's sha256 added to a name that had to change
+
+
 def default_name(model_name: str) -> str:
-    """The model file's stem, made a valid name: `ann digits (2).py` → `ann-digits-2`."""
+    """The model file's stem when it is a valid name (`iris.py` → `iris`); else a readable ASCII
+    form of it (accents dropped, other characters `-`, cut to fit) plus a short hash of the whole
+    stem, so distinct stems keep distinct names: `ann digits (2).py` → `ann-digits-2-<hash>`,
+    `модель.py` → `model-<hash>`."""
     stem = Path(model_name).stem
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-_")[:100]
-    return name or "model"
+    if NAME_PATTERN.fullmatch(stem):
+        return stem
+    ascii_form = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_form).strip(".-_") or "model"
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:NAME_HASH]
+    return f"{slug[:100 - NAME_HASH - 1].rstrip('.-_')}-{digest}"
 
 
 def run_model_name(run: Mapping[str, Any]) -> str:
     """The name a run registers under: its `--name`, else its file's stem."""
     given = (run.get("options") or {}).get("name")
     return given if isinstance(given, str) and given else default_name(run["model_name"])
+
+
+OWNER_QUERY = ("SELECT runs.model_name AS owner FROM model_versions JOIN runs ON runs.id = model_versions.run_id "
+               "WHERE model_versions.name = ? ORDER BY model_versions.version DESC LIMIT 1")
+
+
+def name_owner(store: RunStore, name: str) -> str | None:
+    """The file name (as pushed) whose run registered the latest version of `name`; None for a
+    name with no versions."""
+    rows = store.database.read(lambda db: db.execute(OWNER_QUERY, (name,)).fetchall())
+    return rows[0]["owner"] if rows else None
+
+
+def _refuse_other_file(name: str, owner: str | None, model_name: str, take: bool) -> None:
+    if owner is not None and owner != model_name and not take:
+        raise UserError(f"model name {name!r} is registered from {owner}, not {model_name}: give another "
+                        f"--name, or --force to make {model_name} its new source")
+
+
+def check_file_may_register(store: RunStore, model_file: str | Path, name: str | None, *, take: bool) -> None:
+    """Before a run of `model_file` starts: `check_name_owner` for the name it would register."""
+    file_name = Path(model_file).name
+    check_name_owner(store, name or default_name(file_name), file_name, take=take)
+
+
+def check_name_owner(store: RunStore, name: str, model_name: str, *, take: bool = False) -> None:
+    """A UserError when `name` was registered from another file than `model_name`, unless `take`
+    (`--force`): two files never share a name by accident (a stem cut short, or a `--name`)."""
+    _refuse_other_file(name, name_owner(store, name), model_name, take)
 
 
 def number(value: Any) -> str:
@@ -214,6 +254,12 @@ def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[s
     if not is_regular_file(artifact):
         raise UserError(f"run {run_id}: its model file {artifact} is gone: nothing to register")
     name = check_name(run_model_name(run))
+    take = bool((run.get("options") or {}).get("take_name"))
+    check_name_owner(store, name, run["model_name"], take=take)  # before copying anything
+
+    def same_file(db) -> None:  # again in the write: two files racing for a new name
+        rows = db.execute(OWNER_QUERY, (name,)).fetchall()
+        _refuse_other_file(name, rows[0]["owner"] if rows else None, run["model_name"], take)
     staged = store.models_dir / name / f".staging-{uuid.uuid4().hex}"
     try:
         staged.mkdir(parents=True)
@@ -232,7 +278,7 @@ def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[s
         repo, path = source_location(run)
         try:
                 return store.add_model_version(
-                name, staged, artifact.name, status="candidate", reason="registered", sha256=sha256,
+                name, staged, artifact.name, check=same_file, status="candidate", reason="registered", sha256=sha256,
                 run_id=run_id, attempt=attempt["n"], metric=run["metric"], mode=run["mode"],
                 metric_value=attempt["metric_value"], threshold=run["threshold"], params=attempt["params"],
                 kind=run["kind"], framework=run["framework"], runtime=run["runtime"], image=_image(run),

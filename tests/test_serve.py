@@ -2,9 +2,12 @@
 
 Models are trained here, quickly: scikit-learn on iris (joblib), a tiny Keras Dense net on
 digits, a torch net (whole and TorchScript). Bad input, unknown models, models that cannot load,
-a tampered artifact, /metrics, and hot reload under load: 2,000 requests from 8 threads while
-production is promoted and rolled back 10 times, with zero failures and every answer carrying a
-version that was production while it was asked."""
+a tampered artifact, /metrics, and hot reload under load: 2,000 requests or more from 8 threads
+while production is promoted and rolled back 10 times, with zero failures and every answer carrying
+a version the server had read as production. Hardening: idle, half-sent and trickling
+connections closed, oversized bodies refused, hostile numbers and nesting 4xx, the bearer token,
+and predictions answered while the run store is locked. Ordering is by events (a model that
+says it is in flight, the server's /models showing what it read), never by sleeps."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +32,7 @@ from sklearn.datasets import load_digits, load_iris
 from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import LogisticRegression
 
-from jobs import versions
+from jobs import serve, versions
 from jobs.serve import create_app, listen
 from jobs.store import RunStore
 from test_versions import passing_run
@@ -48,18 +52,32 @@ def constant(version: float) -> bytes:
     return dumped(DummyRegressor(strategy="constant", constant=version).fit(IRIS_X[:4], [0, 0, 0, 0]))
 
 
-class Slow:
-    """Predicts its tag after a pause: a request in flight across a swap (pickled by reference)."""
+IN_FLIGHT, RELEASE = threading.Event(), threading.Event()
+
+
+class Held:
+    """Predicts its tag once the test releases it, after saying it is in flight: a request held
+    across a swap (pickled by reference; the server runs in this process)."""
 
     n_features_in_ = 4
 
-    def __init__(self, tag: float, seconds: float):
-        self.tag, self.seconds = tag, seconds
+    def __init__(self, tag: float):
+        self.tag = tag
 
     def predict(self, x):
-        if x.shape[0] != 1 or x[0, 0] != 0:  # the warm-up call is instant
-            time.sleep(self.seconds)
+        if x.shape[0] != 1 or x[0, 0] != 0:  # the warm-up call is not held
+            IN_FLIGHT.set()
+            assert RELEASE.wait(60)
         return np.full(len(x), self.tag)
+
+
+class Bytes:
+    """A model whose predictions are bytes."""
+
+    n_features_in_ = 4
+
+    def predict(self, x):
+        return np.array([b"yes", b"\xff"] * len(x))[: len(x)]
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +122,13 @@ def store(tmp_path, monkeypatch) -> RunStore:
 
 
 @contextmanager
-def serving(store: RunStore, poll: float = 0.2):
-    """The app under uvicorn on 127.0.0.1, an ephemeral port, in a thread; yields an httpx client."""
-    app = create_app(store, poll=poll)
+def serving(store: RunStore, poll: float = 0.2, *, token: str = "", read_timeout: float = serve.READ_TIMEOUT,
+            connections: int | None = None):
+    """The app under uvicorn on 127.0.0.1, an ephemeral port, in a thread, configured as `pushtune
+    serve` configures it; yields an httpx client."""
+    app = create_app(store, poll=poll, token=token, read_timeout=read_timeout)
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    server = uvicorn.Server(serve.server_config(app, read_timeout=read_timeout, connections=connections))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -117,7 +137,9 @@ def serving(store: RunStore, poll: float = 0.2):
         time.sleep(0.02)
     port = sock.getsockname()[1]
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"authorization": f"Bearer {token}"} if token else None) as client:
+            client.model_host = app.state.host  # type: ignore[attr-defined]  # to make the poll read now
             yield client
     finally:
         server.should_exit = True
@@ -127,6 +149,14 @@ def serving(store: RunStore, poll: float = 0.2):
 
 def predict(client: httpx.Client, name: str, instances) -> httpx.Response:
     return client.post(f"/models/{name}/predict", json={"instances": instances})
+
+
+def until_production(client: httpx.Client, name: str, version: int) -> None:
+    """Wait until the server has read that `version` of `name` is production (its poll ran)."""
+    deadline = time.monotonic() + 60
+    while {m["name"]: m["production"] for m in client.get("/models").json()}.get(name) != version:
+        assert time.monotonic() < deadline, f"the server never saw {name} v{version} become production"
+        time.sleep(0.02)
 
 
 def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, torch_files):
@@ -210,21 +240,23 @@ def test_unknown_models_are_404_and_a_model_that_cannot_load_is_503(store, iris_
         assert predict(client, "iris", [[1, 2, 3, 4]]).status_code == 200  # the others serve on
 
 
-def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store):
+def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store, tmp_path):
     passing_run(store, 0.90, model="const.py", content=constant(1.0))
     second = passing_run(store, 0.80, model="const.py", content=constant(2.0))
-    with serving(store, poll=3600) as client:  # only requests look at the store here
+    with serving(store, poll=3600) as client:  # the poll reads when the test says so
         assert predict(client, "const", [[0, 0, 0, 0]]).json() == {"predictions": [1.0], "version": 1}
         versions.promote_run(store, second, force=True)
         v2 = Path(store.get_model_version("const", 2)["artifact_path"])
         good = v2.read_bytes()
         v2.write_bytes(constant(666.0))  # replaced behind the store's back
+        client.model_host.refresh()  # the poll's read: production is v2, whose file is refused
         for _ in range(3):
             answer = predict(client, "const", [[0, 0, 0, 0]])
             assert answer.status_code == 200 and answer.json() == {"predictions": [1.0], "version": 1}
         health = client.get("/health").json()
         assert health["status"] == "degraded"
-        assert re.fullmatch(r"v2 refused: .*model\.joblib has sha256 \w{12}…, its record says \w{12}… \(changed or "
+        assert str(tmp_path) not in health["problems"]["const"]  # no path of the server's in answers
+        assert re.fullmatch(r"v2 refused: …/model\.joblib has sha256 \w{12}…, its record says \w{12}… \(changed or "
                             r"damaged since it was registered\); v1 keeps serving", health["problems"]["const"])
         [listed] = client.get("/models").json()
         assert (listed["production"], listed["version"], listed["problem"]) == (2, 1, health["problems"]["const"])
@@ -245,16 +277,22 @@ def test_a_tampered_artifact_with_nothing_else_to_serve_is_503(store):
 
 
 def test_a_request_in_flight_finishes_on_the_model_it_started_with(store):
-    passing_run(store, 0.90, model="slow.py", content=dumped(Slow(1.0, 1.5)))
-    second = passing_run(store, 0.80, model="slow.py", content=dumped(Slow(2.0, 0.0)))
+    IN_FLIGHT.clear()
+    RELEASE.clear()
+    passing_run(store, 0.90, model="slow.py", content=dumped(Held(1.0)))
+    second = passing_run(store, 0.80, model="slow.py", content=constant(2.0))
     with serving(store) as client:
         answers = {}
         first = threading.Thread(target=lambda: answers.setdefault("first", predict(client, "slow", [[1, 1, 1, 1]])))
         first.start()
-        time.sleep(0.5)  # in flight on v1
-        versions.promote_run(store, second, force=True)
-        answers["second"] = predict(client, "slow", [[1, 1, 1, 1]])
-        first.join(30)
+        try:
+            assert IN_FLIGHT.wait(60)  # in v1's predict, held there
+            versions.promote_run(store, second, force=True)
+            until_production(client, "slow", 2)
+            answers["second"] = predict(client, "slow", [[1, 1, 1, 1]])
+        finally:
+            RELEASE.set()
+            first.join(30)
     assert answers["second"].json() == {"predictions": [2.0], "version": 2}
     assert answers["first"].json() == {"predictions": [1.0], "version": 1}
 
@@ -314,13 +352,16 @@ def test_hot_reload_under_load_never_fails_and_answers_with_a_production_version
     store = RunStore.open(store_location)
     passing_run(store, 0.90, model="const.py", content=constant(1.0))
     second = passing_run(store, 0.80, model="const.py", content=constant(2.0))
-    changes: list[tuple[float, float, int]] = []  # (before, after, version made production)
+    changes: list[tuple[float, float, int]] = []  # (before, seen by the server, version made production)
     answers: list[tuple[float, float, int, object]] = []
     failures: list[str] = []
+    changed = threading.Event()  # every change made: the load goes on at least until then
 
     def client_loop(base_url: str, count: int) -> None:
         with httpx.Client(base_url=base_url, timeout=30) as client:
-            for _ in range(count):
+            done = 0
+            while done < count or not changed.is_set():
+                done += 1
                 started = time.time()
                 try:
                     response = client.post("/models/const/predict", json={"instances": [[0, 0, 0, 0]]})
@@ -342,18 +383,18 @@ def test_hot_reload_under_load_never_fails_and_answers_with_a_production_version
         for _ in range(10):
             for change in (lambda: versions.promote_run(store, second, force=True),
                            lambda: versions.rollback(store, "const")):
-                time.sleep(0.04)
                 before = time.time()
                 made = change()
+                until_production(client, "const", made.version)  # the poll has read it
                 changes.append((before, time.time(), made.version))
+        changed.set()
         for thread in threads:
             thread.join(120)
     assert not failures, failures[:5]
-    assert len(answers) == 2000
+    assert len(answers) >= 2000
     assert [c[2] for c in changes] == [2, 1] * 10
-    assert changes[-1][1] < max(a[1] for a in answers), "the load ended before the last change"
-    # production over time: v1 until the first change's write, then each change's version until
-    # the next change (a write committed somewhere between its `before` and `after`)
+    # what the server answers with, over time: v1 until it has read the first change, then each
+    # change's version from its write (after `before`) until the server has read the next change
     spans = [(float("-inf"), changes[0][1], 1)]
     spans += [(c[0], (changes[i + 1][1] if i + 1 < len(changes) else float("inf")), c[2])
               for i, c in enumerate(changes)]
@@ -399,3 +440,205 @@ def test_pushtune_serve_on_an_ephemeral_port_and_a_busy_one(tmp_path, cli, pusht
         rest = process.stderr.read()
         process.stderr.close()
     assert "Traceback" not in rest, rest
+
+
+# --- hardening: slow clients, oversized bodies, hostile input, tokens, a store that hangs ----------
+
+
+def raw_request(port: int, data: bytes, *, close_after: bool = False) -> socket.socket:
+    """A socket to the server that has sent `data` (maybe half a request) and nothing more."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    if data:
+        sock.sendall(data)
+    if close_after:
+        sock.close()
+    return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Read until the server closes the connection (True), or answers something (False)."""
+    try:
+        while chunk := sock.recv(65536):
+            if chunk.startswith(b"HTTP/1.1 "):
+                return False
+        return True
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.close()
+
+
+def status_of(sock: socket.socket) -> int:
+    """The status code of the answer on `sock`."""
+    answer = b""
+    while b"\r\n" not in answer:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection without an answer ({answer!r})"
+        answer += chunk
+    sock.close()
+    return int(answer.split(b" ", 2)[1])
+
+
+def port_of(client: httpx.Client) -> int:
+    return int(client.base_url.port)
+
+
+HALF_SENT = [b"", b"POST /models/iris/predict HTTP/1.1\r\nHost: x\r\nContent-Le", b"GET /health HTTP/1.1\r\n"]
+
+
+def test_idle_and_half_sent_connections_are_closed_and_do_not_stop_answers(store, iris_model):
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    with serving(store, read_timeout=1.0, connections=8) as client:
+        port = port_of(client)
+        held = [raw_request(port, HALF_SENT[i % len(HALF_SENT)]) for i in range(24)]  # 3 × the limit
+        # until the server closes the held connections, the limit may answer 503; then it answers
+        deadline = time.monotonic() + 60
+        while (answer := predict(client, "iris", IRIS_X[:1].tolist())).status_code == 503:
+            assert time.monotonic() < deadline, "held connections kept the server from answering"
+            time.sleep(0.05)
+        assert answer.status_code == 200, answer.text
+        assert all(closed_by_server(sock) for sock in held)  # timed out by the server, not by us
+        # a body that never comes: the headers are complete, the body is not
+        stalled = raw_request(port, b"POST /models/iris/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                                    b'{"instances"')
+        assert status_of(stalled) == 408
+        # a client trickling its headers a byte at a time is cut off too (the deadline is not renewed)
+        trickle, closed = raw_request(port, b""), False
+        for byte in b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 10_000:  # 100 s at this pace
+            try:
+                trickle.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            if _readable(trickle) and not trickle.recv(65536):
+                closed = True
+                break
+            time.sleep(0.01)
+        trickle.close()
+        assert closed, "a request trickled in a byte at a time held its connection"
+        assert client.get("/health").status_code == 200
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_oversized_bodies_are_refused_from_content_length_and_while_streaming(store, iris_model):
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    with serving(store) as client:
+        port = port_of(client)
+        declared = raw_request(port, b"POST /models/iris/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                                     b"\r\nContent-Length: %d\r\n\r\n" % (65 << 20))  # and not one byte of it
+        assert status_of(declared) == 413
+        streamed = raw_request(port, b"POST /models/iris/predict HTTP/1.1\r\nHost: x\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
+        try:
+            for _ in range(70):  # 70 MiB of spaces, never said in advance
+                streamed.sendall(chunk)
+            streamed.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server may stop reading once it has answered
+        assert status_of(streamed) == 413
+        metrics = parse_metrics(client.get("/metrics").text)["pushtune_requests_total"]
+        assert metrics[(("code", "413"), ("endpoint", "/models/{name}/predict"), ("model", ""))] == 2
+        assert predict(client, "iris", IRIS_X[:1].tolist()).status_code == 200
+
+
+@pytest.mark.parametrize("body, status, says", [
+    (b'{"instances": [[1' + b"0" * 400 + b', 1, 1, 1]]}', 422, "instances must hold finite numbers: 100000000000"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "the body is JSON nested too deeply"),
+    (b'{"instances": ' + b"[" * 40 + b"1" + b"]" * 40 + b"}", 422, "instances are nested more than 32 deep"),
+    (b'{"instances": [[1e39, 1, 1, 1]]}', 422, "instances must hold numbers the model's float32 can hold"),
+    (b'{"instances": [[1e400, 1, 1, 1]]}', 422, "instances must hold finite numbers (no NaN or Infinity)"),
+])
+def test_hostile_numbers_and_nesting_are_4xx(store, torch_files, body, status, says):
+    passing_run(store, 0.9, model="torchnet.py", artifact="model.pt", content=torch_files["whole"].read_bytes())
+    with serving(store) as client:
+        answer = client.post("/models/torchnet/predict", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == status, answer.text
+        assert answer.json()["detail"].startswith(says), answer.json()
+
+
+def test_bytes_predictions_are_text_and_a_client_gone_mid_body_is_a_400(store):
+    passing_run(store, 0.9, model="bytes.py", content=dumped(Bytes()))
+    with serving(store) as client:
+        answer = predict(client, "bytes", [[1, 2, 3, 4], [1, 2, 3, 4]])
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"predictions": ["yes", "\\xff"], "version": 1}
+        raw_request(port_of(client), b"POST /models/bytes/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+                                     b'{"instances": [[1', close_after=True)
+        route = (("endpoint", "/models/{name}/predict"), ("model", ""))
+        deadline = time.monotonic() + 60
+        while (("code", "400"), *route) not in (
+                counts := parse_metrics(client.get("/metrics").text)["pushtune_requests_total"]):
+            assert time.monotonic() < deadline, "the server never answered the request whose client left"
+            time.sleep(0.05)
+        assert not [key for key in counts if ("code", "500") in key]
+
+
+def test_a_token_guards_predictions_and_models_but_not_health(store, iris_model):
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    with serving(store, token="s3cret-token") as client:
+        assert predict(client, "iris", IRIS_X[:1].tolist()).status_code == 200
+        assert client.get("/models").status_code == 200
+        base = str(client.base_url)
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic czNjcmV0LXRva2Vu"},
+                        {"authorization": "Bearer s3cret-token-and-more"}, {"authorization": "Bearer"}):
+            with httpx.Client(base_url=base, timeout=30, headers=headers) as other:
+                for answer in (other.post("/models/iris/predict", json={"instances": IRIS_X[:1].tolist()}),
+                               other.get("/models")):
+                    assert answer.status_code == 401, (headers, answer.text)
+                    assert answer.headers["www-authenticate"] == "Bearer"
+                    assert "s3cret" not in answer.text
+                assert other.get("/health").json()["models"] == {"iris": 1}
+
+
+def test_a_store_that_stops_answering_does_not_delay_predictions(store_location, monkeypatch, iris_model):
+    monkeypatch.setenv("PUSHTUNE_ACTOR", "tester")
+    store = RunStore.open(store_location)
+    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    with serving(store) as client, held_store(store_location):
+        # the server's poll is stuck on the store now; answers come from what it read before
+        with httpx.Client(base_url=str(client.base_url), timeout=20) as impatient:  # < the store's 30 s waits
+            for _ in range(20):
+                answer = impatient.post("/models/iris/predict", json={"instances": IRIS_X[:2].tolist()})
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["version"] == 1
+            assert impatient.get("/health").json()["status"] == "ok"
+
+
+@contextmanager
+def held_store(location: str):
+    """The store's model tables locked by another connection until the block ends: PostgreSQL
+    (ACCESS EXCLUSIVE, once a read of the server waits on it) or SQLite (an exclusive transaction
+    in exclusive locking mode: readers wait for it too, even in WAL mode)."""
+    if location.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(location) as db:
+            db.execute("LOCK TABLE model_versions IN ACCESS EXCLUSIVE MODE")
+            deadline = time.monotonic() + 60
+            with psycopg.connect(location, autocommit=True) as watcher:
+                while not watcher.execute("SELECT 1 FROM pg_locks WHERE NOT granted "
+                                          "AND relation = 'model_versions'::regclass").fetchall():
+                    assert time.monotonic() < deadline, "the server's poll never reached the store"
+                    time.sleep(0.02)
+            try:
+                yield
+            finally:
+                db.rollback()
+        return
+    import sqlite3
+
+    db = sqlite3.connect(location, isolation_level=None)
+    try:
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("BEGIN EXCLUSIVE")
+        db.execute("UPDATE model_versions SET reason = reason")
+        yield
+    finally:
+        db.execute("ROLLBACK")
+        db.close()

@@ -228,6 +228,10 @@ def test_start_records_nothing_it_cannot_hand_on(tmp_path, pushtune_home, model)
     no_engine = pushtune(pushtune_home, "start", model, "--runtime", "docker", "--build-image",
                          env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert no_engine.returncode == 2 and "images build" in no_engine.stderr
+    second = tmp_path / "second.py"
+    second.write_text(model.read_text())
+    line = one_line_error(pushtune(pushtune_home, "start", model, second, "--runtime", "local", "--name", "shared"))
+    assert line == f"pushtune: error: --name shared names one model: give it with one file, not {model.name}, second.py"
     assert RunStore.open().list_runs() == []
     assert not (pushtune_home / "runs").exists() or list((pushtune_home / "runs").iterdir()) == []
     assert blocker.read_text() == "a file, not a directory"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import shutil
 import subprocess
 import textwrap
@@ -23,12 +24,13 @@ from jobs.store import RunStore
 
 def passing_run(store: RunStore, value: float, *, metric: str = "accuracy", mode: str = "max",
                 model: str = "digits.py", name: str | None = None, promote: bool = True,
-                threshold: float | None = None, artifact: str = "model.joblib", content: bytes | None = None) -> int:
+                threshold: float | None = None, artifact: str = "model.joblib", content: bytes | None = None,
+                take_name: bool = False) -> int:
     """A run whose one attempt scored `value` and saved a model file, finished by the loop's own
     finish_run (so registration goes through its real call site)."""
     threshold = threshold if threshold is not None else (0.5 if mode == "max" else 10.0)
     options = RunOptions(threshold=threshold, metric=metric, mode=mode, name=name, promote=promote,
-                         runtime="local")
+                         runtime="local", take_name=take_name)
     run_id = store.create_run(
         files={"pushed.py": f"# the pushed {model}\n"}, model_path=f"/nowhere/{model}", model_name=model,
         model_sha256="0" * 64, kind="regression", framework="sklearn", metric=metric, mode=mode,
@@ -155,6 +157,46 @@ def test_no_promote_registers_a_candidate_and_deploy_is_idempotent(store_locatio
     assert store.model_names() == ["faces"]  # --name, not the file's stem
 
 
+@pytest.mark.parametrize("stems", [
+    ("модель", "модель2", "μοντέλο", "模型", "model"),  # non-ASCII stems once all became `model`
+    ("a" * 100 + "x", "a" * 100 + "y", "a" * 100),  # stems cut at 100 characters once met
+    ("ann digits (2)", "ann-digits-2", "ann_digits_2", "ann digits 2", "ann-digits-2-"),
+    ("café", "cafe", "cafe\u0301"),  # an accent, none, and a combining accent
+])
+def test_distinct_file_stems_get_distinct_readable_names(stems):
+    names = [versions.default_name(f"{stem}.py") for stem in stems]
+    assert len(set(names)) == len(names), names
+    for stem, name in zip(stems, names, strict=True):
+        assert versions.check_name(name) == name
+        if versions.NAME_PATTERN.fullmatch(stem):
+            assert name == stem  # a stem that is a valid name is kept as it is
+        else:  # else readable (what ASCII it has) and marked by a hash of the whole stem
+            assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{10}", name), name
+    assert versions.default_name("café.py").startswith("cafe-")
+    assert versions.default_name("модель.py").startswith("model-")
+    assert versions.default_name(("a" * 100 + "x") + ".py").startswith("a" * 80)
+
+
+def test_a_name_registered_from_another_file_is_taken_only_with_force(store_location, actor):
+    store = RunStore.open(store_location)
+    passing_run(store, 0.90, model="digits.py")
+    taker = passing_run(store, 0.99, model="other.py", name="digits")  # passes, but may not take the name
+    assert states(store, "digits") == {1: "production"} and store.model_version_of_run(taker) is None
+    [refused] = [e for e in store.model_events(run_id=taker) if e["action"] == "not_registered"]
+    assert refused["reason"] == ("model name 'digits' is registered from digits.py, not other.py: give another "
+                                 "--name, or --force to make other.py its new source")
+    with pytest.raises(UserError, match="registered from digits.py, not other.py"):
+        versions.promote_run(store, taker)
+    forced = passing_run(store, 0.99, model="other.py", name="digits", take_name=True)
+    assert states(store, "digits") == {1: "retired", 2: "production"}
+    assert store.model_version_of_run(forced)["version"] == 2
+    # other.py is the name's source now: its own runs register, digits.py needs --force in turn
+    passing_run(store, 0.995, model="other.py", name="digits")
+    back = passing_run(store, 0.999, model="digits.py")
+    assert states(store, "digits") == {1: "retired", 2: "retired", 3: "production"}
+    assert store.model_version_of_run(back) is None
+
+
 def test_rollback_to_the_previous_production_version_then_no_earlier_one(store_location, actor):
     store = RunStore.open(store_location)
     passing_run(store, 0.90)
@@ -258,8 +300,9 @@ def test_a_run_that_did_not_pass_registers_nothing(store_location):
 
 
 def test_names_are_checked_and_derived_from_the_file(monkeypatch):
-    assert versions.default_name("ann digits (2).py") == "ann-digits-2"
-    assert versions.default_name("….py") == "model"
+    assert re.fullmatch(r"ann-digits-2-[0-9a-f]{10}", versions.default_name("ann digits (2).py"))
+    assert re.fullmatch(r"model-[0-9a-f]{10}", versions.default_name("….py"))
+    assert versions.default_name("ann_digits.py") == "ann_digits"
     for bad in ("", "a/b", "../x", "-x", "x" * 101, "a b"):
         with pytest.raises(UserError, match="model name"):
             versions.check_name(bad)
@@ -305,6 +348,8 @@ def test_the_run_summary_says_what_happened_to_production(tmp_path, cli):
 def test_cli_run_promote_rollback_models_and_bad_input(tmp_path, cli):
     model = tmp_path / "ridge.py"
     model.write_text(SCRIPT)
+    other = tmp_path / "other.py"
+    other.write_text(SCRIPT)
     env = {"PUSHTUNE_ACTOR": "ada"}
     first = cli("run", model, "--runtime", "local", "--threshold", "0.5", "--param", "score=0.9", "--json", env=env)
     assert first.returncode == 0, first.stderr
@@ -345,11 +390,20 @@ def test_cli_run_promote_rollback_models_and_bad_input(tmp_path, cli):
         (("promote", "x"), "pushtune promote: error: argument RUN_ID: invalid int value"),
         (("models", "nope"), "pushtune: error: no model named 'nope' (models: ridge)"),
         (("run", model, "--name", "../up"), "pushtune: error: model name '../up'"),
+        (("run", other, "--name", "ridge"),
+         "pushtune: error: model name 'ridge' is registered from ridge.py, not other.py: give another --name, "
+         "or --force to make other.py its new source"),
         (("serve", "--port", "70000"), "pushtune: error: --port 70000"),
     ):
         result = cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, (args, result.stderr)
+    taken = cli("run", other, "--runtime", "local", "--threshold", "0.5", "--param", "score=0.95",
+                "--name", "ridge", "--force", "--json", env=env)
+    assert taken.returncode == 0, taken.stderr
+    assert json.loads(taken.stdout)["deployment"] == {
+        "name": "ridge", "version": 3, "status": "production",
+        "reason": "0.95 beats production v1's 0.9", "production": 3}
 
 
 def git(repo: Path, *args: str) -> str:

@@ -79,11 +79,13 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve the production models over HTTP (FastAPI + uvicorn)",
                               description="GET /health, GET /models, GET /metrics, POST /models/NAME/predict "
                                           "{\"instances\": [[...]]}. A promotion or rollback is picked up "
-                                          "without a restart.")
+                                          "within one poll, without a restart. With PUSHTUNE_SERVE_TOKEN set, "
+                                          "predictions and /models need 'Authorization: Bearer <token>'.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
     p.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
-                   help="how often new production versions are loaded ahead of requests (default 0.5)")
+                   help="how often the production versions are read and loaded (default 0.5); "
+                        "predictions use the last read")
     p.set_defaults(func=serve)
 
 

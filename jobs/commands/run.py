@@ -21,6 +21,7 @@ from jobs.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
 from jobs.run_options import add_run_options, options_from, print_option_notes
 from jobs.runtime import get_runtime
 from jobs.store import RunStore
+from jobs.versions import check_file_may_register
 
 
 def add_parser(subparsers) -> None:
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
         load_settings(options.notify)
     store = RunStore.open()
+    check_file_may_register(store, args.model, options.name, take=options.take_name)
     runtime = get_runtime(options.runtime, **options.runtime_options)
     err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # `:x:` in a name stays
     if options.runtime == "auto":
