@@ -342,7 +342,7 @@ def servable_problem(record: Mapping[str, Any]) -> str | None:
 def _refuse_unservable(record: Mapping[str, Any], doing: str) -> None:
     problem = servable_problem(record)
     if problem is not None:
-        raise UserError(f"{record['name']} v{record['version']} is not servable, so not {doing}: {problem}")
+        raise UserError(f"{record['name']}: not {doing}: {problem}")
 
 
 def decide_automatically(store: RunStore, record: Mapping[str, Any], *, who: str | None = None,
@@ -362,7 +362,7 @@ def decide_automatically(store: RunStore, record: Mapping[str, Any], *, who: str
             return None
         promote, reason = judge(mine, production)
         if promote and problem is not None:
-            promote, reason = False, f"not servable: {problem}"
+            promote, reason = False, problem
         if promote and note:
             reason = f"{reason}: {note}"
         if not promote and mine["reason"] == reason:

@@ -1,14 +1,14 @@
 """`pushtune serve`: uvicorn on 127.0.0.1 with an ephemeral port and real HTTP requests (httpx).
 
-Models are trained here, quickly: scikit-learn on iris (joblib), a tiny Keras Dense net on
-digits, a torch net (whole and TorchScript). Bad input, unknown models, models that cannot load,
+Models are trained here, quickly, and exported to ONNX as an attempt does: scikit-learn on iris,
+a torch net; a tiny Keras Dense net on digits is served from its .keras file in safe mode. Pickles
+and torch files are never loaded. Bad input, unknown models, models that cannot load,
 a tampered artifact, /metrics, and hot reload under load: 2,000 requests from 8 threads while
 production is promoted and rolled back 10 times, with zero failures and every answer carrying a
 version that was production while it was asked."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import signal
@@ -20,46 +20,78 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import joblib
 import numpy as np
 import pytest
 import uvicorn
 from sklearn.datasets import load_digits, load_iris
-from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import LogisticRegression
 
 from jobs import versions
 from jobs.serve import create_app, listen
 from jobs.store import RunStore
-from test_versions import passing_run
+from test_versions import constant_onnx, passing_run
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS_X, IRIS_Y = load_iris(return_X_y=True)
 
 
-def dumped(model) -> bytes:
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    return buffer.getvalue()
+def iris_onnx(model) -> bytes:
+    from skl2onnx import to_onnx
+
+    return to_onnx(model, IRIS_X[:1].astype(np.float32)).SerializeToString()
 
 
 def constant(version: float) -> bytes:
     """A model over 4 features whose every prediction is `version`: an answer shows which model made it."""
-    return dumped(DummyRegressor(strategy="constant", constant=version).fit(IRIS_X[:4], [0, 0, 0, 0]))
+    return constant_onnx(version)
 
 
-class Slow:
-    """Predicts its tag after a pause: a request in flight across a swap (pickled by reference)."""
+def force_production(store: RunStore, name: str, version: int) -> None:
+    """Make a version production behind pushtune's back (as an older pushtune or a hand-edited
+    store could): the server must refuse what it cannot load safely."""
+    store.change_production(name, lambda versions: {"version": version, "promote": True, "action": "promoted",
+                                                    "reason": "by hand"}, actor="test")
 
-    n_features_in_ = 4
 
-    def __init__(self, tag: float, seconds: float):
-        self.tag, self.seconds = tag, seconds
+def slow(tag: float, work: int) -> bytes:
+    """An ONNX model predicting `tag` after `work` × the sum of its first instance matrix products
+    (zeros, as the warm-up sends, cost nothing): a request in flight across a swap."""
+    import onnx
+    from onnx import TensorProto, helper
 
-    def predict(self, x):
-        if x.shape[0] != 1 or x[0, 0] != 0:  # the warm-up call is instant
-            time.sleep(self.seconds)
-        return np.full(len(x), self.tag)
+    size = 128
+    weights = (np.eye(size) * 0.5).astype(np.float32).ravel().tolist()
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["m_in", "w"], ["product"]), helper.make_node("Tanh", ["product"], ["m_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("m_in", TensorProto.FLOAT, [size, size])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("m_out", TensorProto.FLOAT, [size, size])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [size, size], weights)])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+         helper.make_node("Mul", ["total", "work"], ["scaled"]),
+         helper.make_node("Cast", ["scaled"], ["trips"], to=TensorProto.INT64),
+         helper.make_node("Loop", ["trips", "true", "start"], ["m"], body=body),
+         helper.make_node("ReduceSum", ["m"], ["m_total"], keepdims=0),
+         helper.make_node("ReduceSum", ["x", "axes"], ["rows"], keepdims=0),
+         helper.make_node("Add", ["rows", "m_total"], ["rows_m"]),
+         helper.make_node("Mul", ["rows_m", "zero"], ["nothing"]),
+         helper.make_node("Add", ["nothing", "tag"], ["y"])],
+        "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+        [helper.make_tensor("work", TensorProto.FLOAT, [], [float(work)]),
+         helper.make_tensor("true", TensorProto.BOOL, [], [True]),
+         helper.make_tensor("start", TensorProto.FLOAT, [size, size], np.ones(size * size).tolist()),
+         helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+         helper.make_tensor("tag", TensorProto.FLOAT, [], [tag])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +117,17 @@ def keras_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def torch_files(tmp_path_factory) -> dict[str, Path]:
+    """A torch net: pickled whole, as a state_dict, and as the ONNX an attempt exports."""
     import torch
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     where = tmp_path_factory.mktemp("torch")
     torch.save(net, where / "whole.pt")
-    torch.jit.save(torch.jit.script(net), where / "script.pt")
     torch.save(net.state_dict(), where / "weights.pt")
-    return {name: where / f"{name}.pt" for name in ("whole", "script", "weights")}
+    torch.onnx.export(net, (torch.zeros(2, 4),), str(where / "net.onnx"), dynamo=False, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}})
+    return {"whole": where / "whole.pt", "weights": where / "weights.pt", "onnx": where / "net.onnx"}
 
 
 @pytest.fixture
@@ -129,22 +163,21 @@ def predict(client: httpx.Client, name: str, instances) -> httpx.Response:
     return client.post(f"/models/{name}/predict", json={"instances": instances})
 
 
-def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, torch_files):
+def test_serves_onnx_and_keras_models(store, iris_model, keras_file, torch_files):
     import keras
     import torch
 
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
-    passing_run(store, 0.9, model="digits.py", artifact="model.keras", content=keras_file.read_bytes())
-    passing_run(store, 0.9, model="torchnet.py", artifact="model.pt", content=torch_files["whole"].read_bytes())
-    passing_run(store, 0.9, model="scripted.py", artifact="model.pt", content=torch_files["script"].read_bytes())
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
+    passing_run(store, 0.9, model="digits.py", artifact="model.keras", content=keras_file.read_bytes(), onnx=False)
+    passing_run(store, 0.9, model="torchnet.py", artifact="model.pt", content=torch_files["whole"].read_bytes(),
+                onnx=torch_files["onnx"].read_bytes())
     digits = load_digits().data[:32] / 16.0
     with serving(store) as client:
         assert client.get("/health").json() == {
-            "status": "ok", "models": {"digits": 1, "iris": 1, "scripted": 1, "torchnet": 1}, "problems": {}}
+            "status": "ok", "models": {"digits": 1, "iris": 1, "torchnet": 1}, "problems": {}}
         listed = {m["name"]: m for m in client.get("/models").json()}
         assert {n: (m["production"], m["version"], m["framework"], m["input_shape"]) for n, m in listed.items()} == {
-            "digits": (1, 1, "keras", [64]), "iris": (1, 1, "joblib", [4]),
-            "scripted": (1, 1, "torch", [4]), "torchnet": (1, 1, "torch", [4])}
+            "digits": (1, 1, "keras", [64]), "iris": (1, 1, "onnx", [4]), "torchnet": (1, 1, "onnx", [4])}
         one = predict(client, "iris", IRIS_X[:1].tolist())
         assert one.status_code == 200, one.text
         assert one.json() == {"predictions": iris_model.predict(IRIS_X[:1]).tolist(), "version": 1}
@@ -156,9 +189,8 @@ def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, tor
         net = torch.load(torch_files["whole"], weights_only=False)
         with torch.no_grad():
             reference = net(torch.tensor(IRIS_X[:32], dtype=torch.float32)).numpy()
-        for name in ("torchnet", "scripted"):
-            got = predict(client, name, IRIS_X[:32].tolist()).json()
-            assert got["version"] == 1 and np.allclose(got["predictions"], reference, atol=1e-5)
+        got = predict(client, "torchnet", IRIS_X[:32].tolist()).json()
+        assert got["version"] == 1 and np.allclose(got["predictions"], reference, atol=1e-5)
 
 
 @pytest.mark.parametrize("body, status, says", [
@@ -178,7 +210,7 @@ def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, tor
     (b'{"instances": [[NaN, 2, 3, 4]]}', 422, "instances must hold finite numbers"),
 ])
 def test_bad_input_gets_400_or_422_saying_what_was_expected(store, iris_model, body, status, says):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     with serving(store) as client:
         answer = client.post("/models/iris/predict", content=body, headers={"content-type": "application/json"})
         assert answer.status_code == status
@@ -187,10 +219,16 @@ def test_bad_input_gets_400_or_422_saying_what_was_expected(store, iris_model, b
 
 
 def test_unknown_models_are_404_and_a_model_that_cannot_load_is_503(store, iris_model, torch_files):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
-    passing_run(store, 0.9, model="weights.py", artifact="model.pt", content=torch_files["weights"].read_bytes())
-    passing_run(store, 0.9, model="broken.py", content=b"not a pickle at all")
-    passing_run(store, 0.9, model="waiting.py", promote=False, content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
+    passing_run(store, 0.9, model="weights.py", artifact="model.pt", content=torch_files["weights"].read_bytes(),
+                onnx=False)
+    passing_run(store, 0.9, model="whole.py", artifact="model.pt", content=torch_files["whole"].read_bytes(),
+                onnx=False)
+    passing_run(store, 0.9, model="broken.py", onnx=b"not an ONNX model at all")
+    passing_run(store, 0.9, model="waiting.py", promote=False, onnx=iris_onnx(iris_model))
+    for name in ("weights", "whole", "broken"):  # none serves, so none was promoted: made production by hand
+        assert store.get_model_version(name, 1)["status"] == "candidate"
+        force_production(store, name, 1)
     with serving(store) as client:
         for name, says in (("nope", "no model named 'nope' (served: broken, iris, waiting"),
                            ("waiting", "waiting has no production version (promote one: pushtune promote RUN_ID)"),
@@ -200,23 +238,26 @@ def test_unknown_models_are_404_and_a_model_that_cannot_load_is_503(store, iris_
                     and answer.json()["detail"].startswith(says.replace(", waiting", ""))), answer.json()
         assert client.get("/no/such/page").json() == {"detail": "Not Found"}
         assert client.get("/models/iris/predict").status_code == 405
-        weights = predict(client, "weights", [[1, 2, 3, 4]])
-        assert weights.status_code == 503
-        assert "is a state_dict (weights only): save the whole model" in weights.json()["detail"]
+        for name in ("weights", "whole"):  # a torch file is never loaded: no torch.load on the server
+            answer = predict(client, name, [[1, 2, 3, 4]])
+            assert answer.status_code == 503
+            assert answer.json()["detail"] == (
+                f"{name}: v1 is not servable: no ONNX form (the attempt left no ONNX export), and its .pt file "
+                f"is never loaded by the server (loading it can run code)")
         broken = predict(client, "broken", [[1, 2, 3, 4]])
-        assert broken.status_code == 503 and "joblib cannot load model.joblib" in broken.json()["detail"]
+        assert broken.status_code == 503 and "onnx cannot load served.onnx" in broken.json()["detail"]
         health = client.get("/health").json()
-        assert health["status"] == "degraded" and set(health["problems"]) == {"weights", "broken"}
+        assert health["status"] == "degraded" and set(health["problems"]) == {"weights", "whole", "broken"}
         assert predict(client, "iris", [[1, 2, 3, 4]]).status_code == 200  # the others serve on
 
 
 def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store):
-    passing_run(store, 0.90, model="const.py", content=constant(1.0))
-    second = passing_run(store, 0.80, model="const.py", content=constant(2.0))
+    passing_run(store, 0.90, model="const.py", onnx=constant(1.0))
+    second = passing_run(store, 0.80, model="const.py", onnx=constant(2.0))
     with serving(store, poll=3600) as client:  # only requests look at the store here
         assert predict(client, "const", [[0, 0, 0, 0]]).json() == {"predictions": [1.0], "version": 1}
         versions.promote_run(store, second, force=True)
-        v2 = Path(store.get_model_version("const", 2)["artifact_path"])
+        v2 = Path(store.get_model_version("const", 2)["onnx_path"])
         good = v2.read_bytes()
         v2.write_bytes(constant(666.0))  # replaced behind the store's back
         for _ in range(3):
@@ -224,7 +265,7 @@ def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store)
             assert answer.status_code == 200 and answer.json() == {"predictions": [1.0], "version": 1}
         health = client.get("/health").json()
         assert health["status"] == "degraded"
-        assert re.fullmatch(r"v2 refused: .*model\.joblib has sha256 \w{12}…, its record says \w{12}… \(changed or "
+        assert re.fullmatch(r"v2 refused: served\.onnx has sha256 \w{12}…, its record says \w{12}… \(changed or "
                             r"damaged since it was registered\); v1 keeps serving", health["problems"]["const"])
         [listed] = client.get("/models").json()
         assert (listed["production"], listed["version"], listed["problem"]) == (2, 1, health["problems"]["const"])
@@ -237,16 +278,16 @@ def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store)
 
 
 def test_a_tampered_artifact_with_nothing_else_to_serve_is_503(store):
-    passing_run(store, 0.90, model="const.py", content=constant(1.0))
-    Path(store.get_model_version("const", 1)["artifact_path"]).write_bytes(constant(5.0))
+    passing_run(store, 0.90, model="const.py", onnx=constant(1.0))
+    Path(store.get_model_version("const", 1)["onnx_path"]).write_bytes(constant(5.0))
     with serving(store) as client:
         answer = predict(client, "const", [[0, 0, 0, 0]])
         assert answer.status_code == 503 and answer.json()["detail"].startswith("const: v1 refused: ")
 
 
 def test_a_request_in_flight_finishes_on_the_model_it_started_with(store):
-    passing_run(store, 0.90, model="slow.py", content=dumped(Slow(1.0, 1.5)))
-    second = passing_run(store, 0.80, model="slow.py", content=dumped(Slow(2.0, 0.0)))
+    passing_run(store, 0.90, model="slow.py", onnx=slow(1.0, 1000))  # about 2 s on [[1, 1, 1, 1]]
+    second = passing_run(store, 0.80, model="slow.py", onnx=slow(2.0, 0))
     with serving(store) as client:
         answers = {}
         first = threading.Thread(target=lambda: answers.setdefault("first", predict(client, "slow", [[1, 1, 1, 1]])))
@@ -274,7 +315,7 @@ def parse_metrics(text: str) -> dict[str, dict[tuple, float]]:
 
 
 def test_metrics_are_prometheus_text(store, iris_model):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     with serving(store) as client:
         for _ in range(5):
             assert predict(client, "iris", IRIS_X[:2].tolist()).status_code == 200
@@ -312,8 +353,8 @@ def test_metrics_are_prometheus_text(store, iris_model):
 def test_hot_reload_under_load_never_fails_and_answers_with_a_production_version(store_location, monkeypatch):
     monkeypatch.setenv("PUSHTUNE_ACTOR", "tester")
     store = RunStore.open(store_location)
-    passing_run(store, 0.90, model="const.py", content=constant(1.0))
-    second = passing_run(store, 0.80, model="const.py", content=constant(2.0))
+    passing_run(store, 0.90, model="const.py", onnx=constant(1.0))
+    second = passing_run(store, 0.80, model="const.py", onnx=constant(2.0))
     changes: list[tuple[float, float, int]] = []  # (before, after, version made production)
     answers: list[tuple[float, float, int, object]] = []
     failures: list[str] = []
@@ -368,7 +409,7 @@ def test_hot_reload_under_load_never_fails_and_answers_with_a_production_version
 
 def test_pushtune_serve_on_an_ephemeral_port_and_a_busy_one(tmp_path, cli, pushtune_home, iris_model):
     store = RunStore.open(pushtune_home / "pushtune.db")
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     env = {**os.environ, "PUSHTUNE_HOME": str(pushtune_home), "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--port", "0"], env=env,
                                stderr=subprocess.PIPE, text=True)

@@ -28,11 +28,11 @@ def constant_onnx(value: float, features: int = 4) -> bytes:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=1),
+        [helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0),
          helper.make_node("Mul", ["total", "zero"], ["nothing"]),
          helper.make_node("Add", ["nothing", "value"], ["y"])],
         "constant", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
         [helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
          helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
          helper.make_tensor("value", TensorProto.FLOAT, [], [value])])
