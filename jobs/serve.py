@@ -448,7 +448,7 @@ class ModelHost:
 
     def _load(self, name: str, wanted: dict) -> tuple[Loaded | None, str | None]:
         failure_key = (name, wanted["version"], wanted["sha256"])
-        stat = _stat(wanted["artifact_path"])
+        stat = _stat(_served_path(wanted))  # a repaired file is tried again at once
         failure = self._failed.get(failure_key)
         if failure is not None and failure.stat == stat and time.time() - failure.at < RETRY_FAILED_SECONDS:
             return None, failure.reason
@@ -480,6 +480,13 @@ class ModelHost:
                 "problem": self.problems.get(name),
             })
         return out
+
+
+def _served_path(record: Mapping[str, Any]) -> str:
+    try:
+        return str(served_file(record)[0])
+    except NotServable:
+        return record["artifact_path"]
 
 
 def _stat(path: str) -> tuple | None:

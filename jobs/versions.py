@@ -331,12 +331,26 @@ def _verify(record: Mapping[str, Any]) -> None:
                         f"{record['sha256'][:12]}…): refused")
 
 
+_CHECKED: set[tuple[str, int, str, str]] = set()  # versions this process saw serve (their file unchanged)
+
+
 def servable_problem(record: Mapping[str, Any]) -> str | None:
     """Why the version cannot serve (jobs.servable loads it as the server will and predicts its
-    sample, in a subprocess), or None."""
+    sample, in a subprocess), or None. A version that served once is not checked again in this
+    process while its file's sha256 stays the same (a rollback back and forth costs no process)."""
     from jobs.servable import check
 
-    return check(record)
+    try:
+        path, sha256 = served_file(record)
+    except NotServable:
+        return check(record)  # it says why, as the server would
+    key = (record["name"], record["version"], str(path), sha256)
+    if key in _CHECKED and is_regular_file(path) and file_sha256(path) == sha256:
+        return None
+    problem = check(record)
+    if problem is None:
+        _CHECKED.add(key)
+    return problem
 
 
 def _refuse_unservable(record: Mapping[str, Any], doing: str) -> None:

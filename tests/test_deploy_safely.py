@@ -145,6 +145,9 @@ def test_hostile_pickle_and_torch_files_never_load_and_the_old_version_keeps_ser
     assert not marker.exists()
 
     store = home_store()
+    mail_line = versions.production_line(store, summary["run_id"])  # what the run's mail says
+    assert mail_line is not None and mail_line.startswith(
+        "iris v3 registered as a candidate, production stays v1: v3 is not servable: no ONNX form (")
     # an older pushtune (or a hand-edited store) made the hostile version production: the server refuses it
     store.change_production("iris", lambda versions: {"version": 2, "promote": True, "action": "promoted",
                                                       "reason": "forced behind pushtune's back"}, actor="test")
