@@ -15,7 +15,8 @@ autolog.json:
      "training": {"keras": {"epochs": 5, "batch_size": 32, …}},
      "artifact": {"file": "model.h5", "how": "saved by the script as face.h5 (line 30)"},
      "warnings": ["WARNING: VGG16 imagenet weights unavailable (…); TRAINING FROM RANDOM WEIGHTS"],
-     "notes": {…}}                                 # framework-specific findings (scikit-learn's fit)
+     "notes": {…},                                 # framework-specific findings (scikit-learn's fit)
+     "onnx": {"ok": true, "reason": null, "seconds": 0.6}}  # the export the server loads (to_onnx.py)
 
 Every patch keeps mlflow's promise (safe_patch): the original is called exactly once, whatever
 happens around it, and a failure of the capture is one line on stderr, never the script's.
