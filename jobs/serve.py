@@ -5,9 +5,12 @@
     POST /models/{name}/predict   {"instances": [[…], …]} → {"predictions": […], "version": N}
     GET  /metrics                 Prometheus text: requests, errors, latency histogram, loaded versions
 
-Artifacts: Keras (`.keras`, `.h5`), joblib/pickle (`.joblib`, `.pkl`: anything with `predict`) and
-torch (`.pt`: TorchScript, or a whole model saved with `torch.save`). A pickle runs code when it
-is loaded: the server loads only the file a version recorded, after checking its sha256.
+What it loads: nothing that can run code. A version serves its ONNX file (made in the attempt's
+sandbox, jobs/autolog/to_onnx.py) through ONNX Runtime, or a Keras `.keras` file with
+`safe_mode=True`; never a pickle, joblib or `torch.load` of a whole object. A version with neither
+is registered "not servable" with the reason, and is never promoted (jobs/servable.py loads it
+the way this server does, in a subprocess, before it may become production). The file is
+loaded only after its sha256 matches the record.
 
 Hot reload. A background poll (every `poll` seconds) reads which version of each model is
 production and loads a new one before requests ask for it; a prediction never waits on the run
@@ -47,7 +50,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,7 @@ import numpy as np
 
 from jobs.errors import UserError
 from jobs.store import RunStore
-from jobs.versions import NAME_PATTERN, file_sha256
+from jobs.versions import NAME_PATTERN, NotServable, file_sha256, served_file
 
 LOG = logging.getLogger("pushtune.serve")
 DEFAULT_POLL_SECONDS = 0.5
@@ -70,7 +73,9 @@ MAX_HEADER_BYTES = 16 << 10
 MAX_DEPTH = 32  # nesting of the instances (and of any JSON body) beyond which a body is refused
 TOKEN_VARIABLE = "PUSHTUNE_SERVE_TOKEN"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-FRAMEWORKS = {".keras": "keras", ".h5": "keras", ".joblib": "joblib", ".pkl": "joblib", ".pt": "torch"}
+FRAMEWORKS = {".onnx": "onnx", ".keras": "keras"}  # the forms that load without running code
+ONNX_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32}
 
 
 class ApiError(Exception):
@@ -83,7 +88,7 @@ class ApiError(Exception):
 
 class LoadError(Exception):
     """A version that cannot be served; `kind` is "sha256" (the file does not match its record),
-    "missing" or "load"."""
+    "missing", "unservable" (it has no safe form) or "load"."""
 
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)
@@ -108,25 +113,29 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
 
 
-def load_version(name: str, version: int, sha256: str, artifact: str | Path) -> Loaded:
-    """Check the artifact against its recorded sha256, load it, and call it once on zeros of its
-    input shape (so the first request pays no tracing); LoadError says why it cannot serve."""
-    path = Path(artifact)
+def load_version(name: str, record: Mapping[str, Any]) -> Loaded:
+    """Check the file the version serves (its ONNX file, else its `.keras` file) against its
+    recorded sha256, load it, and call it once on zeros of its input shape (so the first request
+    pays no tracing); LoadError says why it cannot serve."""
+    version = record["version"]
+    try:
+        path, sha256 = served_file(record)
+    except NotServable as exc:
+        raise LoadError("unservable", f"v{version} is not servable: {exc}") from None
     if not path.is_file():
-        raise LoadError("missing", f"v{version}: its model file {path} is missing")
+        raise LoadError("missing", f"v{version}: its model file {path.name} is missing")
     found = file_sha256(path)
     if found != sha256:
-        raise LoadError("sha256", f"v{version} refused: {path} has sha256 {found[:12]}…, its record says "
+        raise LoadError("sha256", f"v{version} refused: {path.name} has sha256 {found[:12]}…, its record says "
                                   f"{sha256[:12]}… (changed or damaged since it was registered)")
     framework = FRAMEWORKS.get(path.suffix.lower())
     if framework is None:
-        raise LoadError("load", f"v{version}: cannot serve {path.suffix or 'extension-less'} files (Keras "
-                                f".keras/.h5, joblib .joblib/.pkl, torch .pt)")
+        raise LoadError("unservable", f"v{version}: {path.name} is not a form the server loads (ONNX, .keras)")
     try:
         predict, shape, dtype = LOADERS[framework](path)
     except LoadError:
         raise
-    except Exception as exc:  # whatever the framework raises for a file it cannot read
+    except Exception as exc:  # whatever the runtime raises for a file it cannot read
         raise LoadError("load", f"v{version}: {framework} cannot load {path.name}: {_one_line(exc)}") from None
     if shape is not None and all(isinstance(d, int) for d in shape):
         try:
@@ -134,14 +143,34 @@ def load_version(name: str, version: int, sha256: str, artifact: str | Path) -> 
         except Exception as exc:
             raise LoadError("load", f"v{version}: {path.name} fails on an input of its own shape "
                                     f"{_shape(shape)}: {_one_line(exc)}") from None
-    return Loaded(name, version, sha256, path, framework, predict, shape, dtype)
+    return Loaded(name, version, record["sha256"], path, framework, predict, shape, dtype)
+
+
+def _load_onnx(path: Path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise LoadError("load", f"{path.name} has {len(inputs)} inputs: only single-input models are served")
+    given = inputs[0]
+    dtype = ONNX_TYPES.get(given.type)
+    if dtype is None:
+        raise LoadError("load", f"{path.name} takes {given.type}: only numeric tensors are served")
+    shape = tuple(d if isinstance(d, int) else None for d in given.shape[1:]) if given.shape else None
+    first = [session.get_outputs()[0].name]  # labels for a classifier, not its probabilities too
+
+    def predict(x: np.ndarray):
+        return session.run(first, {given.name: x})[0]
+
+    return predict, shape, dtype
 
 
 def _load_keras(path: Path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    model = keras.models.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False, safe_mode=True)  # no lambdas: no code
     shape = model.input_shape
     if isinstance(shape, list):
         if len(shape) != 1:
@@ -155,45 +184,7 @@ def _load_keras(path: Path):
     return predict, instance, np.float32
 
 
-def _load_joblib(path: Path):
-    import joblib
-
-    model = joblib.load(path)
-    if not callable(getattr(model, "predict", None)):
-        raise LoadError("load", f"{path.name} holds a {type(model).__name__}, which has no predict()")
-    features = getattr(model, "n_features_in_", None)
-    return model.predict, (int(features),) if isinstance(features, (int, np.integer)) else None, np.float64
-
-
-def _load_torch(path: Path):
-    import torch
-
-    try:
-        model = torch.jit.load(str(path), map_location="cpu")
-    except RuntimeError:  # not TorchScript: a model pickled whole by torch.save
-        model = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(model, dict):
-        raise LoadError("load", f"{path.name} is a state_dict (weights only): save the whole model "
-                                f"(torch.save(model, …)) or TorchScript (torch.jit.save) to serve it")
-    if not callable(model):
-        raise LoadError("load", f"{path.name} holds a {type(model).__name__}, not a model")
-    model.eval()
-    shape = None
-    for module in model.modules() if hasattr(model, "modules") else ():
-        features = getattr(module, "in_features", None)
-        if isinstance(features, int):
-            shape = (features,)
-            break
-
-    def predict(x: np.ndarray):
-        with torch.inference_mode():
-            out = model(torch.from_numpy(x))
-        return out.numpy() if hasattr(out, "numpy") else out
-
-    return predict, shape, np.float32
-
-
-LOADERS = {"keras": _load_keras, "joblib": _load_joblib, "torch": _load_torch}
+LOADERS = {"onnx": _load_onnx, "keras": _load_keras}
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -500,12 +491,12 @@ class ModelHost:
 
     def _load(self, name: str, wanted: dict) -> tuple[Loaded | None, str | None]:
         failure_key = (name, wanted["version"], wanted["sha256"])
-        stat = _stat(wanted["artifact_path"])
+        stat = _stat(_served_path(wanted))  # a repaired file is tried again at once
         failure = self._failed.get(failure_key)
         if failure is not None and failure.stat == stat and time.time() - failure.at < RETRY_FAILED_SECONDS:
             return None, failure.reason
         try:
-            loaded = load_version(name, wanted["version"], wanted["sha256"], wanted["artifact_path"])
+            loaded = load_version(name, wanted)
         except LoadError as exc:
             self._failed[failure_key] = Failure(exc.reason, exc.kind, stat, time.time())
             self.metrics.failed_load(name, exc.kind)
@@ -532,6 +523,13 @@ class ModelHost:
                 "problem": self.problems.get(name),
             })
         return out
+
+
+def _served_path(record: Mapping[str, Any]) -> str:
+    try:
+        return str(served_file(record)[0])
+    except NotServable:
+        return record["artifact_path"]
 
 
 def _stat(path: str) -> tuple | None:

@@ -198,10 +198,17 @@ def _schema_5(db: Connection, database: Database) -> None:
     db.execute(database.ddl("ALTER TABLE attempts ADD COLUMN capture TEXT"))
 
 
+def _schema_6(db: Connection, database: Database) -> None:
+    # the form of a version the server loads (jobs.serve): its ONNX file, made in the attempt's
+    # sandbox, with its sha256; or why the version has no form that is safe to load
+    for column in ("onnx_path", "onnx_sha256", "unservable"):
+        db.execute(database.ddl(f"ALTER TABLE model_versions ADD COLUMN {column} TEXT"))
+
+
 # The versioned migrations, oldest first: MIGRATIONS[i] takes a store from version i to i + 1.
 # A store without a schema_version table but with runs predates versions: it is version 1.
 MIGRATIONS: tuple[Callable[[Connection, Database], None], ...] = (
-    _schema_1, _schema_2, _schema_3, _schema_4, _schema_5)
+    _schema_1, _schema_2, _schema_3, _schema_4, _schema_5, _schema_6)
 SCHEMA = len(MIGRATIONS)
 
 JSON_COLUMNS = {"options", "tweaks", "params", "metrics", "recipients", "curve", "capture"}
@@ -597,10 +604,10 @@ class RunStore:
         """models/<name>/v<N>/: each version's own copy of its artifact, kept when runs are deleted."""
         return self.artifacts / "models"
 
-    def add_model_version(self, name: str, staged: Path, artifact_name: str, *,
+    def add_model_version(self, name: str, staged: Path, artifact_name: str, *, onnx_name: str | None = None,
                           check: Callable[[Connection], None] | None = None, **fields: Any) -> dict[str, Any]:
         """Record the next version of `name` (its last number + 1: no gap, never reused) and move
-        `staged` (a directory inside models/<name>/ holding `artifact_name`) to
+        `staged` (a directory inside models/<name>/ holding `artifact_name`, and `onnx_name`) to
         models/<name>/v<N>/ in the same write: a version is never recorded without its files.
         `check(db)` runs first in that write (it raises to refuse). Returns the version's record."""
         fields.setdefault("created_at", time.time())
@@ -625,7 +632,8 @@ class RunStore:
             moved.append(target)
             try:
                 _insert(db, "model_versions", {**fields, "name": name, "version": version,
-                                               "artifact_path": str(target / artifact_name)})
+                                               "artifact_path": str(target / artifact_name),
+                                               "onnx_path": str(target / onnx_name) if onnx_name else None})
             except BaseException:
                 moved.pop().rename(staged)
                 raise
@@ -663,7 +671,8 @@ class RunStore:
         """The production version of `name`: its number, sha256 and artifact (a cheap query, made
         by the server on every request), or None."""
         rows = self.database.read(lambda db: db.execute(
-            "SELECT version, sha256, artifact_path FROM model_versions WHERE name = ? AND status = 'production'",
+            "SELECT version, sha256, artifact_path, onnx_path, onnx_sha256, unservable FROM model_versions "
+            "WHERE name = ? AND status = 'production'",
             (name,)).fetchall())
         return dict(rows[0]) if rows else None
 

@@ -19,6 +19,7 @@ deploy` does again, idempotently; the server (`jobs.serve`) reads the production
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.autolog.to_onnx import ONNX_FILE, REPORT_FILE, SAMPLE_FILE
 from jobs.clock import utc_iso
 from jobs.errors import UserError
 from jobs.git import git_bytes, git_or_none
@@ -39,6 +41,10 @@ from jobs.store import RunStore
 
 class NothingToRegister(UserError):
     """A run whose best attempt saved no model file (or that has none): nothing to deploy."""
+
+
+class NotServable(Exception):
+    """A version with no form the server may load (the message says why)."""
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -233,6 +239,54 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# --- the form the server loads -------------------------------------------------------------------
+
+REPORT_LIMIT = 64 << 10  # served.json is the attempt's: read as untrusted data, and only so much
+NEVER_LOADED = "is never loaded by the server (loading it can run code)"
+
+
+def served_file(record: Mapping[str, Any]) -> tuple[Path, str]:
+    """(file, sha256) the server loads for a version: its ONNX file, else a Keras `.keras` file (in
+    safe mode); NotServable otherwise. Versions registered before ONNX exports have none: only
+    their `.keras` files serve."""
+    if record.get("unservable"):
+        raise NotServable(record["unservable"])
+    if record.get("onnx_path"):
+        return Path(record["onnx_path"]), record["onnx_sha256"]
+    artifact = Path(record["artifact_path"])
+    if artifact.suffix.lower() == ".keras":
+        return artifact, record["sha256"]
+    raise NotServable(f"no ONNX form, and a {artifact.suffix or 'extension-less'} file {NEVER_LOADED}")
+
+
+def _export_report(output: Path) -> dict[str, Any]:
+    path = output / REPORT_FILE
+    try:
+        if not is_regular_file(path) or path.stat().st_size > REPORT_LIMIT:
+            return {}
+        report = json.loads(path.read_text(errors="replace"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def serving_files(artifact: Path) -> tuple[Path | None, Path | None, str | None]:
+    """What the attempt left for serving its artifact: (its ONNX file, its input sample, why it has
+    no form the server may load). The ONNX file counts only when the export's check passed."""
+    output = artifact.parent
+    sample = output / SAMPLE_FILE if is_regular_file(output / SAMPLE_FILE) else None
+    if artifact.suffix.lower() == ".onnx":  # the script's own ONNX file: ONNX Runtime runs no code either
+        return artifact, sample, None
+    report = _export_report(output)
+    if report.get("ok") is True and is_regular_file(output / ONNX_FILE):
+        return output / ONNX_FILE, sample, None
+    why = report.get("reason") if isinstance(report.get("reason"), str) else None
+    why = " ".join((why or "the attempt left no ONNX export").split())[:300]
+    if artifact.suffix.lower() == ".keras":
+        return None, sample, None  # Keras in safe mode
+    return None, sample, f"no ONNX form ({why}), and its {artifact.suffix or 'extension-less'} file {NEVER_LOADED}"
+
+
 def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[str, Any]:
     """Record the run's best artifact as the next version of its model name (a candidate); the
     version record. A run registers once: its existing version is returned. Only a passing run
@@ -264,6 +318,10 @@ def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[s
     try:
         staged.mkdir(parents=True)
         shutil.copyfile(artifact, staged / artifact.name, follow_symlinks=False)
+        onnx, sample, unservable = serving_files(artifact)
+        for kept in (onnx, sample):
+            if kept is not None and kept != artifact:
+                shutil.copyfile(kept, staged / kept.name, follow_symlinks=False)
         pushed = Path(run["run_dir"]) / "pushed.py" if run["run_dir"] else None
         if pushed is not None and is_regular_file(pushed):
             shutil.copyfile(pushed, staged / "pushed.py", follow_symlinks=False)
@@ -276,9 +334,12 @@ def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[s
             raise UserError(f"run {run_id}: {artifact} changed after attempt {attempt['n']} recorded it "
                             f"(sha256 {sha256[:12]}… ≠ {attempt['artifact_sha256'][:12]}…): not registered")
         repo, path = source_location(run)
+        onnx_sha256 = file_sha256(staged / onnx.name) if onnx is not None else None
         try:
-                return store.add_model_version(
-                name, staged, artifact.name, check=same_file, status="candidate", reason="registered", sha256=sha256,
+            return store.add_model_version(
+                name, staged, artifact.name, onnx_name=onnx.name if onnx is not None else None, check=same_file,
+                status="candidate", reason="registered", sha256=sha256,
+                onnx_sha256=onnx_sha256, unservable=unservable,
                 run_id=run_id, attempt=attempt["n"], metric=run["metric"], mode=run["mode"],
                 metric_value=attempt["metric_value"], threshold=run["threshold"], params=attempt["params"],
                 kind=run["kind"], framework=run["framework"], runtime=run["runtime"], image=_image(run),
@@ -316,17 +377,52 @@ def _verify(record: Mapping[str, Any]) -> None:
                         f"{record['sha256'][:12]}…): refused")
 
 
+_CHECKED: set[tuple[str, int, str, str]] = set()  # versions this process saw serve (their file unchanged)
+
+
+def servable_problem(record: Mapping[str, Any]) -> str | None:
+    """Why the version cannot serve (jobs.servable loads it as the server will and predicts its
+    sample, in a subprocess), or None. A version that served once is not checked again in this
+    process while its file's sha256 stays the same (a rollback back and forth costs no process)."""
+    from jobs.servable import check
+
+    try:
+        path, sha256 = served_file(record)
+    except NotServable:
+        return check(record)  # it says why, as the server would
+    key = (record["name"], record["version"], str(path), sha256)
+    if key in _CHECKED and is_regular_file(path) and file_sha256(path) == sha256:
+        return None
+    problem = check(record)
+    if problem is None:
+        _CHECKED.add(key)
+    return problem
+
+
+def _refuse_unservable(record: Mapping[str, Any], doing: str) -> None:
+    problem = servable_problem(record)
+    if problem is not None:
+        raise UserError(f"{record['name']}: not {doing}: {problem}")
+
+
 def decide_automatically(store: RunStore, record: Mapping[str, Any], *, who: str | None = None,
                          note: str | None = None) -> Deployment:
     """Apply the promotion rule to a version (in one write with the decision): production when it
-    beats production on the same metric and mode, or there is none; else a candidate, with why."""
+    beats production on the same metric and mode, or there is none, and it serves (loaded as the
+    server loads it, in a sandbox); else a candidate, with why."""
     name, version = record["name"], record["version"]
+    versions_now = store.model_versions(name)
+    problem = None
+    if judge(_find(versions_now, version), _production(versions_now))[0]:  # the check costs a process
+        problem = servable_problem(_find(versions_now, version))
 
     def decide(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
         mine, production = _find(versions, version), _production(versions)
         if production is not None and production["version"] == version:
             return None
         promote, reason = judge(mine, production)
+        if promote and problem is not None:
+            promote, reason = False, problem
         if promote and note:
             reason = f"{reason}: {note}"
         if not promote and mine["reason"] == reason:
@@ -387,6 +483,7 @@ def promote_run(store: RunStore, run_id: int, *, force: bool = False, reason: st
     _verify(record)
     if not force:
         return decide_automatically(store, record, who=who, note=reason)
+    _refuse_unservable(record, "promoted")
     version = record["version"]
 
     def decide(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -414,6 +511,7 @@ def rollback(store: RunStore, name: str, to: int | None = None, *, reason: str |
         raise UserError(f"no model named {name!r} (models: {known})")
     target = _rollback_target(name, versions, to)
     _verify(target)  # outside the write: hashing a large file must not hold the store's lock
+    _refuse_unservable(target, "rolled back to")
     production = _production(versions)
     assert production is not None  # _rollback_target refuses a model with no production version
     expected = production["version"]
@@ -516,9 +614,20 @@ def version_view(record: Mapping[str, Any]) -> dict[str, Any]:
         "attempt": record["attempt"], "params": record["params"], "kind": record["kind"],
         "framework": record["framework"], "runtime": record["runtime"], "image": record["image"],
         "git_commit": record["git_commit"], "source_path": record["source_path"],
-        "artifact": record["artifact_path"], "created_at": _when(record["created_at"]),
+        "artifact": record["artifact_path"], "onnx": record.get("onnx_path"),
+        "onnx_sha256": record.get("onnx_sha256"), "served_as": served_as(record),
+        "created_at": _when(record["created_at"]),
         "promoted_at": _when(record["promoted_at"]),
     }
+
+
+def served_as(record: Mapping[str, Any]) -> str:
+    """How the server loads the version: "onnx", "keras (safe mode)", or "not servable: why"."""
+    try:
+        path, _ = served_file(record)
+    except NotServable as exc:
+        return f"not servable: {exc}"
+    return "onnx" if path.suffix.lower() == ".onnx" else "keras (safe mode)"
 
 
 def event_view(event: Mapping[str, Any]) -> dict[str, Any]:

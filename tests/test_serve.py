@@ -1,17 +1,18 @@
 """`pushtune serve`: uvicorn on 127.0.0.1 with an ephemeral port and real HTTP requests (httpx).
 
-Models are trained here, quickly: scikit-learn on iris (joblib), a tiny Keras Dense net on
-digits, a torch net (whole and TorchScript). Bad input, unknown models, models that cannot load,
-a tampered artifact, /metrics, and hot reload under load: 2,000 requests or more from 8 threads
-while production is promoted and rolled back 10 times, with zero failures and every answer carrying
-a version the server had read as production. Hardening: idle, half-sent and trickling
-connections closed, oversized bodies refused, hostile numbers and nesting 4xx, the bearer token,
-and predictions answered while the run store is locked. Ordering is by events (a model that
-says it is in flight, the server's /models showing what it read), never by sleeps."""
+Models are trained here, quickly, and exported to ONNX as an attempt does: scikit-learn on iris,
+a torch net; a tiny Keras Dense net on digits is served from its .keras file in safe mode. Pickles
+and torch files are never loaded. Bad input, unknown models, models that cannot load, a tampered
+artifact, /metrics, and hot reload under load: 2,000 requests or more from 8 threads while
+production is promoted and rolled back 10 times, with zero failures and every answer carrying a
+version the server had read as production. Hardening: idle, half-sent and trickling connections
+closed, oversized bodies refused, hostile numbers and nesting 4xx, the bearer token, and
+predictions answered while the run store is locked. Ordering is by events (a model held in
+flight, the server's /models showing what it read), never by sleeps."""
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import os
 import re
 import signal
@@ -24,60 +25,39 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import joblib
 import numpy as np
 import pytest
 import uvicorn
 from sklearn.datasets import load_digits, load_iris
-from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import LogisticRegression
 
 from jobs import serve, versions
 from jobs.serve import create_app, listen
 from jobs.store import RunStore
-from test_versions import passing_run
+from test_versions import constant_onnx, passing_run
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS_X, IRIS_Y = load_iris(return_X_y=True)
 
 
-def dumped(model) -> bytes:
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    return buffer.getvalue()
+def iris_onnx(model) -> bytes:
+    from skl2onnx import to_onnx
+
+    return to_onnx(model, IRIS_X[:1].astype(np.float32)).SerializeToString()
 
 
 def constant(version: float) -> bytes:
     """A model over 4 features whose every prediction is `version`: an answer shows which model made it."""
-    return dumped(DummyRegressor(strategy="constant", constant=version).fit(IRIS_X[:4], [0, 0, 0, 0]))
+    return constant_onnx(version)
 
 
-IN_FLIGHT, RELEASE = threading.Event(), threading.Event()
+def force_production(store: RunStore, name: str, version: int) -> None:
+    """Make a version production behind pushtune's back (as an older pushtune or a hand-edited
+    store could): the server must refuse what it cannot load safely."""
+    store.change_production(name, lambda versions: {"version": version, "promote": True, "action": "promoted",
+                                                    "reason": "by hand"}, actor="test")
 
 
-class Held:
-    """Predicts its tag once the test releases it, after saying it is in flight: a request held
-    across a swap (pickled by reference; the server runs in this process)."""
-
-    n_features_in_ = 4
-
-    def __init__(self, tag: float):
-        self.tag = tag
-
-    def predict(self, x):
-        if x.shape[0] != 1 or x[0, 0] != 0:  # the warm-up call is not held
-            IN_FLIGHT.set()
-            assert RELEASE.wait(60)
-        return np.full(len(x), self.tag)
-
-
-class Bytes:
-    """A model whose predictions are bytes."""
-
-    n_features_in_ = 4
-
-    def predict(self, x):
-        return np.array([b"yes", b"\xff"] * len(x))[: len(x)]
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +83,17 @@ def keras_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def torch_files(tmp_path_factory) -> dict[str, Path]:
+    """A torch net: pickled whole, as a state_dict, and as the ONNX an attempt exports."""
     import torch
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     where = tmp_path_factory.mktemp("torch")
     torch.save(net, where / "whole.pt")
-    torch.jit.save(torch.jit.script(net), where / "script.pt")
     torch.save(net.state_dict(), where / "weights.pt")
-    return {name: where / f"{name}.pt" for name in ("whole", "script", "weights")}
+    torch.onnx.export(net, (torch.zeros(2, 4),), str(where / "net.onnx"), dynamo=False, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}})
+    return {"whole": where / "whole.pt", "weights": where / "weights.pt", "onnx": where / "net.onnx"}
 
 
 @pytest.fixture
@@ -159,22 +141,21 @@ def until_production(client: httpx.Client, name: str, version: int) -> None:
         time.sleep(0.02)
 
 
-def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, torch_files):
+def test_serves_onnx_and_keras_models(store, iris_model, keras_file, torch_files):
     import keras
     import torch
 
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
-    passing_run(store, 0.9, model="digits.py", artifact="model.keras", content=keras_file.read_bytes())
-    passing_run(store, 0.9, model="torchnet.py", artifact="model.pt", content=torch_files["whole"].read_bytes())
-    passing_run(store, 0.9, model="scripted.py", artifact="model.pt", content=torch_files["script"].read_bytes())
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
+    passing_run(store, 0.9, model="digits.py", artifact="model.keras", content=keras_file.read_bytes(), onnx=False)
+    passing_run(store, 0.9, model="torchnet.py", artifact="model.pt", content=torch_files["whole"].read_bytes(),
+                onnx=torch_files["onnx"].read_bytes())
     digits = load_digits().data[:32] / 16.0
     with serving(store) as client:
         assert client.get("/health").json() == {
-            "status": "ok", "models": {"digits": 1, "iris": 1, "scripted": 1, "torchnet": 1}, "problems": {}}
+            "status": "ok", "models": {"digits": 1, "iris": 1, "torchnet": 1}, "problems": {}}
         listed = {m["name"]: m for m in client.get("/models").json()}
         assert {n: (m["production"], m["version"], m["framework"], m["input_shape"]) for n, m in listed.items()} == {
-            "digits": (1, 1, "keras", [64]), "iris": (1, 1, "joblib", [4]),
-            "scripted": (1, 1, "torch", [4]), "torchnet": (1, 1, "torch", [4])}
+            "digits": (1, 1, "keras", [64]), "iris": (1, 1, "onnx", [4]), "torchnet": (1, 1, "onnx", [4])}
         one = predict(client, "iris", IRIS_X[:1].tolist())
         assert one.status_code == 200, one.text
         assert one.json() == {"predictions": iris_model.predict(IRIS_X[:1]).tolist(), "version": 1}
@@ -186,9 +167,8 @@ def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, tor
         net = torch.load(torch_files["whole"], weights_only=False)
         with torch.no_grad():
             reference = net(torch.tensor(IRIS_X[:32], dtype=torch.float32)).numpy()
-        for name in ("torchnet", "scripted"):
-            got = predict(client, name, IRIS_X[:32].tolist()).json()
-            assert got["version"] == 1 and np.allclose(got["predictions"], reference, atol=1e-5)
+        got = predict(client, "torchnet", IRIS_X[:32].tolist()).json()
+        assert got["version"] == 1 and np.allclose(got["predictions"], reference, atol=1e-5)
 
 
 @pytest.mark.parametrize("body, status, says", [
@@ -208,7 +188,7 @@ def test_serves_joblib_keras_and_torch_models(store, iris_model, keras_file, tor
     (b'{"instances": [[NaN, 2, 3, 4]]}', 422, "instances must hold finite numbers"),
 ])
 def test_bad_input_gets_400_or_422_saying_what_was_expected(store, iris_model, body, status, says):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     with serving(store) as client:
         answer = client.post("/models/iris/predict", content=body, headers={"content-type": "application/json"})
         assert answer.status_code == status
@@ -217,10 +197,16 @@ def test_bad_input_gets_400_or_422_saying_what_was_expected(store, iris_model, b
 
 
 def test_unknown_models_are_404_and_a_model_that_cannot_load_is_503(store, iris_model, torch_files):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
-    passing_run(store, 0.9, model="weights.py", artifact="model.pt", content=torch_files["weights"].read_bytes())
-    passing_run(store, 0.9, model="broken.py", content=b"not a pickle at all")
-    passing_run(store, 0.9, model="waiting.py", promote=False, content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
+    passing_run(store, 0.9, model="weights.py", artifact="model.pt", content=torch_files["weights"].read_bytes(),
+                onnx=False)
+    passing_run(store, 0.9, model="whole.py", artifact="model.pt", content=torch_files["whole"].read_bytes(),
+                onnx=False)
+    passing_run(store, 0.9, model="broken.py", onnx=b"not an ONNX model at all")
+    passing_run(store, 0.9, model="waiting.py", promote=False, onnx=iris_onnx(iris_model))
+    for name in ("weights", "whole", "broken"):  # none serves, so none was promoted: made production by hand
+        assert store.get_model_version(name, 1)["status"] == "candidate"
+        force_production(store, name, 1)
     with serving(store) as client:
         for name, says in (("nope", "no model named 'nope' (served: broken, iris, waiting"),
                            ("waiting", "waiting has no production version (promote one: pushtune promote RUN_ID)"),
@@ -230,23 +216,26 @@ def test_unknown_models_are_404_and_a_model_that_cannot_load_is_503(store, iris_
                     and answer.json()["detail"].startswith(says.replace(", waiting", ""))), answer.json()
         assert client.get("/no/such/page").json() == {"detail": "Not Found"}
         assert client.get("/models/iris/predict").status_code == 405
-        weights = predict(client, "weights", [[1, 2, 3, 4]])
-        assert weights.status_code == 503
-        assert "is a state_dict (weights only): save the whole model" in weights.json()["detail"]
+        for name in ("weights", "whole"):  # a torch file is never loaded: no torch.load on the server
+            answer = predict(client, name, [[1, 2, 3, 4]])
+            assert answer.status_code == 503
+            assert answer.json()["detail"] == (
+                f"{name}: v1 is not servable: no ONNX form (the attempt left no ONNX export), and its .pt file "
+                f"is never loaded by the server (loading it can run code)")
         broken = predict(client, "broken", [[1, 2, 3, 4]])
-        assert broken.status_code == 503 and "joblib cannot load model.joblib" in broken.json()["detail"]
+        assert broken.status_code == 503 and "onnx cannot load served.onnx" in broken.json()["detail"]
         health = client.get("/health").json()
-        assert health["status"] == "degraded" and set(health["problems"]) == {"weights", "broken"}
+        assert health["status"] == "degraded" and set(health["problems"]) == {"weights", "whole", "broken"}
         assert predict(client, "iris", [[1, 2, 3, 4]]).status_code == 200  # the others serve on
 
 
 def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store, tmp_path):
-    passing_run(store, 0.90, model="const.py", content=constant(1.0))
-    second = passing_run(store, 0.80, model="const.py", content=constant(2.0))
+    passing_run(store, 0.90, model="const.py", onnx=constant(1.0))
+    second = passing_run(store, 0.80, model="const.py", onnx=constant(2.0))
     with serving(store, poll=3600) as client:  # the poll reads when the test says so
         assert predict(client, "const", [[0, 0, 0, 0]]).json() == {"predictions": [1.0], "version": 1}
         versions.promote_run(store, second, force=True)
-        v2 = Path(store.get_model_version("const", 2)["artifact_path"])
+        v2 = Path(store.get_model_version("const", 2)["onnx_path"])
         good = v2.read_bytes()
         v2.write_bytes(constant(666.0))  # replaced behind the store's back
         client.model_host.refresh()  # the poll's read: production is v2, whose file is refused
@@ -256,7 +245,7 @@ def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store,
         health = client.get("/health").json()
         assert health["status"] == "degraded"
         assert str(tmp_path) not in health["problems"]["const"]  # no path of the server's in answers
-        assert re.fullmatch(r"v2 refused: …/model\.joblib has sha256 \w{12}…, its record says \w{12}… \(changed or "
+        assert re.fullmatch(r"v2 refused: served\.onnx has sha256 \w{12}…, its record says \w{12}… \(changed or "
                             r"damaged since it was registered\); v1 keeps serving", health["problems"]["const"])
         [listed] = client.get("/models").json()
         assert (listed["production"], listed["version"], listed["problem"]) == (2, 1, health["problems"]["const"])
@@ -269,29 +258,44 @@ def test_a_tampered_artifact_is_refused_and_the_old_version_keeps_serving(store,
 
 
 def test_a_tampered_artifact_with_nothing_else_to_serve_is_503(store):
-    passing_run(store, 0.90, model="const.py", content=constant(1.0))
-    Path(store.get_model_version("const", 1)["artifact_path"]).write_bytes(constant(5.0))
+    passing_run(store, 0.90, model="const.py", onnx=constant(1.0))
+    Path(store.get_model_version("const", 1)["onnx_path"]).write_bytes(constant(5.0))
     with serving(store) as client:
         answer = predict(client, "const", [[0, 0, 0, 0]])
         assert answer.status_code == 503 and answer.json()["detail"].startswith("const: v1 refused: ")
 
 
-def test_a_request_in_flight_finishes_on_the_model_it_started_with(store):
-    IN_FLIGHT.clear()
-    RELEASE.clear()
-    passing_run(store, 0.90, model="slow.py", content=dumped(Held(1.0)))
-    second = passing_run(store, 0.80, model="slow.py", content=constant(2.0))
+def test_a_request_in_flight_finishes_on_the_model_it_started_with(store, monkeypatch):
+    in_flight, release = threading.Event(), threading.Event()
+    real_load = serve.load_version
+
+    def holding_v1(name: str, record) -> serve.Loaded:
+        """v1 as loaded, whose predictions say they are in flight and wait for the test."""
+        loaded = real_load(name, record)
+        if loaded.version != 1:
+            return loaded
+
+        def held(x):
+            if x.any():  # the warm-up's zeros are not held
+                in_flight.set()
+                assert release.wait(60)
+            return loaded.predict(x)
+        return dataclasses.replace(loaded, predict=held)
+
+    monkeypatch.setattr(serve, "load_version", holding_v1)
+    passing_run(store, 0.90, model="slow.py", onnx=constant(1.0))
+    second = passing_run(store, 0.80, model="slow.py", onnx=constant(2.0))
     with serving(store) as client:
         answers = {}
         first = threading.Thread(target=lambda: answers.setdefault("first", predict(client, "slow", [[1, 1, 1, 1]])))
         first.start()
         try:
-            assert IN_FLIGHT.wait(60)  # in v1's predict, held there
+            assert in_flight.wait(60)  # in v1's predict, held there
             versions.promote_run(store, second, force=True)
             until_production(client, "slow", 2)
             answers["second"] = predict(client, "slow", [[1, 1, 1, 1]])
         finally:
-            RELEASE.set()
+            release.set()
             first.join(30)
     assert answers["second"].json() == {"predictions": [2.0], "version": 2}
     assert answers["first"].json() == {"predictions": [1.0], "version": 1}
@@ -312,7 +316,7 @@ def parse_metrics(text: str) -> dict[str, dict[tuple, float]]:
 
 
 def test_metrics_are_prometheus_text(store, iris_model):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     with serving(store) as client:
         for _ in range(5):
             assert predict(client, "iris", IRIS_X[:2].tolist()).status_code == 200
@@ -350,8 +354,8 @@ def test_metrics_are_prometheus_text(store, iris_model):
 def test_hot_reload_under_load_never_fails_and_answers_with_a_production_version(store_location, monkeypatch):
     monkeypatch.setenv("PUSHTUNE_ACTOR", "tester")
     store = RunStore.open(store_location)
-    passing_run(store, 0.90, model="const.py", content=constant(1.0))
-    second = passing_run(store, 0.80, model="const.py", content=constant(2.0))
+    passing_run(store, 0.90, model="const.py", onnx=constant(1.0))
+    second = passing_run(store, 0.80, model="const.py", onnx=constant(2.0))
     changes: list[tuple[float, float, int]] = []  # (before, seen by the server, version made production)
     answers: list[tuple[float, float, int, object]] = []
     failures: list[str] = []
@@ -409,7 +413,7 @@ def test_hot_reload_under_load_never_fails_and_answers_with_a_production_version
 
 def test_pushtune_serve_on_an_ephemeral_port_and_a_busy_one(tmp_path, cli, pushtune_home, iris_model):
     store = RunStore.open(pushtune_home / "pushtune.db")
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     env = {**os.environ, "PUSHTUNE_HOME": str(pushtune_home), "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--port", "0"], env=env,
                                stderr=subprocess.PIPE, text=True)
@@ -487,7 +491,7 @@ HALF_SENT = [b"", b"POST /models/iris/predict HTTP/1.1\r\nHost: x\r\nContent-Le"
 
 
 def test_idle_and_half_sent_connections_are_closed_and_do_not_stop_answers(store, iris_model):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     with serving(store, read_timeout=1.0, connections=8) as client:
         port = port_of(client)
         held = [raw_request(port, HALF_SENT[i % len(HALF_SENT)]) for i in range(24)]  # 3 × the limit
@@ -526,7 +530,7 @@ def _readable(sock: socket.socket) -> bool:
 
 
 def test_oversized_bodies_are_refused_from_content_length_and_while_streaming(store, iris_model):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     with serving(store) as client:
         port = port_of(client)
         declared = raw_request(port, b"POST /models/iris/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
@@ -555,19 +559,24 @@ def test_oversized_bodies_are_refused_from_content_length_and_while_streaming(st
     (b'{"instances": [[1e400, 1, 1, 1]]}', 422, "instances must hold finite numbers (no NaN or Infinity)"),
 ])
 def test_hostile_numbers_and_nesting_are_4xx(store, torch_files, body, status, says):
-    passing_run(store, 0.9, model="torchnet.py", artifact="model.pt", content=torch_files["whole"].read_bytes())
+    passing_run(store, 0.9, model="torchnet.py", artifact="model.pt", content=torch_files["whole"].read_bytes(),
+                onnx=torch_files["onnx"].read_bytes())
     with serving(store) as client:
         answer = client.post("/models/torchnet/predict", content=body, headers={"content-type": "application/json"})
         assert answer.status_code == status, answer.text
         assert answer.json()["detail"].startswith(says), answer.json()
 
 
-def test_bytes_predictions_are_text_and_a_client_gone_mid_body_is_a_400(store):
-    passing_run(store, 0.9, model="bytes.py", content=dumped(Bytes()))
+def test_text_labels_are_answered_and_a_client_gone_mid_body_is_a_400(store):
+    from skl2onnx import to_onnx
+
+    labels = np.array(["setosa", "versicolor", "virginica"])[IRIS_Y]
+    named = LogisticRegression(max_iter=500).fit(IRIS_X, labels)
+    passing_run(store, 0.9, model="bytes.py", onnx=to_onnx(named, IRIS_X[:1].astype(np.float32)).SerializeToString())
     with serving(store) as client:
-        answer = predict(client, "bytes", [[1, 2, 3, 4], [1, 2, 3, 4]])
+        answer = predict(client, "bytes", [IRIS_X[0].tolist(), IRIS_X[-1].tolist()])
         assert answer.status_code == 200, answer.text
-        assert answer.json() == {"predictions": ["yes", "\\xff"], "version": 1}
+        assert answer.json() == {"predictions": named.predict(IRIS_X[[0, -1]]).tolist(), "version": 1}
         raw_request(port_of(client), b"POST /models/bytes/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
                                      b'{"instances": [[1', close_after=True)
         route = (("endpoint", "/models/{name}/predict"), ("model", ""))
@@ -580,7 +589,7 @@ def test_bytes_predictions_are_text_and_a_client_gone_mid_body_is_a_400(store):
 
 
 def test_a_token_guards_predictions_and_models_but_not_health(store, iris_model):
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     with serving(store, token="s3cret-token") as client:
         assert predict(client, "iris", IRIS_X[:1].tolist()).status_code == 200
         assert client.get("/models").status_code == 200
@@ -599,7 +608,7 @@ def test_a_token_guards_predictions_and_models_but_not_health(store, iris_model)
 def test_a_store_that_stops_answering_does_not_delay_predictions(store_location, monkeypatch, iris_model):
     monkeypatch.setenv("PUSHTUNE_ACTOR", "tester")
     store = RunStore.open(store_location)
-    passing_run(store, 0.97, model="iris.py", content=dumped(iris_model))
+    passing_run(store, 0.97, model="iris.py", onnx=iris_onnx(iris_model))
     with serving(store) as client, held_store(store_location):
         # the server's poll is stuck on the store now; answers come from what it read before
         with httpx.Client(base_url=str(client.base_url), timeout=20) as impatient:  # < the store's 30 s waits

@@ -22,12 +22,45 @@ from jobs.loop import RunOptions, finish_run, sha256_of, summarize
 from jobs.store import RunStore
 
 
+def constant_onnx(value: float, features: int = 4) -> bytes:
+    """An ONNX model over `features` float inputs whose every prediction is `value` (an answer
+    shows which model made it)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0),
+         helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+         helper.make_node("Add", ["nothing", "value"], ["y"])],
+        "constant", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+         helper.make_tensor("value", TensorProto.FLOAT, [], [value])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def write_export(output: Path, onnx_bytes: bytes | None, features: int = 4, reason: str = "") -> None:
+    """What the attempt's ONNX export (jobs.autolog.to_onnx) leaves: served.onnx, its input
+    sample and served.json; with no ONNX bytes, a report saying why there is none."""
+    import numpy as np
+
+    np.save(output / "served-sample.npy", np.zeros((3, features), dtype=np.float32), allow_pickle=False)
+    if onnx_bytes is not None:
+        (output / "served.onnx").write_bytes(onnx_bytes)
+    (output / "served.json").write_text(json.dumps({"ok": onnx_bytes is not None, "reason": reason or None}))
+
+
 def passing_run(store: RunStore, value: float, *, metric: str = "accuracy", mode: str = "max",
                 model: str = "digits.py", name: str | None = None, promote: bool = True,
                 threshold: float | None = None, artifact: str = "model.joblib", content: bytes | None = None,
-                take_name: bool = False) -> int:
+                take_name: bool = False, onnx: bytes | None | bool = True) -> int:
     """A run whose one attempt scored `value` and saved a model file, finished by the loop's own
-    finish_run (so registration goes through its real call site)."""
+    finish_run (so registration goes through its real call site). `onnx`: the ONNX export the
+    attempt left (True: a model predicting `value`; False: none)."""
     threshold = threshold if threshold is not None else (0.5 if mode == "max" else 10.0)
     options = RunOptions(threshold=threshold, metric=metric, mode=mode, name=name, promote=promote,
                          runtime="local", take_name=take_name)
@@ -42,6 +75,8 @@ def passing_run(store: RunStore, value: float, *, metric: str = "accuracy", mode
     output.mkdir(parents=True)
     default = f"model of run {run_id} scoring {value}".encode()
     (output / artifact).write_bytes(content if content is not None else default)
+    if onnx is not False:
+        write_export(output, constant_onnx(value) if onnx is True else onnx or None)
     store.update_attempt(run_id, n, status="ok", metric_value=value, metrics={metric: value},
                          artifact_path=str(output / artifact), artifact_sha256=sha256_of(output / artifact),
                          finished_at=time.time(), seconds=1.0)

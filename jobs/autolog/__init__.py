@@ -15,7 +15,8 @@ autolog.json:
      "training": {"keras": {"epochs": 5, "batch_size": 32, …}},
      "artifact": {"file": "model.h5", "how": "saved by the script as face.h5 (line 30)"},
      "warnings": ["WARNING: VGG16 imagenet weights unavailable (…); TRAINING FROM RANDOM WEIGHTS"],
-     "notes": {…}}                                 # framework-specific findings (scikit-learn's fit)
+     "notes": {…},                                 # framework-specific findings (scikit-learn's fit)
+     "onnx": {"ok": true, "reason": null, "seconds": 0.6}}  # the export the server loads (to_onnx.py)
 
 Every patch keeps mlflow's promise (safe_patch): the original is called exactly once, whatever
 happens around it, and a failure of the capture is one line on stderr, never the script's.
@@ -66,6 +67,7 @@ class Trained:
     line: int | None
     save: Callable[[Path], Path]  # into the output directory; returns the file written
     model: Any = None
+    sample: Any = None  # a few rows of the input it was trained on (to_onnx.sample_of)
 
 
 class Capture:
@@ -194,7 +196,23 @@ class Capture:
                 self.data["artifact"] = self._artifact()
         except Exception as exc:  # the script's result stands without an artifact
             warn(f"could not keep the trained model: {type(exc).__name__}: {exc}")
+        if succeeded and self.data["artifact"] is not None:
+            self._export_onnx()
         self.write(now=True)
+
+    def _export_onnx(self) -> None:
+        """The trained model as ONNX, checked against the framework (jobs.autolog.to_onnx): the
+        only form of it the server loads, made here, in the attempt's sandbox."""
+        from jobs.autolog import to_onnx
+
+        trained = self.trained
+        if trained is None:
+            report = to_onnx.export("unknown", None, None, self.output)
+        else:
+            report = to_onnx.export(trained.framework, trained.model, trained.sample, self.output)
+        self.data["onnx"] = {key: report.get(key) for key in ("ok", "reason", "seconds")}
+        if not report["ok"]:
+            warn(f"no ONNX form of the model: {report['reason']}")
 
     def _artifact(self) -> dict | None:
         for name in ARTIFACT_NAMES:

@@ -110,7 +110,10 @@ def _record_fit(capture: Capture, keras: ModuleType, model: Any, given: dict, hi
             model.save(path)
             return path
 
-        capture.trained_model(Trained("keras", f"the last fitted Keras model ({type(model).__name__})", line, save))
+        from jobs.autolog.to_onnx import sample_of
+
+        capture.trained_model(Trained("keras", f"the last fitted Keras model ({type(model).__name__})", line, save,
+                                      model=model, sample=sample_of(given.get("x"))))
     except Exception as exc:
         warn(f"could not record the fit: {type(exc).__name__}: {exc}")
 

@@ -183,8 +183,11 @@ def _record_fit(capture: Capture, base: ModuleType, estimator: Any, args: tuple,
         joblib.dump(estimator, path)
         return path
 
+    from jobs.autolog.to_onnx import sample_of
+
     capture.trained_model(Trained("sklearn", f"the last fitted scikit-learn estimator ({name})", line,
-                                  save, model=estimator))
+                                  save, model=estimator,
+                                  sample=sample_of(args[0] if args else kwargs.get("X"))))
 
 
 def _train_score(base: ModuleType, estimator: Any, args: tuple, kwargs: dict) -> dict:

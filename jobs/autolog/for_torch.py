@@ -31,7 +31,7 @@ from jobs.autolog import Capture, Trained, warn
 
 WRITE_SHARE = 0.02  # the curve's writes take at most this share of the training time
 MAX_CALLED = 64  # modules the script calls itself, remembered until the trained one is known
-EXAMPLE_ROWS = 2  # of the trained module's first input, kept to trace it
+EXAMPLE_ROWS = 8  # of the trained module's first input, kept to trace it
 
 _failed: set[str] = set()
 
@@ -158,7 +158,8 @@ class _TrainingLoop:
             # held, not weakly referenced: a model built inside the script's main() is gone by its end
             trained = Trained("pytorch", f"the module the optimizer trained ({type(model).__name__})",
                               self.capture.script_line(),
-                              lambda output: _save_torchscript(self.torch, model, example, trained, output))
+                              lambda output: _save_torchscript(self.torch, model, example, trained, output),
+                              model=model, sample=_rows(example))
             self.capture.trained_model(trained)
 
     def pass_started(self, loader, iterator) -> None:
@@ -247,6 +248,14 @@ class _ModelFinder:
                 hook.remove()
             self.called.clear()
         return best
+
+
+def _rows(example) -> Any:
+    """The example input as a NumPy array, for the ONNX export's check (None when it has none)."""
+    try:
+        return None if example is None else example.detach().cpu().numpy()
+    except Exception:
+        return None
 
 
 def _save_torchscript(torch: ModuleType, model, example, trained: Trained, output: Path) -> Path:

@@ -97,16 +97,22 @@ def version_number(text: str) -> int:
     return int(digits)
 
 
+def _served(v: dict) -> str:
+    """The form the server loads: "onnx 1a2b3c4d5e6f" (its sha256), "keras (safe mode)", "not servable: …"."""
+    return f"onnx {v['onnx_sha256'][:12]}" if v["served_as"] == "onnx" and v["onnx_sha256"] else v["served_as"]
+
+
 def _table_of(entry: dict) -> Table:
     production = entry["production"]
     title = f"{entry['name']}: production v{production}" if production else f"{entry['name']}: no production version"
     table = Table(title=Text(title), title_justify="left")
-    for column in ("version", "status", "metric", "sha256", "run", "created (UTC)", "reason"):
+    for column in ("version", "status", "metric", "sha256", "served as", "run", "created (UTC)", "reason"):
         table.add_column(column, overflow="fold", no_wrap=column in ("version", "sha256", "created (UTC)"))
     for v in entry["versions"]:
         mark = " ★" if v["status"] == "production" else ""
         table.add_row(f"v{v['version']}{mark}", v["status"], Text(f"{v['metric']} {metric_text(v['value'])}"),
-                      v["sha256"][:12], f"{v['run_id']}/{v['attempt']}", (v["created_at"] or "")[:16].replace("T", " "),
+                      v["sha256"][:12], Text(_served(v)), f"{v['run_id']}/{v['attempt']}",
+                      (v["created_at"] or "")[:16].replace("T", " "),
                       Text(v["reason"] or ""))
     return table
 
