@@ -129,7 +129,9 @@ def test_hostile_pickle_and_torch_files_never_load_and_the_old_version_keeps_ser
     for number, source in ((2, HOSTILE_PICKLE), (3, HOSTILE_TORCH)):
         hostile = tmp_path / f"hostile{number}.py"
         hostile.write_text(source.format(marker=str(marker)))
-        summary = run_json(cli, hostile, "--name", "iris")
+        taking = cli("run", hostile, "--runtime", "local", "--threshold", "0.5", "--name", "iris")
+        assert taking.returncode == 2 and f"not hostile{number}.py: give another --name" in taking.stderr
+        summary = run_json(cli, hostile, "--name", "iris", "--force")
         deployment = summary["deployment"]
         assert summary["status"] == "passed" and deployment["version"] == number
         assert deployment["status"] == "candidate" and deployment["production"] == 1
