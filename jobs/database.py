@@ -65,8 +65,9 @@ class Database(Protocol):
 
     def read(self, work: Callable[[Connection], T]) -> T: ...
 
-    def write(self, work: Callable[[Connection], T]) -> T:
-        """`work` in one transaction that holds the store's write lock."""
+    def write(self, work: Callable[[Connection], T], *, patience: float | None = None) -> T:
+        """`work` in one transaction that holds the store's write lock; a server that cannot be
+        reached is retried for `patience` seconds at most, when given."""
         ...
 
     def tables(self, db: Connection) -> set[str]: ...
@@ -194,7 +195,7 @@ class SQLiteDatabase:
         with self._connect() as db:
             return work(db)
 
-    def write(self, work: Callable[[Connection], T]) -> T:
+    def write(self, work: Callable[[Connection], T], *, patience: float | None = None) -> T:
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -288,12 +289,12 @@ class PostgresDatabase:
     def read(self, work: Callable[[Connection], T]) -> T:
         return self._retrying(lambda db: work(db), write=False)
 
-    def write(self, work: Callable[[Connection], T]) -> T:
+    def write(self, work: Callable[[Connection], T], *, patience: float | None = None) -> T:
         def locked(db: _PostgresConnection) -> T:
             db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
             return work(db)
 
-        return self._retrying(locked, write=True)
+        return self._retrying(locked, write=True, patience=patience)
 
     def tables(self, db: Connection) -> set[str]:
         rows = db.execute("SELECT table_name AS name FROM information_schema.tables "
@@ -309,10 +310,12 @@ class PostgresDatabase:
         row = db.execute("SELECT nextval(pg_get_serial_sequence('runs', 'id')) AS next_id").fetchone()
         return int(row["next_id"])
 
-    def _retrying(self, work: Callable[[_PostgresConnection], T], *, write: bool) -> T:
+    def _retrying(self, work: Callable[[_PostgresConnection], T], *, write: bool,
+                  patience: float | None = None) -> T:
         import psycopg
 
-        deadline = time.monotonic() + self.retry_seconds
+        retry_seconds = self.retry_seconds if patience is None else min(patience, self.retry_seconds)
+        deadline = time.monotonic() + retry_seconds
         delay = 0.2
         what = "write to" if write else "read"
         while True:
@@ -331,7 +334,7 @@ class PostgresDatabase:
                     raise UserError(f"cannot use the run store {self.name}: {self._one_line(exc)}") from None
                 if time.monotonic() + delay > deadline:
                     raise UserError(f"cannot {what} the run store {self.name}: {self._one_line(exc)} "
-                                    f"(gave up after {self.retry_seconds:g} s)") from None
+                                    f"(gave up after {retry_seconds:.3g} s)") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except psycopg.errors.InsufficientPrivilege as exc:

@@ -161,8 +161,9 @@ class Lease:
     def _beat(self, stop: threading.Event) -> None:
         renewed_at = time.monotonic()
         while not stop.wait(self.seconds / 3):
-            try:
-                renewed = self.store.renew_lease(self.name, self.holder, self.seconds)
+            try:  # retried no longer than the lease has left: then it may be another's
+                left = self.seconds - (time.monotonic() - renewed_at)
+                renewed = self.store.renew_lease(self.name, self.holder, self.seconds, patience=max(left, 0.1))
             except Exception as exc:  # the store is unreachable for longer than its retries
                 print(f"pushtune: could not renew the lease {self.name}: {exc}", file=sys.stderr)
                 if time.monotonic() - renewed_at <= self.seconds:

@@ -620,14 +620,15 @@ class RunStore:
 
         return self.database.write(take)
 
-    def renew_lease(self, name: str, holder: str, seconds: float) -> bool:
-        """Push the lease's expiry on; False when `holder` no longer holds it."""
+    def renew_lease(self, name: str, holder: str, seconds: float, *, patience: float | None = None) -> bool:
+        """Push the lease's expiry on; False when `holder` no longer holds it. An unreachable
+        store is retried for `patience` seconds at most, when given."""
         def renew(db: Connection) -> bool:
             cursor = db.execute("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
                                 (time.time() + seconds, name, holder))
             return cursor.rowcount == 1
 
-        return self.database.write(renew)
+        return self.database.write(renew, patience=patience)
 
     def release_lease(self, name: str, holder: str) -> None:
         self.database.write(lambda db: db.execute(

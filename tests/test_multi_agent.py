@@ -191,7 +191,9 @@ def test_a_postgresql_restart_mid_run_loses_nothing(shared, postgres_server, tmp
     model = a.workdir / "logistic.py"
     model.write_text(GATED.replace("GATE_DIR", repr(str(gate))) +
                      test_steps.LOGISTIC.replace("C=0.001", "C=0.00001"))
-    a.env["PUSHTUNE_LEASE_SECONDS"] = "1"  # a heartbeat every third of a second: writes all along
+    # Heartbeats all along, and a lease that outlasts the restarts: a driver cut off from the store
+    # for longer than its lease stops (another agent may have taken over).
+    a.env["PUSHTUNE_LEASE_SECONDS"] = "15"
     driver = a.start("run", model, "--runtime", "local", "--threshold", "0.99", "--max-attempts", "4",
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     test_monitor.wait_for(lambda: (gate / "started-1").exists() or driver.poll() is not None, 120, "attempt 1")
@@ -279,3 +281,70 @@ def test_a_paused_driver_whose_attempt_was_taken_over_trains_and_records_nothing
     assert [r["actor"] for r in restarts] == ["monitor"]  # a never restarted its killed training
     starts = [line for line in (attempt / "log.txt").read_text().splitlines() if "training starts at" in line]
     assert starts == ["training starts at epoch 0", f"training starts at epoch {restarts[0]['resumed_epoch']}"]
+
+
+class _CuttableProxy:
+    """A TCP relay to the PostgreSQL server that can be cut: a network that drops one agent."""
+
+    def __init__(self, host: str, port: int):
+        import socket
+        import threading
+
+        self.target, self.sockets = (host, port), []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        import socket
+
+        self.listener.shutdown(socket.SHUT_RDWR)  # stops listening (a blocked accept holds it open)
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def test_a_driver_cut_off_from_the_store_for_longer_than_its_lease_stops(shared, monkeypatch):
+    from urllib.parse import urlsplit
+
+    *_, store = shared
+    where = urlsplit(store.database.location)
+    proxy = _CuttableProxy(where.hostname, where.port)
+    monkeypatch.setenv("PUSHTUNE_LEASE_SECONDS", "3")
+    cut_off = RunStore.open(where._replace(netloc=f"{where.username}@127.0.0.1:{proxy.port}").geturl())
+    lease = Lease(cut_off, "run/7")
+    import threading
+
+    stopped = threading.Event()
+    lease.on_lost = stopped.set  # what the attempt's driver does here: kill its training
+    assert lease.try_acquire()
+    proxy.cut()
+    assert stopped.wait(120) and lease.lost
+    # by then its lease has run out in the store, and another agent may take it
+    assert store.acquire_lease("run/7", "b/1/other", 30)

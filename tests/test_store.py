@@ -325,3 +325,23 @@ def test_a_held_write_lock_is_a_one_line_error_after_the_lock_timeout(postgres_u
         holder.rollback()
     assert store.get_run(new_run(store))["status"] == "running"  # the store works once it is let go
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["1"]  # the refused write left nothing
+
+
+def test_a_write_by_a_driver_whose_lease_was_taken_is_refused(store_location, monkeypatch):
+    from jobs.lease import Lease
+    from jobs.store import LeaseLost
+
+    monkeypatch.setenv("PUSHTUNE_LEASE_SECONDS", "30")
+    store = RunStore.open(store_location)
+    run_id = new_run(store)
+    lease = Lease(store, f"run/{run_id}")
+    with lease.held():
+        store.update_run(run_id, stop_reason="mine")  # its own lease: written
+        assert store.acquire_lease(lease.name, "b/1/other", 30, stale=lease.holder)  # taken over
+        with pytest.raises(LeaseLost, match=rf"^lost the lease run/{run_id} \(b/1/other holds it now\)"):
+            store.update_run(run_id, status="failed", stop_reason="stale")
+        with pytest.raises(LeaseLost):
+            store.add_restart(run_id, 1, "stale")
+    assert store.get_run(run_id)["status"] == "running" and store.get_run(run_id)["stop_reason"] == "mine"
+    assert store.restarts(run_id) == [] and store.lease(lease.name)["holder"] == "b/1/other"
+    store.update_run(run_id, stop_reason="outside")  # writes outside a held lease are not fenced
