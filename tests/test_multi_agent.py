@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -287,27 +289,23 @@ class _CuttableProxy:
     """A TCP relay to the PostgreSQL server that can be cut: a network that drops one agent."""
 
     def __init__(self, host: str, port: int):
-        import socket
-        import threading
-
         self.target, self.sockets = (host, port), []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import socket
-        import threading
-
         while True:
             try:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.target)
-            self.sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            self._relay(client, socket.create_connection(self.target))
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        self.sockets += [client, server]
+        for source, sink in ((client, server), (server, client)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
     @staticmethod
     def _pump(source, sink) -> None:
@@ -318,8 +316,6 @@ class _CuttableProxy:
             pass
 
     def cut(self) -> None:
-        import socket
-
         self.listener.shutdown(socket.SHUT_RDWR)  # stops listening (a blocked accept holds it open)
         self.listener.close()
         for sock in self.sockets:
@@ -339,8 +335,6 @@ def test_a_driver_cut_off_from_the_store_for_longer_than_its_lease_stops(shared,
     monkeypatch.setenv("PUSHTUNE_LEASE_SECONDS", "3")
     cut_off = RunStore.open(where._replace(netloc=f"{where.username}@127.0.0.1:{proxy.port}").geturl())
     lease = Lease(cut_off, "run/7")
-    import threading
-
     stopped = threading.Event()
     lease.on_lost = stopped.set  # what the attempt's driver does here: kill its training
     assert lease.try_acquire()
