@@ -1,11 +1,16 @@
 """The two databases a run store can live in: an SQLite file (the default) or PostgreSQL.
 
 `PUSHTUNE_DB` picks one: unset, the SQLite file under PUSHTUNE_HOME; `sqlite:///path/to.db`;
-or `postgresql://user@host:port/db` (psycopg 3). The store writes one set of queries, with `?`
-placeholders, against the small `Database` interface here; this module owns the differences:
-column types, how a write takes the store's one write lock, how the next run id is drawn, and
-which driver errors are a store a user must repair, a server that may come back (PostgreSQL is
-retried with a bounded back-off), or a bug.
+`postgresql://user@host:port/db` (psycopg 3; the scheme in any case, as RFC 3986 has it); or a
+bare path, an SQLite file. Anything else that looks like a URL (`postgresql:` without `//`, an
+unknown scheme, a libpq `host=… password=…` string, a password with an unencoded `/ # ?`) is
+refused in one line, never taken for a file name. No message ever shows a password (`redacted`).
+
+The store writes one set of queries, with `?` placeholders, against the small `Database`
+interface here; this module owns the differences: column types, how a write takes the store's
+one write lock (bounded: PUSHTUNE_DB_LOCK_SECONDS, as SQLite's busy timeout), how the next run id
+is drawn, and which driver errors are a store a user must repair, a server that may come back
+(a refused or lost connection, a timeout: retried with a bounded back-off), or a bug.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from jobs.errors import UserError
 
@@ -35,6 +39,7 @@ ENVIRONMENT = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READON
 # the same one-writer-at-a-time rule as SQLite's BEGIN IMMEDIATE, so both backends behave alike.
 WRITE_LOCK_KEY = 0x70757368  # "push"
 DEFAULT_RETRY_SECONDS = 60.0
+DEFAULT_LOCK_SECONDS = 30.0  # how long a write waits for the write lock: SQLite's busy timeout
 
 
 class Connection(Protocol):
@@ -60,8 +65,9 @@ class Database(Protocol):
 
     def read(self, work: Callable[[Connection], T]) -> T: ...
 
-    def write(self, work: Callable[[Connection], T]) -> T:
-        """`work` in one transaction that holds the store's write lock."""
+    def write(self, work: Callable[[Connection], T], *, patience: float | None = None) -> T:
+        """`work` in one transaction that holds the store's write lock; a server that cannot be
+        reached is retried for `patience` seconds at most, when given."""
         ...
 
     def tables(self, db: Connection) -> set[str]: ...
@@ -84,19 +90,98 @@ def open_database(location: str | Path, default_file: Path) -> Database:
     text = str(location) if location else ""
     if not text:
         return SQLiteDatabase(default_file)
-    scheme = urlsplit(text).scheme if "://" in text else ""
-    if scheme in ("postgresql", "postgres"):
-        return PostgresDatabase(text)
-    if scheme == "sqlite":
-        path = text[len("sqlite://"):]
+    if isinstance(location, Path) or text.startswith(("/", "./", "../")):
+        return SQLiteDatabase(Path(text))
+    shown = redacted(text)
+    usage = "use postgresql://user@host:port/db or sqlite:///path/to/pushtune.db"
+    if LIBPQ_KEYWORDS.match(text):
+        raise UserError(f"PUSHTUNE_DB={shown!r}: a libpq key=value string is not a URL; {usage} "
+                        f"(a password in ~/.pgpass or PGPASSWORD)")
+    scheme = URL_SCHEME.match(text)
+    if scheme is None:
+        return SQLiteDatabase(Path(text))
+    name, rest = scheme.group(1).lower(), text[scheme.end():]
+    if not rest.startswith("//"):
+        raise UserError(f"PUSHTUNE_DB={shown!r}: not a URL ({name}: without //) nor a file path; {usage} "
+                        "(a file whose name holds a colon: give it as ./NAME)")
+    if name in ("postgresql", "postgres"):
+        _check_userinfo(rest[2:], shown)
+        return PostgresDatabase(f"{name}:{rest}")  # libpq knows the scheme in lower case only
+    if name == "sqlite":
+        path = rest[2:]
         if not path.startswith("/"):
-            raise UserError(f"PUSHTUNE_DB={text!r}: an SQLite URL names an absolute path, as in "
+            raise UserError(f"PUSHTUNE_DB={shown!r}: an SQLite URL names an absolute path, as in "
                             f"sqlite:///srv/pushtune/pushtune.db")
         return SQLiteDatabase(Path(path))
-    if scheme:
-        raise UserError(f"PUSHTUNE_DB={text!r}: unknown database {scheme!r}; use "
-                        f"postgresql://user@host:port/db or sqlite:///path/to/pushtune.db")
-    return SQLiteDatabase(Path(text))
+    raise UserError(f"PUSHTUNE_DB={shown!r}: unknown database {name!r}; {usage}")
+
+
+# A URL's scheme (RFC 3986: a letter, then letters, digits, + - .; two at least, so that a
+# Windows-style drive letter is no scheme), and a libpq keyword/value connection string.
+URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
+LIBPQ_KEYWORDS = re.compile(r"\s*[A-Za-z_]+\s*=")
+PASSWORD_PARAMETER = re.compile(r"(?i)((?:^|[?&])(?:ssl)?password=)[^&]*")
+LIBPQ_PASSWORD = re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
+
+
+def _check_userinfo(rest: str, shown: str) -> None:
+    """A UserError for a password libpq would misread: one holding an unencoded / # or ?, which
+    ends the host part, so that the password's start becomes a host name in its messages."""
+    at = rest.rfind("@")
+    if at >= 0 and any(c in rest[:at] for c in "/?#"):
+        raise UserError(f"PUSHTUNE_DB={shown!r}: the user name or password holds an unencoded / # ? or @; "
+                        f"percent-encode it (%2F %23 %3F %40)")
+
+
+def redacted(location: str) -> str:
+    """`location` (a store URL, a libpq string, a path) with every password in it replaced by
+    ***: the user info's, a `password=` query parameter's, a libpq `password=` keyword's; the
+    user info whole when it cannot be told from the host."""
+    parts = _url_parts(location)
+    if parts is None:
+        return LIBPQ_PASSWORD.sub(r"\1***", location)
+    head, userinfo, rest = parts
+    if userinfo is not None:
+        user, colon, _ = userinfo.partition(":")
+        if any(c in user for c in "/?#"):
+            user = "***"
+        head += f"{user}:***@" if colon or user == "***" else f"{user}@"
+    return head + PASSWORD_PARAMETER.sub(r"\1***", rest)
+
+
+def secrets_of(location: str) -> list[str]:
+    """The passwords `location` holds, longest first."""
+    parts = _url_parts(location)
+    if parts is None:
+        found = [m.group(2).strip("'") for m in LIBPQ_PASSWORD.finditer(location)]
+    else:
+        _, userinfo, rest = parts
+        found = [userinfo.split(":", 1)[1]] if userinfo and ":" in userinfo else []
+        found += [m.group(0).split("=", 1)[1] for m in PASSWORD_PARAMETER.finditer(rest)]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def _url_parts(location: str) -> tuple[str, str | None, str] | None:
+    """(scheme: with its //, the user info up to the last @ or None, the rest) of something
+    that starts like a URL, well formed or not; None for anything else."""
+    scheme = URL_SCHEME.match(location)
+    if scheme is None:
+        return None
+    head, rest = location[:scheme.end()], location[scheme.end():]
+    if rest.startswith("//"):
+        head, rest = head + "//", rest[2:]
+    at = rest.rfind("@")
+    return (head, rest[:at], rest[at + 1:]) if at >= 0 else (head, None, rest)
+
+
+def scrubbed(message: str, location: str) -> str:
+    """`message` (a driver's error about `location`) without any of its passwords."""
+    from urllib.parse import unquote
+
+    for secret in secrets_of(location):
+        for form in {secret, unquote(secret)}:
+            message = message.replace(form, "***")
+    return message
 
 
 class SQLiteDatabase:
@@ -110,7 +195,7 @@ class SQLiteDatabase:
         with self._connect() as db:
             return work(db)
 
-    def write(self, work: Callable[[Connection], T]) -> T:
+    def write(self, work: Callable[[Connection], T], *, patience: float | None = None) -> T:
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -186,26 +271,30 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
 
 class PostgresDatabase:
     """PostgreSQL through psycopg 3: one connection per thread, kept open between calls. A call
-    that loses its connection (the server restarted, the network dropped) is run again on a new
-    one, with a back-off, for up to PUSHTUNE_DB_RETRY_SECONDS; then it is a one-line error."""
+    that cannot reach the server (the connection was refused, lost or timed out: the server
+    restarted, the network dropped) is run again on a new one, with a back-off, for up to
+    PUSHTUNE_DB_RETRY_SECONDS; then it is a one-line error. Whatever else the server or libpq
+    says (a bad port, a wrong password, no such database, a write lock held past
+    PUSHTUNE_DB_LOCK_SECONDS) cannot heal by waiting: a one-line error at once."""
 
     backend = "postgresql"
 
     def __init__(self, url: str):
         self.url = self.location = url
-        self.name = _without_password(url)
+        self.name = redacted(url)
         self.retry_seconds = _retry_seconds()
+        self.lock_seconds = env_seconds("PUSHTUNE_DB_LOCK_SECONDS", DEFAULT_LOCK_SECONDS, 0.1, 3600)
         self._local = threading.local()
 
     def read(self, work: Callable[[Connection], T]) -> T:
         return self._retrying(lambda db: work(db), write=False)
 
-    def write(self, work: Callable[[Connection], T]) -> T:
+    def write(self, work: Callable[[Connection], T], *, patience: float | None = None) -> T:
         def locked(db: _PostgresConnection) -> T:
             db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
             return work(db)
 
-        return self._retrying(locked, write=True)
+        return self._retrying(locked, write=True, patience=patience)
 
     def tables(self, db: Connection) -> set[str]:
         rows = db.execute("SELECT table_name AS name FROM information_schema.tables "
@@ -221,28 +310,35 @@ class PostgresDatabase:
         row = db.execute("SELECT nextval(pg_get_serial_sequence('runs', 'id')) AS next_id").fetchone()
         return int(row["next_id"])
 
-    def _retrying(self, work: Callable[[_PostgresConnection], T], *, write: bool) -> T:
+    def _retrying(self, work: Callable[[_PostgresConnection], T], *, write: bool,
+                  patience: float | None = None) -> T:
         import psycopg
 
-        deadline = time.monotonic() + self.retry_seconds
+        retry_seconds = self.retry_seconds if patience is None else min(patience, self.retry_seconds)
+        deadline = time.monotonic() + retry_seconds
         delay = 0.2
+        what = "write to" if write else "read"
         while True:
             try:
                 connection = self._connection()
                 with connection.transaction():
                     return work(_PostgresConnection(connection))
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+                self._drop_connection()
+                raise UserError(f"cannot {what} the run store {self.name}: another process has held its "
+                                f"write lock for over {self.lock_seconds:g} s (PUSHTUNE_DB_LOCK_SECONDS): "
+                                f"{self._one_line(exc)}") from None
             except psycopg.OperationalError as exc:
                 self._drop_connection()
-                if _permanent(exc):
-                    raise UserError(f"cannot use the run store {self.name}: {_one_line(exc)}") from None
+                if not _transient(exc):
+                    raise UserError(f"cannot use the run store {self.name}: {self._one_line(exc)}") from None
                 if time.monotonic() + delay > deadline:
-                    what = "write to" if write else "read"
-                    raise UserError(f"cannot {what} the run store {self.name}: {_one_line(exc)} "
-                                    f"(gave up after {self.retry_seconds:g} s)") from None
+                    raise UserError(f"cannot {what} the run store {self.name}: {self._one_line(exc)} "
+                                    f"(gave up after {retry_seconds:.3g} s)") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except psycopg.errors.InsufficientPrivilege as exc:
-                raise UserError(f"cannot use the run store {self.name}: {_one_line(exc)}") from None
+                raise UserError(f"cannot use the run store {self.name}: {self._one_line(exc)}") from None
 
     def _connection(self):
         import psycopg
@@ -252,7 +348,17 @@ class PostgresDatabase:
         if connection is not None and (connection.closed or self._local.pid != os.getpid()):
             connection = None  # closed, or inherited across a fork: never shared with the parent
         if connection is None:
-            connection = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+            try:
+                connection = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:  # libpq refused the URL itself (an unknown parameter, …)
+                raise UserError(f"cannot use the run store {self.name}: {self._one_line(exc)}") from None
+            # A lock wait (the write lock, a row another transaction holds) ends with an error
+            # instead of hanging for as long as its holder lives; a statement, too, in time.
+            milliseconds = round(self.lock_seconds * 1000)
+            connection.execute(f"SET lock_timeout = {milliseconds}")
+            connection.execute(f"SET statement_timeout = {milliseconds * 4}")
             self._local.connection, self._local.pid = connection, os.getpid()
         return connection
 
@@ -265,6 +371,9 @@ class PostgresDatabase:
             except Exception:
                 pass
 
+    def _one_line(self, exc: Exception) -> str:
+        return scrubbed(_one_line(exc), self.url)
+
 
 class _PostgresConnection:
     """The SQLite-style `execute` over a psycopg connection: `?` placeholders, dict rows."""
@@ -274,14 +383,6 @@ class _PostgresConnection:
 
     def execute(self, sql: str, args: tuple | list = ()):
         return self._connection.execute(sql.replace("?", "%s"), list(args))
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[1]}"))
 
 
 def _retry_seconds() -> float:
@@ -302,14 +403,23 @@ def env_seconds(name: str, default: float, low: float, high: float) -> float:
     return value
 
 
-# A server that answers but refuses us (no such database or role, a wrong password): retrying
-# cannot help. A server restarting says "the database system is starting up" and is retried.
-PERMANENT_REFUSALS = ("does not exist", "authentication failed", "password", "pg_hba.conf")
+# What a store that cannot be reached says, until it can be: a connection refused, lost or timed
+# out, a server starting up, shutting down or out of connection slots (SQLSTATE classes 08 and 57P,
+# 53300). Everything else (a bad port, a refused password, no such database) is said at once.
+TRANSIENT_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+TRANSIENT_WORDS = ("connection refused", "timeout expired", "timed out", "server closed the connection",
+                   "connection is lost", "connection is closed", "terminating connection",
+                   "could not receive data", "could not send data", "connection reset", "no route to host",
+                   "network is unreachable", "temporary failure in name resolution", "consuming input failed",
+                   "sending query failed", "ssl syscall error", "eof detected", "the database system is")
 
 
-def _permanent(exc: Exception) -> bool:
-    text = str(exc)
-    return "FATAL" in text and any(words in text for words in PERMANENT_REFUSALS)
+def _transient(exc: Exception) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    if state.startswith(TRANSIENT_STATES):
+        return True
+    text = str(exc).lower()
+    return not state and any(words in text for words in TRANSIENT_WORDS)
 
 
 def _one_line(exc: Exception) -> str:

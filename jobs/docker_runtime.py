@@ -40,6 +40,7 @@ from typing import IO, TextIO
 import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
 from docker.types import Mount
 from docker.utils import parse_bytes
 
@@ -554,6 +555,7 @@ class DockerRuntime:
                                         in_container=in_a_container(),
                                         engine_here=lambda: engine_runs_here(self.client))
         self._images: dict[str, str] = {}
+        self._running: dict[Path, Container] = {}  # attempt directory -> its container (stop_training)
 
     @property
     def copies(self) -> bool:
@@ -626,6 +628,16 @@ class DockerRuntime:
         outcome = self._ended(latest, spec)
         self._remove_finished(containers)
         return outcome
+
+    def stop_training(self, spec: AttemptSpec) -> None:
+        """Kill the container this runtime runs for the attempt (its driver lost the lease),
+        never another driver's of the same attempt."""
+        container = self._running.get(spec.workdir)
+        if container is not None:
+            try:
+                container.kill()
+            except (DockerException, requests.RequestException):
+                pass  # it had ended already
 
     def _ended(self, container, spec: AttemptSpec) -> AttemptOutcome:
         state = container.attrs["State"]
@@ -760,6 +772,7 @@ class DockerRuntime:
     def _run_container(self, spec: AttemptSpec, image: str, user: tuple[int, int], log: TextIO,
                        resume: bool, restart: int, deadline: float | None) -> Exit:
         container = self._create(self.container_config(spec, image, user, resume, restart))
+        self._running[spec.workdir] = container
         stream = _LogStream(container, log, spec.verbose)
         progress = _ProgressCopy(container, spec.output_dir) if self.copies else None
         started = False

@@ -12,6 +12,11 @@ agent is PUSHTUNE_AGENT, else Jenkins' NODE_NAME, else the host name.
 
 A monitor hands an attempt to the driver it starts by passing its holder in PUSHTUNE_LEASE_HOLDER:
 the new driver takes the lease over from that holder, so no third party can slip in between.
+
+Fencing: a driver that finds its lease gone (it was paused, or cut off from the store past the
+lease, and another driver took over) calls its `on_lost` (the attempt's driver stops its
+training there), and while `held`, every store write it makes is refused unless the lease is
+still its own (`RunStore.fenced`, checked in the write's transaction): it records nothing more.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from jobs.clock import utc_text
@@ -86,6 +91,7 @@ class Lease:
         self.holder = holder or new_holder()
         self.seconds = lease_seconds()
         self.lost = False
+        self.on_lost: Callable[[], None] | None = None  # called (from the heartbeat) once it is lost
         self._stop: threading.Event | None = None
 
     def try_acquire(self, *, taking_over: str | None = None) -> bool:
@@ -133,7 +139,8 @@ class Lease:
         if not self.try_acquire(taking_over=handed):
             raise UserError(f"{self.name.replace('/', ' ')} is already driven by {self._holder_text()}")
         try:
-            yield
+            with self.store.fenced(self.name, self.holder):
+                yield
         finally:
             self.release()
 
@@ -152,14 +159,30 @@ class Lease:
         thread.start()
 
     def _beat(self, stop: threading.Event) -> None:
+        renewed_at = time.monotonic()
         while not stop.wait(self.seconds / 3):
-            try:
-                renewed = self.store.renew_lease(self.name, self.holder, self.seconds)
+            try:  # retried no longer than the lease has left: then it may be another's
+                left = self.seconds - (time.monotonic() - renewed_at)
+                renewed = self.store.renew_lease(self.name, self.holder, self.seconds, patience=max(left, 0.1))
             except Exception as exc:  # the store is unreachable for longer than its retries
                 print(f"pushtune: could not renew the lease {self.name}: {exc}", file=sys.stderr)
-                continue
-            if not renewed and not stop.is_set():
-                self.lost = True
-                print(f"pushtune: lost the lease {self.name} (it expired and another driver took it)",
-                      file=sys.stderr)
-                return
+                if time.monotonic() - renewed_at <= self.seconds:
+                    continue
+                why = f"not renewed for over {self.seconds:g} s: another driver may have taken it"
+            else:
+                if renewed:
+                    renewed_at = time.monotonic()
+                    continue
+                why = "it expired and another driver took it"
+            if not stop.is_set():
+                self._lose(why)
+            return
+
+    def _lose(self, why: str) -> None:
+        self.lost = True
+        print(f"pushtune: lost the lease {self.name} ({why}); stopping", file=sys.stderr, flush=True)
+        if self.on_lost is not None:
+            try:
+                self.on_lost()
+            except Exception as exc:
+                print(f"pushtune: could not stop what the lease {self.name} covered: {exc}", file=sys.stderr)

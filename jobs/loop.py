@@ -48,7 +48,7 @@ from jobs.notebook import (
 )
 from jobs.objective import MODES, Objective, best_attempt
 from jobs.runtime import AttemptOutcome, AttemptSpec, Restart, Runtime, metric_written
-from jobs.store import RunStore, run_dir as store_run_dir
+from jobs.store import LeaseLost, RunStore, run_dir as store_run_dir
 from jobs.strategies import Candidate, History, first_candidate, get_strategy
 
 
@@ -518,19 +518,28 @@ def execute_attempt(store: RunStore, run_id: int, n: int, runtime: Runtime, *,
     run = store.get_run(run_id)
     spec = attempt_spec(store, run, store.get_attempt(run_id, n), resume=resume)
 
+    lease = Lease(store, attempt_lease(run_id, n))
+    lease.on_lost = lambda: runtime.stop_training(spec)  # a driver that lost its lease trains no more
+
     def record_restart(restart: Restart) -> None:
+        if lease.lost:  # never start the training again: another driver has the attempt
+            raise LeaseLost(f"lost the lease {lease.name}: its training was stopped, not restarted")
         store.add_restart(run_id, n, restart.reason, exit_code=restart.exit_code,
                           resumed_epoch=restart.resumed_epoch, actor=actor)
 
     started = time.monotonic()
-    with Lease(store, attempt_lease(run_id, n)).held():
+    with lease.held():
         try:
             outcome = runtime.run(spec, on_restart=record_restart)
         except BaseException as exc:  # an interrupted attempt is still recorded
+            if lease.lost or isinstance(exc, LeaseLost):  # … by its driver alone
+                raise
             store.update_attempt(run_id, n, status="failed", error=f"{INTERRUPTED_ERROR}{type(exc).__name__})",
                                  finished_at=time.time(), seconds=time.monotonic() - started,
                                  log_tail=log_tail(spec.log_path))
             raise
+        if lease.lost:
+            raise LeaseLost(f"lost the lease {lease.name}: its training was stopped; this driver records nothing")
         record_outcome(store, run, n, spec, outcome, time.monotonic() - started)
     return store.get_attempt(run_id, n)
 
@@ -684,6 +693,8 @@ def drive(store: RunStore, run_id: int, runtime: Runtime, progress: Progress = _
                                      "output": Path(store.get_attempt(run_id, n)["dir"]) / "output"})
                 attempt = execute_attempt(store, run_id, n, runtime)
                 progress("attempted", {"run_id": run_id, "attempt": attempt})
+        except LeaseLost:  # another driver took the run over: it finishes it
+            raise
         except BaseException:
             finish_run(store, run_id, "interrupted", interrupted=True)
             raise

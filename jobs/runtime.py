@@ -130,6 +130,11 @@ class Runtime(Protocol):
         clearing what it left behind."""
         ...
 
+    def stop_training(self, spec: AttemptSpec) -> None:
+        """Kill the attempt's running training (its driver lost the lease: jobs.lease); the
+        driver's `run` then returns or raises as for any killed training."""
+        ...
+
 
 # All a script gets of pushtune's own environment (besides the contract's variables, which come
 # from the attempt): nothing else, so that no secret of pushtune's or Jenkins'
@@ -302,6 +307,7 @@ class LocalRuntime:
 
     def __init__(self, python: str | None = None):
         self.python = python or sys.executable
+        self._running: dict[Path, subprocess.Popen] = {}  # attempt directory -> its leader, while it runs
 
     def run(self, spec: AttemptSpec, on_restart: OnRestart | None = None) -> AttemptOutcome:
         spec.output_dir.mkdir(parents=True, exist_ok=True)
@@ -322,6 +328,13 @@ class LocalRuntime:
         # Its leader reaped the script and ended what was left of the attempt; the exit code
         # went with it.
         return AttemptOutcome(exit_code=None)
+
+    def stop_training(self, spec: AttemptSpec) -> None:
+        # This driver's own leader (never another driver's of the same attempt) ends the script's
+        # group, then every process left of the attempt (lead_attempt).
+        child = self._running.get(spec.workdir)
+        if child is not None:
+            child.send_signal(signal.SIGTERM)
 
     def _run_once(self, spec: AttemptSpec, log: TextIO, deadline: float | None, resume: bool):
         # Never the contract's variables of pushtune's own environment (a PUSHTUNE_DATA exported
@@ -354,7 +367,11 @@ class LocalRuntime:
             )
         except OSError as exc:
             raise UserError(f"cannot start {self.python}: {exc}") from None
-        (spec.workdir / "process.json").write_text(json.dumps({"pid": child.pid, "start": _start_ticks(child.pid)}))
+        from jobs.lease import agent_name
+
+        (spec.workdir / "process.json").write_text(json.dumps(
+            {"pid": child.pid, "start": _start_ticks(child.pid), "agent": agent_name()}))
+        self._running[spec.workdir] = child
         assert child.stdout is not None  # stdout=PIPE
         output = child.stdout
         pump = _LogPump(output, log, spec.verbose)
@@ -370,6 +387,7 @@ class LocalRuntime:
             _stop(child)
             raise
         finally:
+            self._running.pop(spec.workdir, None)
             # The leader has ended every process that could hold the pipe: EOF is at hand.
             pump.finish(grace=1.0)
             output.close()
@@ -507,10 +525,15 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def local_process_alive(workdir: Path) -> bool:
-    """Whether the training process that LocalRuntime last started for the attempt still runs."""
+    """Whether the training process that LocalRuntime last started for the attempt still runs.
+    Never one of another agent's: its pid means nothing on this machine (as with a shared store)."""
+    from jobs.lease import agent_name
+
     try:
         recorded = json.loads((workdir / "process.json").read_text())
     except (OSError, ValueError):
+        return False
+    if recorded.get("agent", agent_name()) != agent_name():
         return False
     ticks = _start_ticks(int(recorded["pid"]))
     if ticks is None or ticks != recorded["start"]:

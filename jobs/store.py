@@ -18,13 +18,16 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jobs.database import Connection, Database, SQLiteDatabase, database_url, open_database
 from jobs.errors import UserError
+from jobs.exit_codes import FAILED
 from jobs.paths import work_tree_root
 
 RUNS = """
@@ -308,6 +311,29 @@ def _encode(values: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in values.items()}
 
 
+T = TypeVar("T")
+
+
+class LeaseLost(UserError):
+    """A write refused because the lease its driver holds is no longer its own (jobs.lease)."""
+
+    exit_code = FAILED
+
+
+# The leases this context's driver holds (name, holder): every write it makes checks, in the same
+# transaction and under the store's one write lock, that each is still its own (fencing), so a
+# driver that was paused or cut off past its lease can record nothing once another has taken over.
+_FENCES: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("pushtune_fences", default=())
+
+
+def _check_fences(db: Connection, fences: tuple[tuple[str, str], ...]) -> None:
+    for name, holder in fences:
+        row = db.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+        if row is None or row["holder"] != holder:
+            taker = f"{row['holder']} holds it now" if row else "it was let go"
+            raise LeaseLost(f"lost the lease {name} ({taker}): this driver records nothing more")
+
+
 def _insert(db: Connection, table: str, fields: dict[str, Any]) -> None:
     values = _encode(fields)
     columns = ", ".join(values)
@@ -350,6 +376,27 @@ class RunStore:
     @property
     def name(self) -> str:
         return self.database.name
+
+    @contextmanager
+    def fenced(self, lease: str, holder: str) -> Iterator[None]:
+        """Within: every write of this context is refused (LeaseLost) unless `holder` still
+        holds `lease`, checked in the write's own transaction."""
+        token = _FENCES.set((*_FENCES.get(), (lease, holder)))
+        try:
+            yield
+        finally:
+            _FENCES.reset(token)
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        fences = _FENCES.get()
+        if not fences:
+            return self.database.write(work)
+
+        def fenced(db: Connection) -> T:
+            _check_fences(db, fences)
+            return work(db)
+
+        return self.database.write(fenced)
 
     @property
     def runs_dir(self) -> Path:
@@ -437,7 +484,7 @@ class RunStore:
                 raise
             return int(path.name)
 
-        run_id = self.database.write(create)
+        run_id = self._write(create)
         if first:
             self._announce_new_store()
         return run_id
@@ -470,13 +517,13 @@ class RunStore:
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         self._ids(run_id)
-        self.database.write(lambda db: _update(db, "runs", fields, "id = ?", [run_id]))
+        self._write(lambda db: _update(db, "runs", fields, "id = ?", [run_id]))
 
     def note_running(self, run_id: int, note: str | None) -> None:
         """Why a running run is stuck, kept as its stop_reason until it finishes; a finished
         run's stop_reason is never touched."""
         self._ids(run_id)
-        self.database.write(lambda db: db.execute(
+        self._write(lambda db: db.execute(
             "UPDATE runs SET stop_reason = ? WHERE id = ? AND status = 'running'", (note, run_id)))
 
     def get_run(self, run_id: int) -> dict[str, Any]:
@@ -514,11 +561,11 @@ class RunStore:
             _insert(db, "attempts", {"run_id": run_id, "n": last + 1, **fields})
             return last + 1
 
-        return self.database.write(add)
+        return self._write(add)
 
     def update_attempt(self, run_id: int, n: int, **fields: Any) -> None:
         self._ids(run_id, n)
-        self.database.write(lambda db: _update(db, "attempts", fields, "run_id = ? AND n = ?", [run_id, n]))
+        self._write(lambda db: _update(db, "attempts", fields, "run_id = ? AND n = ?", [run_id, n]))
 
     def attempts(self, run_id: int) -> list[dict[str, Any]]:
         self._ids(run_id)
@@ -542,7 +589,7 @@ class RunStore:
             db.execute("UPDATE attempts SET restarts = restarts + 1 WHERE run_id = ? AND n = ?",
                        (run_id, attempt))
 
-        self.database.write(add)
+        self._write(add)
 
     def restarts(self, run_id: int, attempt: int | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM restarts WHERE run_id = ?", [run_id]
@@ -554,7 +601,7 @@ class RunStore:
     def add_notification(self, run_id: int, channel: str, status: str, **fields: Any) -> None:
         fields.setdefault("at", time.time())
         self._ids(run_id)
-        self.database.write(lambda db: _insert(
+        self._write(lambda db: _insert(
             db, "notifications", {"run_id": run_id, "channel": channel, "status": status, **fields}))
 
     def notifications(self, run_id: int) -> list[dict[str, Any]]:
@@ -580,14 +627,15 @@ class RunStore:
 
         return self.database.write(take)
 
-    def renew_lease(self, name: str, holder: str, seconds: float) -> bool:
-        """Push the lease's expiry on; False when `holder` no longer holds it."""
+    def renew_lease(self, name: str, holder: str, seconds: float, *, patience: float | None = None) -> bool:
+        """Push the lease's expiry on; False when `holder` no longer holds it. An unreachable
+        store is retried for `patience` seconds at most, when given."""
         def renew(db: Connection) -> bool:
             cursor = db.execute("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
                                 (time.time() + seconds, name, holder))
             return cursor.rowcount == 1
 
-        return self.database.write(renew)
+        return self.database.write(renew, patience=patience)
 
     def release_lease(self, name: str, holder: str) -> None:
         self.database.write(lambda db: db.execute(
@@ -639,7 +687,7 @@ class RunStore:
                 raise
             return version
 
-        version = self.database.write(add)
+        version = self._write(add)
         return self.get_model_version(name, version)
 
     def model_versions(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -716,11 +764,11 @@ class RunStore:
             _insert(db, "model_events", event)
             return event
 
-        return self.database.write(change)
+        return self._write(change)
 
     def add_model_event(self, name: str, action: str, reason: str, *, actor: str, **fields: Any) -> None:
         fields.setdefault("at", time.time())
-        self.database.write(lambda db: _insert(
+        self._write(lambda db: _insert(
             db, "model_events", {"name": name, "action": action, "reason": reason, "actor": actor, **fields}))
 
     def model_events(self, name: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:

@@ -253,3 +253,95 @@ def _sql(location: str, query: str, args: tuple = ()) -> list:
             return cursor.fetchall() if cursor.description else []
     with sqlite3.connect(location) as db:
         return db.execute(query, args).fetchall()
+
+
+# Store URLs (PUSHTUNE_DB): every password form is kept out of messages, what is not a URL of a
+# supported scheme is refused in one line, and what cannot heal is not retried.
+SECRET = "hunter2"
+
+
+@pytest.mark.parametrize("url, says", [
+    ("host=127.0.0.1 password=hunter2 dbname=pushtune", "a libpq key=value string is not a URL"),
+    ("postgresql:pushtune:hunter2@127.0.0.1/pushtune", "not a URL (postgresql: without //)"),
+    ("POSTGRESQL:pushtune:hunter2@127.0.0.1/pushtune", "not a URL (postgresql: without //)"),
+    ("postgresql://pushtune:hun/ter2@127.0.0.1/pushtune", "holds an unencoded / # ? or @"),
+    ("postgresql://pushtune:hun#ter2@127.0.0.1/pushtune", "holds an unencoded / # ? or @"),
+    ("postgresql://pushtune:hun?ter2@127.0.0.1/pushtune", "holds an unencoded / # ? or @"),
+    ("mysql://pushtune:hunter2@127.0.0.1/pushtune", "unknown database 'mysql'"),
+    ("postgresql://pushtune@127.0.0.1:99999/pushtune?password=hunter2", 'invalid port number: "99999"'),
+    ("postgresql://pushtune@127.0.0.1:5432/pushtune?password=hun#ter2&colour=red", "invalid URI query parameter"),
+])
+def test_a_store_url_that_cannot_work_is_one_line_without_its_password(cli, tmp_path, url, says):
+    result = cli("runs", cwd=tmp_path, env={"PUSHTUNE_DB": url, "PUSHTUNE_DB_RETRY_SECONDS": "600"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("pushtune: error: ") and says in line, line
+    assert "ter2" not in result.stdout + result.stderr and "***" in line
+    assert "gave up after" not in line  # said at once, not retried for PUSHTUNE_DB_RETRY_SECONDS
+    assert list(tmp_path.iterdir()) == []  # never an SQLite file named after the URL
+
+
+def test_a_store_url_scheme_is_case_insensitive_and_a_bare_path_is_an_sqlite_file(cli, tmp_path, postgres_url):
+    upper = "POSTGRESQL" + postgres_url[len("postgresql"):]
+    assert cli("runs", cwd=tmp_path, env={"PUSHTUNE_DB": upper}).returncode == 0
+    with psycopg.connect(postgres_url) as db:  # that PostgreSQL database became the store
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA,)
+    assert cli("runs", cwd=tmp_path, env={"PUSHTUNE_DB": f"SQLite://{tmp_path}/s.db"}).returncode == 0
+    relative = cli("runs", cwd=tmp_path, env={"PUSHTUNE_DB": "store.db"})
+    assert relative.returncode == 0 and f"no run store at {tmp_path / 'store.db'}" in relative.stdout
+    assert list(tmp_path.iterdir()) == []  # read-only commands create no store
+
+
+@pytest.mark.parametrize("refusal", ["no such database", "no such role"])
+def test_a_server_that_refuses_us_is_not_retried(postgres_server, monkeypatch, refusal):
+    monkeypatch.setenv("PUSHTUNE_DB_RETRY_SECONDS", "600")
+    base, _ = postgres_server.url.rsplit("/", 1)
+    url = f"{base}/no_such_db" if refusal == "no such database" else \
+        base.replace("pushtune@", f"nobody:{SECRET}@") + "/pushtune"
+    with pytest.raises(UserError) as raised:
+        RunStore.open(url)
+    message = str(raised.value)
+    assert "does not exist" in message and "gave up after" not in message and SECRET not in message
+
+
+def test_a_password_in_the_query_never_appears_in_messages(postgres_server):
+    url = postgres_server.url.rsplit("/", 1)[0] + f"/no_such_db?password={SECRET}"
+    with pytest.raises(UserError) as raised:
+        RunStore.open(url)
+    assert SECRET not in str(raised.value) and "?password=***" in str(raised.value)
+
+
+def test_a_held_write_lock_is_a_one_line_error_after_the_lock_timeout(postgres_url, monkeypatch, tmp_path):
+    from jobs.database import WRITE_LOCK_KEY
+
+    monkeypatch.setenv("PUSHTUNE_ARTIFACTS", str(tmp_path))
+    monkeypatch.setenv("PUSHTUNE_DB_LOCK_SECONDS", "1")
+    store = RunStore.open(postgres_url)
+    with psycopg.connect(postgres_url) as holder:  # a writer that hangs while holding the lock
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+        with pytest.raises(UserError, match=r"^cannot write to the run store .*: another process has held "
+                                            r"its write lock for over 1 s \(PUSHTUNE_DB_LOCK_SECONDS\)"):
+            new_run(store)
+        holder.rollback()
+    assert store.get_run(new_run(store))["status"] == "running"  # the store works once it is let go
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["1"]  # the refused write left nothing
+
+
+def test_a_write_by_a_driver_whose_lease_was_taken_is_refused(store_location, monkeypatch):
+    from jobs.lease import Lease
+    from jobs.store import LeaseLost
+
+    monkeypatch.setenv("PUSHTUNE_LEASE_SECONDS", "30")
+    store = RunStore.open(store_location)
+    run_id = new_run(store)
+    lease = Lease(store, f"run/{run_id}")
+    with lease.held():
+        store.update_run(run_id, stop_reason="mine")  # its own lease: written
+        assert store.acquire_lease(lease.name, "b/1/other", 30, stale=lease.holder)  # taken over
+        with pytest.raises(LeaseLost, match=rf"^lost the lease run/{run_id} \(b/1/other holds it now\)"):
+            store.update_run(run_id, status="failed", stop_reason="stale")
+        with pytest.raises(LeaseLost):
+            store.add_restart(run_id, 1, "stale")
+    assert store.get_run(run_id)["status"] == "running" and store.get_run(run_id)["stop_reason"] == "mine"
+    assert store.restarts(run_id) == [] and store.lease(lease.name)["holder"] == "b/1/other"
+    store.update_run(run_id, stop_reason="outside")  # writes outside a held lease are not fenced
