@@ -1,7 +1,8 @@
 """The Docker runtime against a real engine: real images, real containers, real kills.
 
-Tests marked `docker` are skipped when no engine answers (scripts/start-docker.sh starts one;
-`pushtune images build --offline` builds the images, else the first test builds them).
+Tests marked `docker` are skipped when no engine answers, and fail under CI=true
+(scripts/start-docker.sh starts one; `pushtune images build --offline` builds the images, else the
+first test builds them).
 """
 
 from __future__ import annotations
