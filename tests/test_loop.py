@@ -213,8 +213,9 @@ def test_time_budget_bounds_the_run(tmp_path, store):
 def test_cli_json_and_exit_codes(tmp_path, cli):
     model = write(tmp_path, "logistic.py", LOGISTIC)
     result = cli("run", model, "--threshold", "0.9", "--json", "--runtime", "local")
-    assert result.returncode == 3 - 3 * (json.loads(result.stdout)["status"] == "passed")
+    assert result.returncode == 0, result.stderr  # C×10 reaches 0.916 on the second attempt
     summary = json.loads(result.stdout)
+    assert summary["status"] == "passed" and len(summary["attempts"]) == 2
     assert set(summary) >= {"status", "threshold", "metric", "best", "attempts", "run_id"}
     assert summary["attempts"][0]["n"] == 1 and "accuracy" in summary["attempts"][0]
 
