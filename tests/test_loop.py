@@ -203,11 +203,11 @@ def test_duplicate_configurations_are_not_rerun(tmp_path, store):
 
 
 def test_time_budget_bounds_the_run(tmp_path, store):
-    slow = write(tmp_path, "slow.py", LOGISTIC.replace("import json, os", "import json, os, time\ntime.sleep(30)"))
+    # it would sleep for an hour: the run ends only because the budget stops it
+    slow = write(tmp_path, "slow.py", LOGISTIC.replace("import json, os", "import json, os, time\ntime.sleep(3600)"))
     summary = run_model(slow, RunOptions(threshold=0.99, time_budget=3), LocalRuntime(), store)
     assert summary["status"] == "failed"
     assert "timed out" in summary["attempts"][0]["error"]
-    assert summary["attempts"][0]["seconds"] < 20
 
 
 def test_cli_json_and_exit_codes(tmp_path, cli):
