@@ -92,10 +92,14 @@ def trial(seed: int) -> dict:
         outcome = LocalRuntime().run(spec, on_restart=restarts.append)
         thread.join()
         metrics = json.loads((spec.output_dir / "metrics.json").read_text()) if outcome.exit_code == 0 else {}
-        (_, completed), *resumed = lives(spec.log_path.read_text()) or [(0, 0)]
+        log = spec.log_path.read_text()
+        (_, completed), *resumed = lives(log) or [(0, 0)]
         resumed_at = resumed[0][0] if resumed else None
+        finished = outcome.exit_code == 0 and bool(metrics)
+        last_line = ([line for line in log.splitlines() if line.strip()] or ["empty log"])[-1]
         return {
-            "finished": outcome.exit_code == 0 and bool(metrics),
+            "finished": finished,
+            "why_not": None if finished else f"{outcome.error or f'exit {outcome.exit_code}'}: {last_line[:160]}",
             "restarted": len(restarts),
             "completed": completed,
             "resumed_at": resumed_at,
@@ -110,7 +114,8 @@ def main() -> str:
     lost = [r["lost"] for r in results if r["lost"] is not None]
     rows = "\n".join(
         f"| {i + 1} | {r['completed']} | {r['resumed_at']} | {r['lost']} | {r['epochs_after_resume']} | "
-        f"{'yes' if r['finished'] else 'no'} |" for i, r in enumerate(results))
+        f"{'yes' if r['finished'] else 'no (' + r['why_not'].replace('|', '/') + ')'} |"
+        for i, r in enumerate(results))
     return textwrap.dedent(f"""\
         ## Kill and resume
 
