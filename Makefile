@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 run: install
 	$(BIN)/python scripts/run_examples.py

@@ -79,13 +79,14 @@ def builds(cold: bool) -> list[tuple[str, str]]:
         rows.append(("base image (debootstrap + import), cold", f"{seconds:.0f} s"))
         with tempfile.TemporaryDirectory(prefix="bench-wheelhouse-") as tmp:
             os.environ["PUSHTUNE_WHEELHOUSE"] = tmp
+            one_per_set = {wheels: image for image, wheels in images.REQUIREMENT_SETS.items()}
             try:
-                seconds = _timed(lambda: [images.fill_wheelhouse(k, quiet) for k in ("ann", "regression")])
+                seconds = _timed(lambda: [images.fill_wheelhouse(k, quiet) for k in one_per_set.values()])
             finally:
                 del os.environ["PUSHTUNE_WHEELHOUSE"]
                 shutil.rmtree(tmp, ignore_errors=True)
-        rows.append(("wheelhouse (pip download, both sets), cold", f"{seconds:.0f} s"))
-        for kind in ("regression", "ann", "cnn"):
+        rows.append((f"wheelhouse (pip download, {len(one_per_set)} sets), cold", f"{seconds:.0f} s"))
+        for kind in ("regression", "ann", "cnn", "torch"):
             seconds = _timed(lambda kind=kind: images.build_image(kind, offline=True, no_cache=kind != "cnn",
                                                                   echo=quiet))
             label = "cold (--no-cache)" if kind != "cnn" else "after ann (shares its layers)"

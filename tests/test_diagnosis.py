@@ -131,6 +131,15 @@ def test_noise_is_the_larger_of_min_delta_and_one_example():
     assert noise([{"metrics": {"accuracy": 0.9}}], "accuracy", 0.0) == 0.0
 
 
+def test_noise_is_one_example_of_the_smallest_test_set():
+    # attempts that report different test set sizes: one example of the smallest is the coarsest
+    # step a metric can take, so anything below it is noise for all of them
+    rows = [{"metrics": {"accuracy": 0.9, "examples": n}} for n in (200, 50, 100)]
+    assert noise(rows, "accuracy", 0.0) == pytest.approx(1 / 50)
+    ignored = [{"metrics": {"examples": True}}, {"metrics": {"examples": 0.5}}, {"metrics": "broken"}]
+    assert noise(rows + ignored, "accuracy", 0.0) == pytest.approx(1 / 50)  # no count, not a count of 1
+
+
 def test_judge_treats_differences_within_noise_as_neutral():
     parent = {"status": "ok", "metric_value": 0.075}
     child = {"status": "ok", "metric_value": 0.0667, "tweak_name": "halve_learning_rate"}

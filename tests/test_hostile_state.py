@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -184,13 +185,22 @@ def test_the_monitor_keeps_watching_past_a_broken_run(tmp_path, pushtune_home, c
         env={**os.environ, "PUSHTUNE_HOME": str(pushtune_home), "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
+    skipped = f"run {run_id}: skipped ("
+    guard = threading.Timer(300, watcher.kill)  # turns a monitor that stops printing into a failure
+    guard.start()
+    seen = []
     try:
-        time.sleep(3)
-        assert watcher.poll() is None, watcher.communicate()
+        assert watcher.stdout is not None  # stdout=PIPE
+        for line in watcher.stdout:  # the monitor's own lines, as it prints them
+            seen.append(line)
+            if sum(seen_line.startswith(skipped) for seen_line in seen) == 2:
+                break
+        assert watcher.poll() is None, "".join(seen)  # still watching after its second sweep
     finally:
+        guard.cancel()
         watcher.terminate()
         out, err = watcher.communicate(timeout=30)
-    assert out.count(f"run {run_id}: skipped (") >= 2, (out, err)
+    assert sum(line.startswith(skipped) for line in seen) == 2, (seen, out, err)
     assert "Traceback" not in err
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from conftest import requires_engine
+from conftest import requires_engine, unavailable
 from jobs import images, profiles
 from jobs.errors import UserError
 
@@ -145,7 +145,7 @@ def test_build_context_holds_the_recipe_and_the_wheels_only(tmp_path):
 def test_wheelhouse_is_filled_only_with_what_is_missing(tmp_path, monkeypatch):
     cached = images.wheelhouse_dir() / "regression"
     if not cached.is_dir() or not any(cached.glob("scikit_learn-*.whl")):
-        pytest.skip(f"no filled regression wheelhouse at {cached} (pushtune images build --offline)")
+        unavailable(f"no filled regression wheelhouse at {cached} (pushtune images build --offline)")
     local = tmp_path / "wheelhouse"
     (local / "regression").mkdir(parents=True)
     for wheel in cached.glob("*.whl"):
@@ -255,7 +255,7 @@ def test_images_list_without_an_engine_is_one_line(cli, tmp_path):
 def test_offline_build_then_list_shows_a_current_labelled_image(cli):
     client = docker.from_env()
     if not images.image_exists(client, images.OFFLINE_BASE_IMAGE):
-        pytest.skip(f"{images.OFFLINE_BASE_IMAGE} not built (scripts/build-base-image.sh)")
+        unavailable(f"{images.OFFLINE_BASE_IMAGE} not built (scripts/build-base-image.sh)")
     built = cli("images", "build", "regression", "--offline")
     assert built.returncode == 0, built.stderr
     assert "Successfully tagged pushtune/regression:" in built.stdout

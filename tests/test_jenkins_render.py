@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import unavailable
 from jobs.errors import UserError
 from jobs.jenkins import DEFAULT_LABEL, chain_jobs, check_label, render_jobs
 from test_jenkins_client import pushtune
@@ -311,11 +312,27 @@ def test_compose_and_dockerfile_hold_together():
     assert "docker.io" not in dockerfile  # the controller runs no builds, needs no Docker at all
     assert "-Djenkins.install.runSetupWizard=false" in dockerfile
     assert "jenkins-plugin-cli -f /usr/share/jenkins/ref/plugins.txt" in dockerfile
+
+
+def _compose() -> list[str]:
+    """`docker compose` (the plugin the quickstart runs), else `docker-compose` (Debian's 1.29, which
+    reads the same Compose Specification; .ci/run installs it where the plugin is missing)."""
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        checked = subprocess.run(["docker", "compose", "-f", str(JENKINS / "docker-compose.yml"), "config", "-q"],
-                                 capture_output=True, text=True,
-                                 env={**os.environ, "PUSHTUNE_MODEL_REPO": "x", "DOCKER_GID": "999"})
-        assert checked.returncode == 0, checked.stderr
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    unavailable("no Docker Compose to check docker-compose.yml (apt-get install docker-compose)")
+
+
+def test_compose_accepts_the_compose_file():
+    check = [*_compose(), "-f", str(JENKINS / "docker-compose.yml"), "config", "-q"]
+    env = {name: value for name, value in os.environ.items() if name != "DOCKER_GID"}
+    env["PUSHTUNE_MODEL_REPO"] = "x"
+    checked = subprocess.run(check, capture_output=True, text=True, env={**env, "DOCKER_GID": "999"})
+    assert checked.returncode == 0, checked.stderr
+    # it did read the file: its own `${DOCKER_GID:?…}` stops it when the variable is missing
+    unset = subprocess.run(check, capture_output=True, text=True, env=env)
+    assert unset.returncode != 0 and "set DOCKER_GID to the host's docker group id" in unset.stderr, unset.stderr
 
 
 def _code_only(groovy: str) -> str:
@@ -351,9 +368,9 @@ def test_jenkinsfile_structure():
 def test_jenkinsfile_passes_npm_groovy_lint():
     linter = os.environ.get("NPM_GROOVY_LINT") or shutil.which("npm-groovy-lint")
     if not linter:
-        pytest.skip("npm-groovy-lint not installed (npm install -g npm-groovy-lint; needs Java 17+)")
+        unavailable("npm-groovy-lint not installed (npm install -g npm-groovy-lint; needs Java 17+)")
     if not shutil.which("java"):
-        pytest.skip("npm-groovy-lint needs Java 17+, which is not installed (it would download one)")
+        unavailable("npm-groovy-lint needs Java 17+, which is not installed (it would download one)")
     result = subprocess.run([linter, "--noserver", "--failon", "error", "--output", "txt",
                              str(JENKINS / "Jenkinsfile")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:]

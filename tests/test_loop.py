@@ -203,18 +203,19 @@ def test_duplicate_configurations_are_not_rerun(tmp_path, store):
 
 
 def test_time_budget_bounds_the_run(tmp_path, store):
-    slow = write(tmp_path, "slow.py", LOGISTIC.replace("import json, os", "import json, os, time\ntime.sleep(30)"))
+    # it would sleep for an hour: the run ends only because the budget stops it
+    slow = write(tmp_path, "slow.py", LOGISTIC.replace("import json, os", "import json, os, time\ntime.sleep(3600)"))
     summary = run_model(slow, RunOptions(threshold=0.99, time_budget=3), LocalRuntime(), store)
     assert summary["status"] == "failed"
     assert "timed out" in summary["attempts"][0]["error"]
-    assert summary["attempts"][0]["seconds"] < 20
 
 
 def test_cli_json_and_exit_codes(tmp_path, cli):
     model = write(tmp_path, "logistic.py", LOGISTIC)
     result = cli("run", model, "--threshold", "0.9", "--json", "--runtime", "local")
-    assert result.returncode == 3 - 3 * (json.loads(result.stdout)["status"] == "passed")
+    assert result.returncode == 0, result.stderr  # C×10 reaches 0.916 on the second attempt
     summary = json.loads(result.stdout)
+    assert summary["status"] == "passed" and len(summary["attempts"]) == 2
     assert set(summary) >= {"status", "threshold", "metric", "best", "attempts", "run_id"}
     assert summary["attempts"][0]["n"] == 1 and "accuracy" in summary["attempts"][0]
 
