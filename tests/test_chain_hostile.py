@@ -218,7 +218,16 @@ def test_notify_mails_the_recipients_the_run_was_started_with(tmp_path, pushtune
     assert inbox.received[-1].rcpt_tos == ["x@example.org"]
 
 
-SAVES_A_MODEL = TRIVIAL + 'open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "model.pkl"), "wb").write(b"model")\n'
+# trains and pickles a real model: its attempt exports it to ONNX, so the version can serve
+SAVES_A_MODEL = """\
+import json, os, pickle
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+X, y = load_iris(return_X_y=True)
+model = LogisticRegression(max_iter=500).fit(X, y)
+pickle.dump(model, open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "model.pkl"), "wb"))
+json.dump({"accuracy": 1.0}, open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "metrics.json"), "w"))
+"""
 
 
 @pytest.mark.parametrize("mail", [
