@@ -369,7 +369,7 @@ def test_links_and_fifos_in_the_output_stay_in_the_container_and_the_rest_comes_
     assert (output / "model.joblib").read_bytes() == (output / "copy.joblib").read_bytes() == b"weights"
     assert json.loads((output / "metrics.json").read_text())["accuracy"] == 0.99
     names = {p.relative_to(output).as_posix() for p in output.rglob("*")}
-    assert names - {"autolog.json"} == {"copy.joblib", "metrics.json", "model.joblib", "sub"}
+    assert names - {"autolog.json", "served.json"} == {"copy.joblib", "metrics.json", "model.joblib", "sub"}
     log = (workdir / "log.txt").read_text()
     for note in LEFT_IN_THE_CONTAINER:
         assert f"[pushtune] {note}: left in the container\n" in log
