@@ -106,8 +106,8 @@ def main() -> str:
     import httpx
     import uvicorn
 
-    from jobs.serve import create_app, listen
-    from jobs.store import RunStore
+    from jobs.serve.server import create_app, listen
+    from jobs.store.run_store import RunStore
 
     logging.getLogger("pushtune.serve").setLevel(logging.WARNING)
     rows = []

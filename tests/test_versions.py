@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs import versions
+from jobs.deploy import versions
 from jobs.errors import UserError
 from jobs.loop import RunOptions, finish_run, sha256_of, summarize
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 
 
 def constant_onnx(value: float, features: int = 4) -> bytes:
@@ -502,7 +502,7 @@ def test_the_mail_says_what_happened_to_production(store_location, actor):
 def test_jenkins_deploy_and_retrain_jobs_are_thin_shells():
     import xml.etree.ElementTree as ET
 
-    from jobs.jenkins import render_jobs
+    from jobs.ci.jenkins import render_jobs
 
     jobs = {name: ET.fromstring(xml) for name, xml in render_jobs().items()}
     notify_triggers = jobs["pushtune-notify"].findall(

@@ -1,8 +1,8 @@
 """Push to train without Jenkins: a git hook that starts `pushtune run` on the changed models.
 
 `install_hook` writes a tiny hook (post-receive in a bare repository, post-commit in a working
-one) that hands the pushed refs to `python -m jobs.hook receive`. That reads them, starts a
-detached worker (`python -m jobs.hook work`) and returns at once, so the push never waits and
+one) that hands the pushed refs to `python -m jobs.ci.hook_receive`. That reads them, starts a
+detached worker (`python -m jobs.ci.hook work`) and returns at once, so the push never waits and
 never fails because of pushtune. The worker clones the pushed commit under
 $PUSHTUNE_HOME/checkouts, finds the changed model files (unsupported ones are skipped) and runs
 `pushtune run` on each; everything it says goes to $PUSHTUNE_HOME/hooks/hook.log.
@@ -16,19 +16,19 @@ trained (and its content sent into the log, the store and the mail).
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import NoReturn
 
-from jobs.clock import utc_text
+from jobs.ci.hook_receive import git_output, log_path, now_text
 from jobs.errors import UserError
-from jobs.exit_codes import FAILED, OK, USER_ERROR, meaning
-from jobs.git import git
+from jobs.exit_codes import FAILED, USER_ERROR, meaning
 from jobs.paths import PROJECT_ROOT
+from jobs.run_options import add_run_options, options_from
+from jobs.steps import changed_paths, model_files
+from jobs.store.run_store import home as pushtune_home
 
 MARKER = "# installed by `pushtune hook install`"
 CHAINED_SUFFIX = ".pushtune-chained"
@@ -43,13 +43,9 @@ if [ -x "$0{chained}" ]; then
     printf '%s\\n' "$input" | "$0{chained}" "$@" || status=$?
 fi
 printf '%s\\n' "$input" | PUSHTUNE_HOME={home} PYTHONPATH={pythonpath} \\
-    {python} -m jobs.hook receive --kind {kind} --repo "$(pwd)"{run_args} >/dev/null 2>&1 || true
+    {python} -m jobs.ci.hook_receive --kind {kind} --repo "$(pwd)"{run_args} >/dev/null 2>&1 || true
 exit $status
 """
-
-
-def _git(repo: Path, *args: str) -> str:
-    return git(repo, *args).strip()
 
 
 def hook_path(repo: Path) -> tuple[Path, str]:
@@ -57,8 +53,8 @@ def hook_path(repo: Path) -> tuple[Path, str]:
     if not repo.is_dir():
         raise UserError(f"no such directory: {repo}")
     try:
-        bare = _git(repo, "rev-parse", "--is-bare-repository") == "true"
-        hooks = Path(_git(repo, "rev-parse", "--git-path", "hooks"))
+        bare = git_output(repo, "rev-parse", "--is-bare-repository") == "true"
+        hooks = Path(git_output(repo, "rev-parse", "--git-path", "hooks"))
     except UserError:
         raise UserError(f"not a git repository: {repo}") from None
     kind = "post-receive" if bare else "post-commit"
@@ -77,7 +73,6 @@ def validate_run_args(run_args: list[str]) -> None:
     """Fail at install time, not at every push, when the `pushtune run` options are wrong: they
     are parsed and checked as `pushtune run` does (--data and --space name paths in the pushed
     checkout, so only they are left to the run)."""
-    from jobs.run_options import add_run_options, options_from
 
     class Strict(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:
@@ -136,56 +131,18 @@ def install_hook(repo: Path, *, home: Path, run_args: list[str] | None = None,
 # --- what the hook runs -------------------------------------------------------------------------
 
 
-def log_path(home: Path) -> Path:
-    return home / "hooks" / "hook.log"
-
-
-def pushed_refs(kind: str, stdin_text: str, repo: Path) -> list[tuple[str, str]]:
-    """(old, new) commit pairs to look at: the branches a push updated, or the new commit."""
-    if kind == "post-commit":
-        new = _git(repo, "rev-parse", "HEAD")
-        try:
-            old = _git(repo, "rev-parse", "HEAD^")
-        except UserError:
-            old = ""
-        return [(old, new)]
-    pairs = []
-    for line in stdin_text.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and fields[2].startswith("refs/heads/") and fields[1].strip("0"):
-            pairs.append((fields[0], fields[1]))
-    return pairs
-
-
-def receive(kind: str, repo: Path, stdin_text: str, run_args: str, home: Path) -> None:
-    """Start the detached worker and return: the hook's only wait is reading its input."""
-    pairs = pushed_refs(kind, stdin_text, repo)
-    if not pairs:
-        return
-    log = log_path(home)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "jobs.hook", "work", "--repo", str(repo), "--run-args", run_args]
-    for old, new in pairs:
-        command += ["--push", f"{old}..{new}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # git sets them for the hook
-    with open(log, "a") as out:
-        subprocess.Popen(command, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                         stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def checkout(repo: Path, commit: str, home: Path) -> Path:
     """A clone of the repository at the commit, under $PUSHTUNE_HOME/checkouts (reused)."""
     target = home / "checkouts" / commit
     if not (target / ".git").is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
-        _git(target.parent, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(target))
-        _git(target, "checkout", "--quiet", "--detach", commit)
+        git_output(target.parent, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(target))
+        git_output(target, "checkout", "--quiet", "--detach", commit)
     return target
 
 
 def work(repo: Path, pushes: list[tuple[str, str]], run_args: list[str], home: Path) -> int:
     """Run `pushtune run` on every supported model file the pushes changed; the failures."""
-    from jobs.steps import changed_paths, model_files
 
     failures = 0
     for old, new in pushes:
@@ -193,51 +150,31 @@ def work(repo: Path, pushes: list[tuple[str, str]], run_args: list[str], home: P
         changed = changed_paths(tree, old or None, new)
         models, skipped = model_files(tree, changed)
         for path, why in skipped:
-            print(f"{_now()} skipped {path}@{new[:10]}: {why}", flush=True)
+            print(f"{now_text()} skipped {path}@{new[:10]}: {why}", flush=True)
         for path in models:
-            print(f"{_now()} pushtune run {path}@{new[:10]}", flush=True)
+            print(f"{now_text()} pushtune run {path}@{new[:10]}", flush=True)
             command = [sys.executable, "-m", "jobs", "run", *run_args, "--", path]  # a path may start with -
             code = subprocess.run(command, cwd=tree, stdin=subprocess.DEVNULL).returncode
-            print(f"{_now()} pushtune run {path}@{new[:10]} exited {code} ({meaning(code)})", flush=True)
+            print(f"{now_text()} pushtune run {path}@{new[:10]} exited {code} ({meaning(code)})", flush=True)
             failures += code not in (0, 3)
     return failures
 
 
-def _now() -> str:
-    return utc_text(time.time())
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.hook")
+    parser = argparse.ArgumentParser(prog="python -m jobs.ci.hook")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("receive")
-    p.add_argument("--kind", choices=("post-receive", "post-commit"), required=True)
-    p.add_argument("--repo", required=True)
-    p.add_argument("--run-args", default="")
     p = commands.add_parser("work")
     p.add_argument("--repo", required=True)
     p.add_argument("--push", action="append", default=[], metavar="OLD..NEW")
     p.add_argument("--run-args", default="")
     args = parser.parse_args(argv)
-    from jobs.store import home as pushtune_home
 
     home = pushtune_home()
-    if args.command == "receive":
-        try:
-            receive(args.kind, Path(args.repo).resolve(), sys.stdin.read(), args.run_args, home)
-        except Exception as exc:  # a push must never fail because of pushtune
-            try:
-                log_path(home).parent.mkdir(parents=True, exist_ok=True)
-                with open(log_path(home), "a") as out:
-                    out.write(f"{_now()} hook failed: {type(exc).__name__}: {exc}\n")
-            except OSError:
-                pass
-        return OK
     pushes = [tuple(p.split("..", 1)) for p in args.push]
     try:
         return min(work(Path(args.repo), pushes, split_run_args(args.run_args), home), FAILED)
     except UserError as exc:
-        print(f"{_now()} pushtune: error: {exc}", flush=True)
+        print(f"{now_text()} pushtune: error: {exc}", flush=True)
         return USER_ERROR
 
 

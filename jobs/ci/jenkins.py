@@ -261,6 +261,7 @@ def render_jobs(repo_url: str | None = None, branch: str | None = None,
     try:
         with warnings.catch_warnings():  # JJB's own import of pkg_resources (setuptools 67 to 81 warn)
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            # heavy library: Jenkins Job Builder (0.25 s to import), only when jobs are rendered
             from jenkins_jobs.config import JJBConfig
             from jenkins_jobs.errors import JenkinsJobsException
             from jenkins_jobs.loader import load_files

@@ -1,7 +1,7 @@
 """The monitor: attempts whose driver is gone come back from their last checkpoint.
 
 A driver (`pushtune run`, a Jenkins train step) holds its attempt's lease in the run store while
-the training runs (jobs.lease), and restarts the training itself when it dies. When the driver is
+the training runs (jobs.store.lease), and restarts the training itself when it dies. When the driver is
 gone too (the Jenkins build was aborted, the agent restarted, the process was killed), its lease
 expires (or, on the same agent, its process is seen gone) and a monitor on any agent takes over:
 it takes the lease, starts a detached `pushtune resume RUN --attempt N` and hands the lease to it;
@@ -32,12 +32,13 @@ import time
 from dataclasses import dataclass
 
 from jobs.errors import UserError
-from jobs.lease import HANDED_OVER, Lease, attempt_lease, run_lease
 from jobs.loop import attempt_spec, run_options
 from jobs.paths import PROJECT_ROOT
-from jobs.runtime import get_runtime, metric_written, resumable_epoch
 from jobs.steps import Terminated
-from jobs.store import RunStore, attempt_dir, run_dir
+from jobs.store.lease import HANDED_OVER, Lease, attempt_lease, run_lease
+from jobs.store.run_store import RunStore, attempt_dir, run_dir
+from jobs.train.runtime import metric_written, resumable_epoch
+from jobs.train.runtimes import get_runtime
 
 HANDOVER_TIMEOUT = 60.0
 # A run between attempts whose driver is gone is taken over only after this much quiet, so a

@@ -15,7 +15,7 @@ Pretrained convolutional bases: `keras.applications`, `torchvision.models`, `tim
 efficientnet*…, read from the literal arguments) and TF Hub's `hub.KerasLayer` of an image model URL
 (imagenet, feature_vector, inception, resnet, mobilenet, efficientnet…).
 
-Notebooks (`.ipynb`) and notebook exports are read through `jobs.notebook.code_of`: the classifier
+Notebooks (`.ipynb`) and notebook exports are read through `jobs.classify.notebook.code_of`: the classifier
 reads exactly the Python text that the runner and the tweaker read, and names notebook lines as
 "cell N, line L" (N counts every cell of the notebook from 1).
 """
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
+from jobs.classify.notebook import NotebookError, decode_notebook, notebook_code, script_code
 from jobs.errors import UserError
-from jobs.notebook import NotebookError, decode_notebook, notebook_code, script_code
 
 SKIPPED_DIRS = frozenset({".git", ".venv", "__pycache__", ".ipynb_checkpoints"})
 MODEL_SUFFIXES = (".py", ".ipynb")  # what a directory is searched for
@@ -747,7 +747,7 @@ def _looks_binary(data: bytes) -> bool:
 
 def parse_source(text: str, where: Where = "line {}".format) -> ast.Module:
     """Parse Python 3 source. IPython lines (`!pip …`, `%matplotlib …`) are not read here: they
-    are commented out by `jobs.notebook`, whose text the tweaker reads too."""
+    are commented out by `jobs.classify.notebook`, whose text the tweaker reads too."""
     if "\x00" in text:
         raise NotPython("binary content")
     try:
@@ -802,7 +802,7 @@ def classify_source(source: str | bytes, path: str = "<string>") -> Classificati
 
 
 def _script(text: str) -> tuple[str, Where, ast.Module | None]:
-    """The text `jobs.notebook.script_code` makes of a script, how to name its lines, and its
+    """The text `jobs.classify.notebook.script_code` makes of a script, how to name its lines, and its
     tree when already parsed. A script that parses and holds no `get_ipython()` is read as it is
     (as script_code would), parsed once."""
     if "\x00" in text:

@@ -200,6 +200,7 @@ def output_free(nb: Any) -> Any:
     """The notebook (changed in place and returned) without outputs or execution counts, repaired
     where nbformat's own normalizing can (missing cell ids, metadata of the wrong type) and where
     a cell lacks a key the schema requires, so that it validates."""
+    # nbformat (0.1 s to import, with jsonschema): only when a notebook is read
     import nbformat
     from nbformat.validator import normalize
 
@@ -222,6 +223,7 @@ def output_free(nb: Any) -> Any:
 
 def notebook_problem(nb: Any) -> str | None:
     """Why the notebook does not validate against its nbformat schema, or None when it does."""
+    # nbformat (0.1 s to import, with jsonschema): only when a notebook is read
     import nbformat
 
     with warnings.catch_warnings():
@@ -247,6 +249,7 @@ def handed_back_notebook(run: dict[str, Any], attempt: dict[str, Any]) -> Path |
 
 def notebook_json(nb: Any) -> str:
     """The notebook as its file's text (nbformat's JSON, ending in a newline)."""
+    # nbformat (0.1 s to import, with jsonschema): only when a notebook is read
     import nbformat
 
     with warnings.catch_warnings():
@@ -303,7 +306,8 @@ def read_notebook(text: str) -> Any:
     """The nbformat 4 notebook in `text` (a NotebookNode), or NotebookError saying which check
     failed: not valid JSON, not nbformat 4, or not shaped like a notebook. The nbformat schema is
     not enforced beyond that: notebooks from Colab, Kaggle or editors often bend it harmlessly."""
-    try:  # imported here: scripts are read (and jobs.classify imported) without nbformat
+    try:  # imported here: scripts are read (and jobs.classify.classifier imported) without nbformat
+        # nbformat (0.1 s to import, with jsonschema): only when a notebook is read
         import nbformat
         from nbformat.reader import NotJSONError, parse_json
     except ImportError:

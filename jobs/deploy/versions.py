@@ -13,14 +13,14 @@ compared. `promote_run(force=True)` and `rollback` change production by hand. Ev
 an event in the store: who (PUSHTUNE_ACTOR, else BUILD_USER_ID, USER, LOGNAME), when, what, why.
 
 `deploy_run` is what the end of a passing run does (`jobs.loop.finish_run`) and what `pushtune
-deploy` does again, idempotently; the server (`jobs.serve`) reads the production versions.
+deploy` does again, idempotently; the server (`jobs.serve.server`) reads the production versions.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import pwd
 import re
 import shutil
 import unicodedata
@@ -30,21 +30,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.autolog.to_onnx import ONNX_FILE, REPORT_FILE, SAMPLE_FILE
 from jobs.clock import utc_iso
+from jobs.deploy.servable import check
+from jobs.deploy.served_form import NotServable, file_sha256, served_file, serving_files
 from jobs.errors import UserError
 from jobs.git import git_bytes, git_or_none
-from jobs.metrics import is_regular_file
-from jobs.objective import Objective, usable
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train import profiles
+from jobs.train.metrics import is_regular_file
+from jobs.tune.objective import Objective, usable
 
 
 class NothingToRegister(UserError):
     """A run whose best attempt saved no model file (or that has none): nothing to deploy."""
-
-
-class NotServable(Exception):
-    """A version with no form the server may load (the message says why)."""
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -63,8 +61,6 @@ def actor(env: Mapping[str, str] | None = None) -> str:
             return given[name].strip()
     if env is None:
         try:
-            import pwd
-
             return pwd.getpwuid(os.getuid()).pw_name
         except (ImportError, KeyError):
             pass
@@ -223,68 +219,9 @@ def _image(run: Mapping[str, Any]) -> str | None:
     if run.get("runtime") != "docker":
         return None
     try:
-        from jobs.images import image_tag
-
-        return image_tag(run["kind"])
+        return profiles.image_tag(profiles.get(run["kind"]).image)
     except Exception:  # an image name is a nicety: never a reason not to register
         return None
-
-
-def file_sha256(path: Path) -> str:
-    """The file's sha256 (as `jobs.loop.sha256_of`; here so the server needs no more of pushtune)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# --- the form the server loads -------------------------------------------------------------------
-
-REPORT_LIMIT = 64 << 10  # served.json is the attempt's: read as untrusted data, and only so much
-NEVER_LOADED = "is never loaded by the server (loading it can run code)"
-
-
-def served_file(record: Mapping[str, Any]) -> tuple[Path, str]:
-    """(file, sha256) the server loads for a version: its ONNX file, else a Keras `.keras` file (in
-    safe mode); NotServable otherwise. Versions registered before ONNX exports have none: only
-    their `.keras` files serve."""
-    if record.get("unservable"):
-        raise NotServable(record["unservable"])
-    if record.get("onnx_path"):
-        return Path(record["onnx_path"]), record["onnx_sha256"]
-    artifact = Path(record["artifact_path"])
-    if artifact.suffix.lower() == ".keras":
-        return artifact, record["sha256"]
-    raise NotServable(f"no ONNX form, and a {artifact.suffix or 'extension-less'} file {NEVER_LOADED}")
-
-
-def _export_report(output: Path) -> dict[str, Any]:
-    path = output / REPORT_FILE
-    try:
-        if not is_regular_file(path) or path.stat().st_size > REPORT_LIMIT:
-            return {}
-        report = json.loads(path.read_text(errors="replace"))
-    except (OSError, ValueError):
-        return {}
-    return report if isinstance(report, dict) else {}
-
-
-def serving_files(artifact: Path) -> tuple[Path | None, Path | None, str | None]:
-    """What the attempt left for serving its artifact: (its ONNX file, its input sample, why it has
-    no form the server may load). The ONNX file counts only when the export's check passed."""
-    output = artifact.parent
-    sample = output / SAMPLE_FILE if is_regular_file(output / SAMPLE_FILE) else None
-    if artifact.suffix.lower() == ".onnx":  # the script's own ONNX file: ONNX Runtime runs no code either
-        return artifact, sample, None
-    report = _export_report(output)
-    if report.get("ok") is True and is_regular_file(output / ONNX_FILE):
-        return output / ONNX_FILE, sample, None
-    why = report.get("reason") if isinstance(report.get("reason"), str) else None
-    why = " ".join((why or "the attempt left no ONNX export").split())[:300]
-    if artifact.suffix.lower() == ".keras":
-        return None, sample, None  # Keras in safe mode
-    return None, sample, f"no ONNX form ({why}), and its {artifact.suffix or 'extension-less'} file {NEVER_LOADED}"
 
 
 def register_run(store: RunStore, run_id: int, *, force: bool = False) -> dict[str, Any]:
@@ -381,11 +318,9 @@ _CHECKED: set[tuple[str, int, str, str]] = set()  # versions this process saw se
 
 
 def servable_problem(record: Mapping[str, Any]) -> str | None:
-    """Why the version cannot serve (jobs.servable loads it as the server will and predicts its
+    """Why the version cannot serve (jobs.deploy.servable loads it as the server will and predicts its
     sample, in a subprocess), or None. A version that served once is not checked again in this
     process while its file's sha256 stays the same (a rollback back and forth costs no process)."""
-    from jobs.servable import check
-
     try:
         path, sha256 = served_file(record)
     except NotServable:

@@ -4,7 +4,7 @@ plotted, the training curves per epoch, the winning diff.
 The page is jobs/templates/report.html.j2, rendered with autoescape: every value this module
 hands it is plain text (model and metric names, tweaks, reasons, errors, the diff …) and is
 escaped by Jinja2, so nothing a pushed script or the store holds can become markup. The charts
-are base64 PNGs that pushtune draws itself (jobs/plot.py)."""
+are base64 PNGs that pushtune draws itself (jobs/report/plot.py)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from jobs.classify.notebook import handed_back_notebook
 from jobs.clock import utc_text
 from jobs.loop import shown_log_tail
-from jobs.metrics import captured
-from jobs.notebook import handed_back_notebook
-from jobs.objective import Objective, best_attempt
-from jobs.plot import curves_plot_png, metric_plot_png
-from jobs.store import RunStore, run_dir
+from jobs.report.plot import curves_plot_png, metric_plot_png
+from jobs.store.run_store import RunStore, run_dir
+from jobs.train.metrics import captured
+from jobs.tune.objective import Objective, best_attempt
 
 # autoescape for every template (all of them are HTML); a missing variable is an error, not "".
 TEMPLATES = Environment(
-    loader=PackageLoader("jobs", "templates"), autoescape=True, undefined=StrictUndefined,
+    loader=PackageLoader("jobs.report", "templates"), autoescape=True, undefined=StrictUndefined,
     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
 )
 REPORT_TEMPLATE = "report.html.j2"

@@ -7,10 +7,6 @@ import io
 import math
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 PASS_COLOR = "#1a7f37"
 LINE_COLOR = "#0969da"
 FAIL_COLOR = "#cf222e"
@@ -25,6 +21,11 @@ def metric_plot_png(attempts: list[dict[str, Any]], metric: str, threshold: floa
     Attempts without a metric value (failed, or still running) are drawn as a marker on the
     bottom edge, so a run whose every attempt failed still gives a readable chart.
     """
+    # heavy library: matplotlib costs ~0.5 s to import, paid only when a plot is drawn
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     # Figure + Agg canvas directly: no pyplot global state, safe in threads and without a display.
     figure = Figure(figsize=(6.4, 3.0), dpi=100)
     FigureCanvasAgg(figure)
@@ -109,6 +110,11 @@ def curves_plot_png(attempts: list[dict[str, Any]], metric: str, best: int | Non
     panels = [p for p in (metric_key, "loss" if loss_keys else None) if p]
     if not panels:
         return None
+
+    # heavy library: matplotlib costs ~0.5 s to import, paid only when a plot is drawn
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(4.8 * len(panels) + 0.6, 3.4), dpi=100)
     FigureCanvasAgg(figure)

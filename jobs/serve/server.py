@@ -8,7 +8,7 @@
 What it loads: nothing that can run code. A version serves its ONNX file (made in the attempt's
 sandbox, jobs/autolog/to_onnx.py) through ONNX Runtime, or a Keras `.keras` file with
 `safe_mode=True`; never a pickle, joblib or `torch.load` of a whole object. A version with neither
-is registered "not servable" with the reason, and is never promoted (jobs/servable.py loads it
+is registered "not servable" with the reason, and is never promoted (jobs/deploy/servable.py loads it
 the way this server does, in a subprocess, before it may become production). The file is
 loaded only after its sha256 matches the record.
 
@@ -38,6 +38,7 @@ beyond). With PUSHTUNE_SERVE_TOKEN set, /models and predictions need `Authorizat
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request).
+import argparse
 import asyncio
 import hmac
 import json
@@ -47,19 +48,22 @@ import os
 import re
 import resource
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from jobs.deploy.loading import Loaded, LoadError, load_version, one_line, shape_text
+from jobs.deploy.served_form import NotServable, served_file
+from jobs.deploy.versions import NAME_PATTERN
 from jobs.errors import UserError
-from jobs.store import RunStore
-from jobs.versions import NAME_PATTERN, NotServable, file_sha256, served_file
+from jobs.store.run_store import RunStore
 
 LOG = logging.getLogger("pushtune.serve")
 DEFAULT_POLL_SECONDS = 0.5
@@ -73,9 +77,6 @@ MAX_HEADER_BYTES = 16 << 10
 MAX_DEPTH = 32  # nesting of the instances (and of any JSON body) beyond which a body is refused
 TOKEN_VARIABLE = "PUSHTUNE_SERVE_TOKEN"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-FRAMEWORKS = {".onnx": "onnx", ".keras": "keras"}  # the forms that load without running code
-ONNX_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
-              "tensor(int32)": np.int32}
 
 
 class ApiError(Exception):
@@ -86,112 +87,7 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
 
 
-class LoadError(Exception):
-    """A version that cannot be served; `kind` is "sha256" (the file does not match its record),
-    "missing", "unservable" (it has no safe form) or "load"."""
-
-    def __init__(self, kind: str, reason: str):
-        super().__init__(reason)
-        self.kind, self.reason = kind, reason
-
-
-# --- loading artifacts --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """One loaded version: what it needs to predict, and nothing that changes."""
-
-    name: str
-    version: int
-    sha256: str
-    path: Path
-    framework: str
-    predict: Callable[[np.ndarray], Any]
-    input_shape: tuple[int | None, ...] | None  # one instance's, when the model tells
-    dtype: Any
-    loaded_at: float = field(default_factory=time.time)
-
-
-def load_version(name: str, record: Mapping[str, Any]) -> Loaded:
-    """Check the file the version serves (its ONNX file, else its `.keras` file) against its
-    recorded sha256, load it, and call it once on zeros of its input shape (so the first request
-    pays no tracing); LoadError says why it cannot serve."""
-    version = record["version"]
-    try:
-        path, sha256 = served_file(record)
-    except NotServable as exc:
-        raise LoadError("unservable", f"v{version} is not servable: {exc}") from None
-    if not path.is_file():
-        raise LoadError("missing", f"v{version}: its model file {path.name} is missing")
-    found = file_sha256(path)
-    if found != sha256:
-        raise LoadError("sha256", f"v{version} refused: {path.name} has sha256 {found[:12]}…, its record says "
-                                  f"{sha256[:12]}… (changed or damaged since it was registered)")
-    framework = FRAMEWORKS.get(path.suffix.lower())
-    if framework is None:
-        raise LoadError("unservable", f"v{version}: {path.name} is not a form the server loads (ONNX, .keras)")
-    try:
-        predict, shape, dtype = LOADERS[framework](path)
-    except LoadError:
-        raise
-    except Exception as exc:  # whatever the runtime raises for a file it cannot read
-        raise LoadError("load", f"v{version}: {framework} cannot load {path.name}: {_one_line(exc)}") from None
-    if shape is not None and all(isinstance(d, int) for d in shape):
-        try:
-            predict(np.zeros((1, *shape), dtype=dtype))
-        except Exception as exc:
-            raise LoadError("load", f"v{version}: {path.name} fails on an input of its own shape "
-                                    f"{_shape(shape)}: {_one_line(exc)}") from None
-    return Loaded(name, version, record["sha256"], path, framework, predict, shape, dtype)
-
-
-def _load_onnx(path: Path):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise LoadError("load", f"{path.name} has {len(inputs)} inputs: only single-input models are served")
-    given = inputs[0]
-    dtype = ONNX_TYPES.get(given.type)
-    if dtype is None:
-        raise LoadError("load", f"{path.name} takes {given.type}: only numeric tensors are served")
-    shape = tuple(d if isinstance(d, int) else None for d in given.shape[1:]) if given.shape else None
-    first = [session.get_outputs()[0].name]  # labels for a classifier, not its probabilities too
-
-    def predict(x: np.ndarray):
-        return session.run(first, {given.name: x})[0]
-
-    return predict, shape, dtype
-
-
-def _load_keras(path: Path):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    model = keras.models.load_model(path, compile=False, safe_mode=True)  # no lambdas: no code
-    shape = model.input_shape
-    if isinstance(shape, list):
-        if len(shape) != 1:
-            raise LoadError("load", f"{path.name} has {len(shape)} inputs: only single-input models are served")
-        shape = shape[0]
-    instance = tuple(shape[1:]) if shape else None
-
-    def predict(x: np.ndarray):
-        return np.asarray(model(x, training=False))
-
-    return predict, instance, np.float32
-
-
-LOADERS = {"onnx": _load_onnx, "keras": _load_keras}
-
-
 # --- requests -----------------------------------------------------------------------------------
-
-
-def _shape(shape) -> str:
-    return "(" + ", ".join("n" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _check_numbers(value: Any) -> None:
@@ -223,7 +119,7 @@ def parse_instances(body: Any, loaded: Loaded) -> np.ndarray:
     """The request's instances as an array of the model's dtype and shape, or a 422 saying what
     was expected."""
     expected = loaded.input_shape
-    each = f" (each instance of shape {_shape(expected)})" if expected else ""
+    each = f" (each instance of shape {shape_text(expected)})" if expected else ""
     if not isinstance(body, dict) or "instances" not in body:
         raise ApiError(422, f'expected a JSON object {{"instances": [[…], …]}}{each}')
     instances = body["instances"]
@@ -247,7 +143,7 @@ def parse_instances(body: Any, loaded: Loaded) -> np.ndarray:
     got = x.shape[1:]
     if expected is not None and (len(got) != len(expected)
                                  or any(e is not None and e != g for e, g in zip(expected, got, strict=True))):
-        raise ApiError(422, f"expected instances of shape {_shape(expected)}; got {_shape(got)} "
+        raise ApiError(422, f"expected instances of shape {shape_text(expected)}; got {shape_text(got)} "
                             f"({len(instances)} instance{'s' if len(instances) != 1 else ''})")
     return x
 
@@ -274,11 +170,6 @@ def to_json(result: Any) -> Any:
     if result is None or isinstance(result, (str, int, float)):
         return result
     return str(result)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:400] if text else type(exc).__name__
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -414,7 +305,7 @@ class ModelHost:
                 self.refresh()
                 said = None
             except Exception as exc:  # the store may be away for a while: keep serving, keep trying
-                problem = _public(_one_line(exc))
+                problem = _public(one_line(exc))
                 if problem != said:  # once per problem, not once per poll
                     LOG.warning("cannot read the production versions: %s (serving what was read before)", problem)
                 said = problem
@@ -568,7 +459,7 @@ class _Guard:
             LOG.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             if status[0]:
                 raise  # the answer has started: nothing else can be sent
-            body = json.dumps({"detail": f"internal error: {_public(_one_line(exc))}"}).encode()
+            body = json.dumps({"detail": f"internal error: {_public(one_line(exc))}"}).encode()
             status[0] = 500
             await send({"type": "http.response.start", "status": 500,
                         "headers": [(b"content-type", b"application/json"),
@@ -606,6 +497,7 @@ async def read_body(request, limit: int = MAX_BODY_BYTES, seconds: float = READ_
     """The request's body: 413 from its Content-Length before reading any of it, or as soon as
     the bytes sent pass `limit`; 408 when it is not all there within `seconds`; 400 when the
     client goes away before sending it all."""
+    # heavy optional libraries (serve extra): only when the server is made
     from starlette.requests import ClientDisconnect
 
     declared = request.headers.get("content-length")
@@ -644,8 +536,7 @@ def create_app(store: RunStore | None = None, *, poll: float = DEFAULT_POLL_SECO
     """The FastAPI app over `store` (default: the one PUSHTUNE_DB / PUSHTUNE_HOME names). Its
     lifespan loads the production versions and starts the poll. `token` (default: the
     PUSHTUNE_SERVE_TOKEN variable; empty means none) guards /models and predictions."""
-    from contextlib import asynccontextmanager
-
+    # heavy optional libraries (serve extra): only when the server is made
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -724,9 +615,9 @@ def _answer(host: ModelHost, name: str, raw: bytes, scope: MutableMapping[str, A
     try:
         result = loaded.predict(x)
     except (ValueError, TypeError) as exc:
-        raise ApiError(422, f"v{loaded.version} of {name} refused the input: {_one_line(exc)}") from None
+        raise ApiError(422, f"v{loaded.version} of {name} refused the input: {one_line(exc)}") from None
     except Exception as exc:
-        raise ApiError(500, f"v{loaded.version} of {name} failed to predict: {_one_line(exc)}") from None
+        raise ApiError(500, f"v{loaded.version} of {name} failed to predict: {one_line(exc)}") from None
     return {"predictions": to_json(result), "version": loaded.version}
 
 
@@ -763,6 +654,7 @@ def _protocol(read_timeout: float):
     """uvicorn's h11 protocol, closing a connection whose request headers are not all there
     within `read_timeout` of the connection or of the request's first byte (uvicorn times only
     idle keep-alive connections out): a half-sent request does not hold a connection."""
+    # heavy optional library (serve extra): only when the server runs
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class ReadTimeoutProtocol(H11Protocol):
@@ -805,6 +697,7 @@ def _protocol(read_timeout: float):
 def server_config(app, *, read_timeout: float = READ_TIMEOUT, connections: int | None = None):
     """The uvicorn configuration `pushtune serve` runs `app` with: header and keep-alive
     timeouts, a header size and a connection limit, no access log."""
+    # heavy optional library (serve extra): only when the server runs
     import uvicorn
 
     return uvicorn.Config(app, log_level="error", access_log=False, lifespan="on", http=_protocol(read_timeout),
@@ -816,6 +709,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, poll: float = DEFAULT_PO
           store: RunStore | None = None, echo: Callable[[str], None] = print) -> None:
     """Serve until interrupted (SIGINT/SIGTERM end it cleanly)."""
     try:
+        # heavy optional library (serve extra): only when the server runs
         import uvicorn
     except ImportError as exc:
         raise UserError(f"pushtune serve needs fastapi and uvicorn ({exc}): pip install fastapi uvicorn") from None
@@ -831,12 +725,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, poll: float = DEFAULT_PO
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m jobs.serve`: the server alone, for the serving image (which holds only the
+    """`python -m jobs.serve.server`: the server alone, for the serving image (which holds only the
     modules it needs, not the whole pushtune CLI)."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m jobs.serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jobs.serve.server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--poll", type=float, default=DEFAULT_POLL_SECONDS)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote
 
 from jobs.errors import UserError
 
@@ -176,8 +177,6 @@ def _url_parts(location: str) -> tuple[str, str | None, str] | None:
 
 def scrubbed(message: str, location: str) -> str:
     """`message` (a driver's error about `location`) without any of its passwords."""
-    from urllib.parse import unquote
-
     for secret in secrets_of(location):
         for form in {secret, unquote(secret)}:
             message = message.replace(form, "***")
@@ -312,6 +311,7 @@ class PostgresDatabase:
 
     def _retrying(self, work: Callable[[_PostgresConnection], T], *, write: bool,
                   patience: float | None = None) -> T:
+        # heavy optional library (postgres extra): only for a PostgreSQL store
         import psycopg
 
         retry_seconds = self.retry_seconds if patience is None else min(patience, self.retry_seconds)
@@ -341,6 +341,7 @@ class PostgresDatabase:
                 raise UserError(f"cannot use the run store {self.name}: {self._one_line(exc)}") from None
 
     def _connection(self):
+        # heavy optional library (postgres extra): only for a PostgreSQL store
         import psycopg
         from psycopg.rows import dict_row
 

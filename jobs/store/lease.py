@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from jobs.clock import utc_text
-from jobs.database import env_seconds
 from jobs.errors import UserError
-from jobs.store import RunStore
+from jobs.store.database import env_seconds
+from jobs.store.run_store import RunStore
 
 DEFAULT_SECONDS = 30.0
 HANDED_OVER = "PUSHTUNE_LEASE_HOLDER"  # the lease a monitor hands to the driver it starts

@@ -1,7 +1,7 @@
 """The run store: the single source of truth for runs, attempts and driver leases.
 
 It lives in an SQLite file under PUSHTUNE_HOME (the default) or in PostgreSQL (`PUSHTUNE_DB`,
-see jobs.database), with one schema and one set of queries for both. Every write is its own short
+see jobs.store.database), with one schema and one set of queries for both. Every write is its own short
 transaction holding the store's write lock, so several processes on several machines (a `pushtune
 run`, Jenkins steps on any agent, monitors) can write at once. The schema is versioned: a store
 is migrated forward on open, and one from a newer pushtune is refused rather than misread.
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jobs.database import Connection, Database, SQLiteDatabase, database_url, open_database
 from jobs.errors import UserError
 from jobs.exit_codes import FAILED
 from jobs.paths import work_tree_root
+from jobs.store.database import Connection, Database, SQLiteDatabase, database_url, open_database
 
 RUNS = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -143,7 +143,7 @@ def _schema_3(db: Connection, database: Database) -> None:
     db.execute(database.ddl(LEASES))
 
 
-# Model versions (jobs.versions): each passing run's best artifact, numbered per name (1, 2, …,
+# Model versions (jobs.deploy.versions): each passing run's best artifact, numbered per name (1, 2, …,
 # never reused), a copy of it under PUSHTUNE_ARTIFACTS/models/<name>/v<N>/, and at most one
 # `production` version per name; every change of production is an event (who, when, what, why).
 MODEL_VERSIONS = """
@@ -202,7 +202,7 @@ def _schema_5(db: Connection, database: Database) -> None:
 
 
 def _schema_6(db: Connection, database: Database) -> None:
-    # the form of a version the server loads (jobs.serve): its ONNX file, made in the attempt's
+    # the form of a version the server loads (jobs.serve.server): its ONNX file, made in the attempt's
     # sandbox, with its sha256; or why the version has no form that is safe to load
     for column in ("onnx_path", "onnx_sha256", "unservable"):
         db.execute(database.ddl(f"ALTER TABLE model_versions ADD COLUMN {column} TEXT"))
@@ -315,7 +315,7 @@ T = TypeVar("T")
 
 
 class LeaseLost(UserError):
-    """A write refused because the lease its driver holds is no longer its own (jobs.lease)."""
+    """A write refused because the lease its driver holds is no longer its own (jobs.store.lease)."""
 
     exit_code = FAILED
 
@@ -608,7 +608,7 @@ class RunStore:
         self._ids(run_id)
         return self._rows("SELECT * FROM notifications WHERE run_id = ? ORDER BY id", (run_id,))
 
-    # driver leases (jobs.lease)
+    # driver leases (jobs.store.lease)
 
     def acquire_lease(self, name: str, holder: str, seconds: float, *, stale: str | None = None) -> bool:
         """Take the lease `name` for `holder` when it is free, expired, already `holder`'s, or
@@ -645,7 +645,7 @@ class RunStore:
         rows = self._rows("SELECT * FROM leases WHERE name = ?", (name,))
         return rows[0] if rows else None
 
-    # model versions (jobs.versions)
+    # model versions (jobs.deploy.versions)
 
     @property
     def models_dir(self) -> Path:

@@ -44,11 +44,12 @@ from docker.models.containers import Container
 from docker.types import Mount
 from docker.utils import parse_bytes
 
-from jobs import images
 from jobs.errors import UserError
-from jobs.metrics import CURVE_LIMIT, is_regular_file
-from jobs.progress import HISTORY_FILE, PROGRESS_FILE
-from jobs.runtime import (
+from jobs.train import images
+from jobs.train.limits import parse_memory
+from jobs.train.metrics import CURVE_LIMIT, is_regular_file
+from jobs.train.progress import HISTORY_FILE, PROGRESS_FILE
+from jobs.train.runtime import (
     LAUNCH_COMMAND,
     AttemptOutcome,
     AttemptSpec,
@@ -66,7 +67,6 @@ WORKDIR, OUTPUT, DATA, CACHE = "/work", "/output", "/data", "/cache"
 IMAGE_USER = (1000, 1000)  # the unprivileged `pushtune` user of dockerfiles/*.Dockerfile
 ROOT_USER = (0, 0)  # owns what a container may read but not change (copy transfer)
 STOP_GRACE_SECONDS = 5
-MIN_MEMORY = 6 * 2**20  # Docker refuses less
 PIDS_LIMIT = 2048  # processes and threads: TensorFlow starts a few per CPU; a fork bomb stops here
 TMPFS = ("/tmp", WORKDIR)  # writable on the read-only root, as the image's HOME=/tmp and /work were
 REFUSED_NETWORKS = ("host",)  # would share the host's network stack
@@ -103,16 +103,6 @@ def container_name(spec: AttemptSpec, restart: int = 0) -> str:
     store = hashlib.sha256(str(spec.workdir.resolve()).encode()).hexdigest()[:8]
     base = f"pushtune-{spec.run_id}-{spec.attempt}-{store}" + (f"-r{restart}" if restart else "")
     return re.sub(r"[^a-zA-Z0-9_.-]+", "_", base)
-
-
-def parse_memory(memory: str | int) -> int:
-    try:
-        value = parse_bytes(memory)
-    except DockerException:
-        value = None
-    if not isinstance(value, int) or value < MIN_MEMORY:
-        raise UserError(f"--memory {memory!r}: expected a size of at least 6m, such as 512m or 4g")
-    return value
 
 
 def container_user() -> tuple[int, int]:
@@ -344,7 +334,7 @@ def _below(member: tarfile.TarInfo, top: str) -> str | None:
 
 def left_out(relative: str, member: tarfile.TarInfo) -> str | None:
     """Why a member stays in the container, in the words pushtune uses for a mounted output's
-    files (jobs.metrics.UnsafeOutput), or None for a regular file or a directory."""
+    files (jobs.train.metrics.UnsafeOutput), or None for a regular file or a directory."""
     if member.isreg() or member.isdir():
         return None
     return _note(relative, "a symbolic link (not followed)" if member.issym() else "not a regular file")
@@ -459,7 +449,7 @@ def copy_output_back(container, output_dir: Path, limit: int) -> dict[str, str]:
 
 def metric_left_out(left: dict[str, str], output_dir: Path) -> str | None:
     """The note on a metric file left in the container, when reading a mounted output would have
-    failed on it (jobs.metrics.read_metric: metrics.json first, then accuracy.txt): the attempt's
+    failed on it (jobs.train.metrics.read_metric: metrics.json first, then accuracy.txt): the attempt's
     error then, in the same words."""
     if "metrics.json" in left:
         return left["metrics.json"]

@@ -1,6 +1,6 @@
 """The Docker images that attempts run in: build, list, and make sure one is there.
 
-Which images there are comes from the profiles (`jobs.profiles`): each (kind, framework)
+Which images there are comes from the profiles (`jobs.train.profiles`): each (kind, framework)
 profile names its image (cnn, ann, regression, torch), built from `dockerfiles/<image>.Dockerfile`
 into `pushtune/<image>:<version>`, and the requirements set it installs; profiles may share an
 image (cnn/pytorch and ann/pytorch both run in torch). The functions here take an image name,
@@ -31,10 +31,11 @@ from typing import IO
 import docker
 from docker.errors import DockerException, ImageNotFound
 
-from jobs import __version__, profiles
+from jobs import __version__
 from jobs.errors import UserError
 from jobs.paths import DOCKERFILES, PROJECT_ROOT
-from jobs.profiles import Profile
+from jobs.train import profiles
+from jobs.train.profiles import Profile
 
 ONLINE_BASE_IMAGE = "python:3.11-slim"
 OFFLINE_BASE_IMAGE = "pushtune/base:bookworm"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jobs.autolog import CAPTURE_FILE, lines
-from jobs.objective import Objective
+from jobs.tune.objective import Objective
 
 ARTIFACT_NAMES = ("model.keras", "model.h5", "model.joblib", "model.pkl", "model.pt", "model.onnx")
 OUTPUT_LIMIT = 1 << 20  # metrics.json, accuracy.txt, progress.json
@@ -371,6 +371,6 @@ def log_tail(log_path: Path, lines: int = 15, limit: int = LOG_TAIL_BYTES) -> st
 
 
 def meets(value: float | None, threshold: float, mode: str) -> bool:
-    """`Objective(…, mode, threshold).meets(value)` (jobs.objective), kept for
+    """`Objective(…, mode, threshold).meets(value)` (jobs.tune.objective), kept for
     benchmarks/bench_tuning.py; pushtune itself asks the run's Objective."""
     return Objective("", mode, threshold).meets(value)

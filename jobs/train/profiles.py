@@ -2,14 +2,14 @@
 killed training resumes.
 
 The classifier names a pushed file's kind (cnn, ann, regression) and framework (keras, pytorch,
-sklearn). Everything downstream asks the profile of that pair: `jobs.images` (which images
+sklearn). Everything downstream asks the profile of that pair: `jobs.train.images` (which images
 there are, their Dockerfiles and requirements), the Docker runtime (the image of an attempt's
-profile, `AttemptSpec.profile`), the ladder strategy (`ladder`), `pushtune images build|list`
+profile, `AttemptSpec.profile`), `pushtune images build|list`
 and the job chain's start step (which images to build).
 
 Adding a framework is one `Profile` record here plus its `dockerfiles/<image>.Dockerfile` and
 `dockerfiles/requirements-<requirements>.txt` (profiles may share an image, as the two PyTorch
-ones do); its tweaks are records in `jobs/tweaks/registry.py`, from which its ladder is read.
+ones do); its tweaks are records in `jobs/tune/tweaks/registry.py`, which also holds its ladder.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ RESTART = Resume("restart", "no checkpoint: a killed training starts again from 
 
 @dataclass(frozen=True)
 class Profile:
-    kind: str  # as jobs.classify names them
+    kind: str  # as jobs.classify.classifier names them
     framework: str
     image: str  # pushtune/<image>:<version>, built from dockerfiles/<image>.Dockerfile
     requirements: str  # the set the image installs: dockerfiles/requirements-<requirements>.txt
@@ -72,11 +72,6 @@ class Profile:
     def requirements_file(self) -> str:
         """The requirements file's name in dockerfiles/."""
         return f"requirements-{self.requirements}.txt"
-
-    @property
-    def ladder(self) -> tuple[str, ...]:
-        """The tweaks the ladder strategy tries, in order (from the tweak registry)."""
-        return ladder(self.kind, self.framework)
 
 
 # The first profile of a kind is its default: for a run recorded without a framework, and what
@@ -142,11 +137,3 @@ def image_tag(image: str) -> str:
 def checkpoint_weights() -> tuple[str, ...]:
     """The files in <output>/checkpoints that hold a resumable training's state, over all profiles."""
     return tuple(dict.fromkeys(p.resume.weights for p in PROFILES if p.resume.weights))
-
-
-def ladder(kind: str, framework: str | None) -> tuple[str, ...]:
-    """The ladder strategy's tweaks for a profile, in order: the profile's own ladder from the
-    tweak registry, else the kind's (for a framework the registry has no ladder for)."""
-    from jobs import tweaks  # lazy: libcst is not needed to pick an image
-
-    return tweaks.PROFILE_LADDERS.get((kind, framework or "")) or tweaks.LADDERS.get(kind, ())

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobs.metrics import CURVE_LIMIT, read_json_output
+from jobs.train.metrics import CURVE_LIMIT, read_json_output
 
 PROGRESS_FILE = "progress.json"  # as in jobs.kit (not imported: the kit belongs to the scripts)
 HISTORY_FILE = "history.json"

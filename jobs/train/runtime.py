@@ -1,6 +1,6 @@
 """Where an attempt runs. One small interface, `Runtime.run(spec) -> AttemptOutcome`.
 
-`LocalRuntime` runs the script as a child process; `jobs.docker_runtime.DockerRuntime` runs it in
+`LocalRuntime` runs the script as a child process; `jobs.train.docker_runtime.DockerRuntime` runs it in
 a container. Both restart a training that was killed (by a signal, the OOM killer, a lost
 container) with `PUSHTUNE_RESUME=1`, a bounded number of times, so it resumes from its last
 checkpoint; a script that exits with an error of its own is not restarted. Both give the script
@@ -15,6 +15,7 @@ met, by `auto_rank` (docker, then local). A new runtime is one `register_runtime
 from __future__ import annotations
 
 import codecs
+import ctypes
 import json
 import os
 import resource
@@ -30,8 +31,10 @@ from pathlib import Path
 from typing import NoReturn, Protocol, TextIO
 
 from jobs.errors import UserError
-from jobs.metrics import is_regular_file, read_json_output
 from jobs.paths import PROJECT_ROOT
+from jobs.store.lease import agent_name
+from jobs.train import profiles
+from jobs.train.metrics import is_regular_file, read_json_output
 
 
 @dataclass
@@ -56,8 +59,7 @@ class AttemptSpec:
 
     @property
     def profile(self):
-        """The attempt's (kind, framework) profile (jobs.profiles): its image, how it resumes."""
-        from jobs import profiles
+        """The attempt's (kind, framework) profile (jobs.train.profiles): its image, how it resumes."""
 
         return profiles.get(self.kind, self.framework)
 
@@ -131,7 +133,7 @@ class Runtime(Protocol):
         ...
 
     def stop_training(self, spec: AttemptSpec) -> None:
-        """Kill the attempt's running training (its driver lost the lease: jobs.lease); the
+        """Kill the attempt's running training (its driver lost the lease: jobs.store.lease); the
         driver's `run` then returns or raises as for any killed training."""
         ...
 
@@ -358,7 +360,7 @@ class LocalRuntime:
         _prctl(PR_SET_DUMPABLE, 0)
         # -I: the leader imports nothing from the attempt directory or the script's environment.
         leader = f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); " \
-                 "from jobs.runtime import lead_attempt; lead_attempt(sys.argv[1:])"
+                 "from jobs.train.runtime import lead_attempt; lead_attempt(sys.argv[1:])"
         try:
             child = subprocess.Popen(
                 [self.python, "-I", "-c", leader, self.python, *LAUNCH_COMMAND[1:]],
@@ -367,7 +369,6 @@ class LocalRuntime:
             )
         except OSError as exc:
             raise UserError(f"cannot start {self.python}: {exc}") from None
-        from jobs.lease import agent_name
 
         (spec.workdir / "process.json").write_text(json.dumps(
             {"pid": child.pid, "start": _start_ticks(child.pid), "agent": agent_name()}))
@@ -409,8 +410,6 @@ def _stop(child: subprocess.Popen) -> None:
 
 
 def _prctl(option: int, value: int) -> None:
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option})")
@@ -527,8 +526,6 @@ def _start_ticks(pid: int) -> int | None:
 def local_process_alive(workdir: Path) -> bool:
     """Whether the training process that LocalRuntime last started for the attempt still runs.
     Never one of another agent's: its pid means nothing on this machine (as with a shared store)."""
-    from jobs.lease import agent_name
-
     try:
         recorded = json.loads((workdir / "process.json").read_text())
     except (OSError, ValueError):
@@ -540,93 +537,3 @@ def local_process_alive(workdir: Path) -> bool:
         return False
     state = Path(f"/proc/{recorded['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
     return state != "Z"
-
-
-# --- the registry: which runtimes there are, what each needs, and how `auto` picks one -----------
-
-AUTO = "auto"  # not a runtime: the first registered one, by `auto_rank`, whose needs are met
-
-
-@dataclass(frozen=True)
-class Need:
-    """Something a runtime needs of this machine."""
-
-    what: str  # "a Docker engine"
-    check: Callable[[], str | None]  # None when met, else why not, in one line
-
-
-@dataclass(frozen=True)
-class RuntimeEntry:
-    """One runtime of the registry. `factory` takes the runtime options (memory, cpus, network,
-    keep: what `RunOptions.runtime_options` holds) and ignores those it has no use for; chosen by
-    name, it raises a one-line UserError itself when a need is not met."""
-
-    name: str
-    description: str
-    factory: Callable[..., Runtime]
-    needs: tuple[Need, ...] = ()
-    auto_rank: int | None = None  # `auto` tries lower ranks first; None: `auto` never picks it
-
-    def unmet(self) -> str | None:
-        """Why the runtime cannot run here (the first need that is not met), or None."""
-        for need in self.needs:
-            reason = need.check()
-            if reason is not None:
-                return reason
-        return None
-
-
-RUNTIMES: dict[str, RuntimeEntry] = {}  # name -> entry, in the order the CLI lists them
-
-
-def register_runtime(entry: RuntimeEntry) -> RuntimeEntry:
-    if entry.name == AUTO or entry.name in RUNTIMES:
-        raise ValueError(f"runtime {entry.name!r} is registered already")
-    RUNTIMES[entry.name] = entry
-    return entry
-
-
-def runtime_choices() -> tuple[str, ...]:
-    """What `--runtime` accepts: the registered runtimes, then `auto`."""
-    return (*RUNTIMES, AUTO)
-
-
-def get_runtime(name: str, **options) -> Runtime:
-    """The registered runtime `name`, made with `options`; `auto`: the first registered runtime,
-    by `auto_rank`, whose needs are met (Docker when an engine answers, else local)."""
-    if name == AUTO:
-        ranked = [(rank, e) for e in RUNTIMES.values() if (rank := e.auto_rank) is not None]
-        reasons = []
-        for _, candidate in sorted(ranked, key=lambda pair: pair[0]):
-            reason = candidate.unmet()
-            if reason is None:
-                return candidate.factory(**options)
-            reasons.append(f"{candidate.name}: {reason}")
-        raise UserError(f"no runtime can run here ({'; '.join(reasons) or 'none is registered'})")
-    entry = RUNTIMES.get(name)
-    if entry is None:
-        raise UserError(f"unknown runtime {name!r} (choose {', '.join(RUNTIMES)} or {AUTO})")
-    return entry.factory(**options)
-
-
-def _local(**options) -> Runtime:
-    return LocalRuntime()
-
-
-def _docker(**options) -> Runtime:
-    from jobs import docker_runtime  # imports the Docker SDK: only when Docker is asked for
-
-    return docker_runtime.create(**options)
-
-
-def _docker_engine() -> str | None:
-    from jobs import docker_runtime
-
-    return docker_runtime.engine_problem()
-
-
-register_runtime(RuntimeEntry(
-    "local", "a child process on this machine, with pushtune's own Python", _local, auto_rank=100))
-register_runtime(RuntimeEntry(
-    "docker", "a container per attempt, from the image of its kind, with memory, CPU and network limits",
-    _docker, needs=(Need("a Docker engine", _docker_engine),), auto_rank=0))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.autolog import lines
-from jobs.objective import Objective, scored, usable
+from jobs.tune.objective import Objective, scored, usable
 
 # What to try when the evidence names no problem (or for scripts without a curve), per
 # framework (and for the regression kind), best first: see `moves_for`.

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from jobs import diagnosis, tweaks
 from jobs.errors import UserError
-from jobs.objective import Objective, best_attempt, scored, usable
+from jobs.tune import diagnosis, tweaks
+from jobs.tune.objective import Objective, best_attempt, scored, usable
 
 
 def config_key(source: str, params: dict) -> str:
@@ -54,7 +54,7 @@ class History:
     metric: str = "accuracy"
     threshold: float = 0.9
     min_delta: float = 0.0
-    framework: str = ""  # with kind, the run's profile (jobs.profiles); "" when not known
+    framework: str = ""  # with kind, the run's profile (jobs.train.profiles); "" when not known
 
     def tried(self) -> set[str]:
         return {a["config_key"] for a in self.attempts}
@@ -92,9 +92,7 @@ class LadderStrategy:
 
     def next_candidate(self, history: History) -> Candidate | None:
         base = history.best() or history.attempts[0]
-        # the (kind, framework) profile's ladder, else the kind's (jobs.profiles.ladder)
-        order = list(tweaks.PROFILE_LADDERS.get((history.kind, history.framework))
-                     or tweaks.LADDERS.get(history.kind, ()))
+        order = list(tweaks.ladder_of(history.kind, history.framework))
         tried_names = {a["tweak_name"] for a in history.attempts if a["tweak_name"]}
         repeat = self._improving_tweak(history)
         names = ([repeat] if repeat else []) + [n for n in order if n not in tried_names]
@@ -127,7 +125,7 @@ class LadderStrategy:
 
 class DiagnoseStrategy:
     """Read what went wrong in the best attempts' curves and logs and make the move that fixes
-    it (jobs.diagnosis); repeat moves that helped, judged against the evaluation's noise; then
+    it (jobs.tune.diagnosis); repeat moves that helped, judged against the evaluation's noise; then
     every other tweak, from every attempt, before saying that nothing is left."""
 
     name = "diagnose"
@@ -243,6 +241,7 @@ class OptunaStrategy:
 
     def _study(self, history: History, distributions: dict, **sampler_options):
         """A fresh study holding every succeeded attempt whose params lie in the space."""
+        # heavy optional library (optuna extra): only for --strategy optuna
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -257,6 +256,7 @@ class OptunaStrategy:
         return study
 
     def _from_listed_space(self, history: History) -> Candidate | None:
+        # heavy optional library (optuna extra): only for --strategy optuna
         import optuna
 
         space = history.space or {}
@@ -316,6 +316,7 @@ SEARCH_RULES: dict[str, tuple[str, Callable[[Any], tuple[float, float]]]] = {
 
 def _distribution(name: str, default: Any):
     """The Optuna distribution SEARCH_RULES gives `name` around `default`, or None."""
+    # heavy optional library (optuna extra): only for --strategy optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     rule = SEARCH_RULES.get(name.lower())
@@ -353,6 +354,7 @@ def derived_space(source: str, base_params: dict) -> dict:
 
 def _within(distribution, value: Any) -> bool:
     """Whether `value` is a point of the Optuna distribution (so a trial can hold it)."""
+    # heavy optional library (optuna extra): only for --strategy optuna
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
     if isinstance(distribution, CategoricalDistribution):

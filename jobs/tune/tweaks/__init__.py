@@ -12,10 +12,10 @@ One module per family, as Jenkins Job Builder keeps one per component family:
 - registry: one record per tweak, the ladders derived from the records, `apply_tweak`
 """
 
-from jobs.tweaks.keras import DEFAULT_DENSE_WIDTH, OPTIMIZER_DEFAULTS
-from jobs.tweaks.numeric import format_number
-from jobs.tweaks.params import ParamForm, declared_params, reads_params
-from jobs.tweaks.registry import (
+from jobs.tune.tweaks.keras import DEFAULT_DENSE_WIDTH, OPTIMIZER_DEFAULTS
+from jobs.tune.tweaks.numeric import format_number
+from jobs.tune.tweaks.params import ParamForm, declared_params, reads_params
+from jobs.tune.tweaks.registry import (
     LADDERS,
     PROFILE_LADDERS,
     PROFILES,
@@ -27,13 +27,14 @@ from jobs.tweaks.registry import (
     apply_tweak,
     label,
     ladder,
+    ladder_of,
 )
-from jobs.tweaks.sklearn import ALPHA_DEFAULTS, C_DEFAULTS, MAX_ITER_DEFAULTS
-from jobs.tweaks.source import MAX_DEPTH, CannotRewrite
+from jobs.tune.tweaks.sklearn import ALPHA_DEFAULTS, C_DEFAULTS, MAX_ITER_DEFAULTS
+from jobs.tune.tweaks.source import MAX_DEPTH, CannotRewrite
 
 __all__ = [
     "ALPHA_DEFAULTS", "C_DEFAULTS", "DEFAULT_DENSE_WIDTH", "LADDERS", "MAX_DEPTH", "MAX_ITER_DEFAULTS",
     "OPTIMIZER_DEFAULTS", "PROFILES", "PROFILE_LADDERS", "TWEAKS", "TWEAK_NAMES", "CannotRewrite", "ParamForm",
     "Profile", "Tweak", "TweakResult", "apply_tweak", "declared_params", "format_number", "label", "ladder",
-    "reads_params",
+    "ladder_of", "reads_params",
 ]

@@ -18,9 +18,9 @@ from typing import Any, TypeGuard
 
 import libcst as cst
 
-from jobs.tweaks.layout import add_import_name, insert_element, with_keyword
-from jobs.tweaks.numeric import Change, format_number, scale
-from jobs.tweaks.source import (
+from jobs.tune.tweaks.layout import add_import_name, insert_element, with_keyword
+from jobs.tune.tweaks.numeric import Change, format_number, scale
+from jobs.tune.tweaks.source import (
     Done,
     Edit,
     Rewrite,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.kit import overlay_params
-from jobs.tweaks.numeric import Change, format_value
-from jobs.tweaks.source import parse
+from jobs.tune.tweaks.numeric import Change, format_value
+from jobs.tune.tweaks.source import parse
 
 
 def _dotted(node: ast.expr) -> str | None:

@@ -19,9 +19,9 @@ from functools import partial
 
 import libcst as cst
 
-from jobs.tweaks.layout import add_import_name, insert_args, with_keyword, without_args
-from jobs.tweaks.numeric import format_number, scale
-from jobs.tweaks.source import (
+from jobs.tune.tweaks.layout import add_import_name, insert_args, with_keyword, without_args
+from jobs.tune.tweaks.numeric import format_number, scale
+from jobs.tune.tweaks.source import (
     Done,
     Edit,
     Rewrite,

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.classify import framework_of_module
-from jobs.tweaks import keras, pytorch, sklearn
-from jobs.tweaks.numeric import Change, add_one_layer, at_most_32, halve_count, raise_dropout, scale
-from jobs.tweaks.params import ParamForm, change_params, reads_params
-from jobs.tweaks.source import CannotRewrite, Source, SourceTweak
+from jobs.classify.classifier import framework_of_module
+from jobs.tune.tweaks import keras, pytorch, sklearn
+from jobs.tune.tweaks.numeric import Change, add_one_layer, at_most_32, halve_count, raise_dropout, scale
+from jobs.tune.tweaks.params import ParamForm, change_params, reads_params
+from jobs.tune.tweaks.source import CannotRewrite, Source, SourceTweak
 
-Profile = tuple[str, str]  # (kind, framework), as jobs.classify names them
+Profile = tuple[str, str]  # (kind, framework), as jobs.classify.classifier names them
 
 KERAS: tuple[Profile, ...] = (("cnn", "keras"), ("ann", "keras"))
 PYTORCH: tuple[Profile, ...] = (("cnn", "pytorch"), ("ann", "pytorch"))
@@ -157,6 +157,12 @@ PROFILE_LADDERS: dict[Profile, tuple[str, ...]] = {profile: ladder(*profile) for
 LADDERS: dict[str, tuple[str, ...]] = {
     "cnn": ladder("cnn", "keras"), "ann": ladder("ann", "keras"), "regression": ladder("regression", "sklearn"),
 }
+
+
+def ladder_of(kind: str, framework: str | None) -> tuple[str, ...]:
+    """The ladder strategy's tweaks for a run, in order: its (kind, framework) profile's own
+    ladder, else the kind's (for a framework no tweak has a rung for)."""
+    return PROFILE_LADDERS.get((kind, framework or "")) or LADDERS.get(kind, ())
 
 
 def _rewrite_for(tweak: Tweak, src: Source) -> SourceTweak | None:

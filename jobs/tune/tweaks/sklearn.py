@@ -7,9 +7,9 @@ from functools import partial
 
 import libcst as cst
 
-from jobs.tweaks.layout import with_keyword
-from jobs.tweaks.numeric import Change, format_number
-from jobs.tweaks.source import Done, Rewrite, Site, Source, callee, keyword as keyword_arg, rewritten
+from jobs.tune.tweaks.layout import with_keyword
+from jobs.tune.tweaks.numeric import Change, format_number
+from jobs.tune.tweaks.source import Done, Rewrite, Site, Source, callee, keyword as keyword_arg, rewritten
 
 # scikit-learn defaults, used when an estimator that takes the parameter does not set it.
 C_DEFAULTS = {"LogisticRegression": 1.0, "SVC": 1.0, "SVR": 1.0, "LinearSVC": 1.0, "LinearSVR": 1.0}

@@ -16,7 +16,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from jobs.errors import UserError
-from jobs.tweaks.numeric import Change, format_number
+from jobs.tune.tweaks.numeric import Change, format_number
 
 
 class CannotRewrite(UserError):
