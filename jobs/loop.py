@@ -34,6 +34,7 @@ from jobs.classify.notebook import (
     notebook_problem,
     script_code,
 )
+from jobs.deploy.served_form import file_sha256
 from jobs.deploy.versions import check_file_may_register
 from jobs.errors import UserError
 from jobs.git import git_or_none
@@ -155,14 +156,6 @@ def pushed_notebook(run_dir: Path) -> NotebookCode | None:
     return code_of(kept.read_text(encoding="utf-8"), notebook=True)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def git_commit_of(path: Path) -> str | None:
     """The last commit that touched the file, when it is tracked in a git repository."""
     return git_or_none(path.parent, "log", "-1", "--format=%H", "--", path.name, timeout=10)
@@ -225,7 +218,7 @@ def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> i
     if code.notes:
         files[PUSHED_NOTES] = "".join(f"{note}\n" for note in code.notes)
     run_id = store.create_run(
-        model_path=str(path.resolve()), model_name=path.name, model_sha256=sha256_of(path),
+        model_path=str(path.resolve()), model_name=path.name, model_sha256=file_sha256(path),
         kind=found.kind, framework=found.framework, git_commit=git_commit_of(path.resolve()),
         metric=options.metric, mode=options.mode, threshold=options.threshold,
         strategy=options.strategy, runtime=options.runtime, options=asdict(options),
@@ -566,7 +559,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
         log_tail=log_tail(spec.log_path) if error else None,
         exit_code=outcome.exit_code, oom_killed=int(outcome.oom_killed), container=outcome.container,
         artifact_path=str(artifact) if artifact else None,
-        artifact_sha256=sha256_of(artifact) if artifact else None,
+        artifact_sha256=file_sha256(artifact) if artifact else None,
         curve=read_curve(spec.output_dir),
         capture={**(capture or {}), "metric_source": reading.source} if capture or reading.source else None,
         finished_at=time.time(), seconds=previous + seconds,

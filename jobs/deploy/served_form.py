@@ -21,7 +21,7 @@ class NotServable(Exception):
 
 
 def file_sha256(path: Path) -> str:
-    """The file's sha256 (as `jobs.loop.sha256_of`; here so the server needs no more of pushtune)."""
+    """The file's sha256, read in blocks (a model file can be large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
