@@ -1,7 +1,7 @@
 """`report.html` per run: the attempts table (with why each was chosen), the metric per attempt
 plotted, the training curves per epoch, the winning diff.
 
-The page is jobs/templates/report.html.j2, rendered with autoescape: every value this module
+The page is jobs/report/templates/report.html.j2, rendered with autoescape: every value this module
 hands it is plain text (model and metric names, tweaks, reasons, errors, the diff …) and is
 escaped by Jinja2, so nothing a pushed script or the store holds can become markup. The charts
 are base64 PNGs that pushtune draws itself (jobs/report/plot.py)."""
