@@ -23,7 +23,7 @@ from jobs.metrics import captured, is_regular_file
 from jobs.notebook import handed_back_notebook
 from jobs.objective import Objective, best_attempt
 from jobs.store import RunStore
-from jobs.versions import deployment_of, production_line
+from jobs.versions import version_outcome
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class RunOutcome:
     attempts: list[dict[str, Any]]
     best: dict[str, Any] | None  # the best so far, while the run is running
     notebook: str | None  # the best attempt's notebook, handed back next to its model
-    deployment: dict[str, Any] | None  # jobs.versions.deployment_of
-    production: str | None  # what happened to production, in words (jobs.versions.production_line)
+    deployment: dict[str, Any] | None  # the version it registered, or why not (jobs.versions.version_outcome)
+    production: str | None  # what happened to production, in words
 
     @property
     def run_id(self) -> int:
@@ -62,20 +62,15 @@ def run_outcome(store: RunStore, run_id: int) -> RunOutcome:
     attempts = store.attempts(run_id)
     best = best_attempt(attempts, Objective.of(run))
     notebook = handed_back_notebook(run, best) if best else None
+    try:
+        deployment, production = version_outcome(store, run)
+    except Exception as exc:  # a summary or a mail is never lost over the model versions
+        deployment, production = None, f"unknown ({type(exc).__name__}: {exc})"
     return RunOutcome(
         run=run, attempts=attempts, best=best,
         notebook=str(notebook) if notebook is not None and is_regular_file(notebook) else None,
-        deployment=deployment_of(store, run_id),
-        production=_production(store, run_id),
+        deployment=deployment, production=production,
     )
-
-
-def _production(store: RunStore, run_id: int) -> str | None:
-    """The line on production; a summary or a mail is never lost over it."""
-    try:
-        return production_line(store, run_id)
-    except Exception as exc:
-        return f"unknown ({type(exc).__name__}: {exc})"
 
 
 SHOWN_LOG_LINES = 5  # of a failed attempt's log, in the summary, `pushtune show` and the report
