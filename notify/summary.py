@@ -1,4 +1,4 @@
-"""What a notification says about a run: its outcome (`jobs.outcome.RunOutcome`, read from the
+"""What a notification says about a run: its outcome (`jobs.report.outcome.RunOutcome`, read from the
 store once) with the Jenkins build, worded for people and shared by every channel."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.outcome import RunOutcome, run_outcome
-from jobs.store import RunStore
+from jobs.report.outcome import RunOutcome, run_outcome
+from jobs.store.run_store import RunStore
 
 STATUS_WORDS = {
     "passed": "threshold met",

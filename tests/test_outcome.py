@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from jobs.loop import summarize
-from jobs.outcome import run_outcome
-from jobs.report import report_context
-from jobs.store import RunStore
+from jobs.report.html_report import report_context
+from jobs.report.outcome import run_outcome
+from jobs.store.run_store import RunStore
 from notify.message import render_text
 from notify.summary import load_summary
 
