@@ -252,7 +252,7 @@ def test_the_artifact_hash_is_escaped_too(tmp_path, pushtune_home):
 
 def test_the_templates_mark_nothing_safe():
     """Escaped by construction: nothing in the report's template or module opts out of autoescape."""
-    template = (ROOT / "jobs/templates" / REPORT_TEMPLATE).read_text()
+    template = (ROOT / "jobs/report/templates" / REPORT_TEMPLATE).read_text()
     module = (ROOT / "jobs/report/html_report.py").read_text()
     assert TEMPLATES.autoescape is True and REPORT_TEMPLATE in TEMPLATES.list_templates()
     for opt_out in ("|safe", "| safe", "{% autoescape", "Markup"):
