@@ -1,11 +1,12 @@
 """A run's outcome: everything the report, the `--json` summary and the mail say about a run,
 read from the store in one pass.
 
-`run_outcome` builds the record; `jobs.loop.finish_run` builds it once, after recording the run's
-status, handing its notebook back and deploying its model, and the report
-(`jobs.report.html_report.write_report`), the `--json` summary (`summary_json`) and the mail
-(`notify.summary.RunSummary`) render that same record. Read for a run that is still running, it
-says how the run stands so far (its best attempt so far, no status of its own yet).
+`run_outcome` builds the record. `jobs.loop.finish_run` builds it once, after recording the run's
+status, handing its notebook back and deploying its model, and renders the report
+(`jobs.report.html_report.write_report`) and the `--json` summary (`summary_json`) from it. The
+mail is sent by a later step (`pushtune notify`, the chain's notify job, `--notify`): it reads the
+record once the same way and renders it as `notify.summary.RunSummary` (the record plus the
+Jenkins build). Read while a run is still running, the record says how the run stands so far.
 
 The record owns: the run row (model, kind, status, stop reason, metric, threshold, mode, options,
 run directory), its attempts in order, the best attempt (`jobs.tune.objective.best_attempt`), the
