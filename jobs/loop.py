@@ -35,14 +35,15 @@ from jobs.classify.notebook import (
     script_code,
 )
 from jobs.deploy.served_form import file_sha256
-from jobs.deploy.versions import check_file_may_register
+from jobs.deploy.versions import check_file_may_register, deploy_after_run
 from jobs.errors import UserError
 from jobs.git import git_or_none
+from jobs.report.html_report import write_report
+from jobs.report.outcome import run_outcome, summary_json
 from jobs.store.lease import Lease, attempt_lease, run_lease
 from jobs.store.run_store import LeaseLost, RunStore, run_dir as store_run_dir
 from jobs.train import profiles
 from jobs.train.metrics import (
-    captured,
     find_artifact,
     is_regular_file,
     log_tail,
@@ -567,7 +568,8 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
 
 
 def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool = False) -> dict:
-    """Decide the run's status from its attempts, record it, write the report; the summary."""
+    """Decide the run's status from its attempts, record it, deploy a passing run's model, then
+    read its outcome once: the report and the returned summary render it."""
     run = store.get_run(run_id)
     objective = Objective.of(run)
     best = best_attempt(store.attempts(run_id), objective)
@@ -588,67 +590,15 @@ def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool =
     if best:  # a notebook run hands its best notebook back next to the model
         hand_back_notebook(run, best)
     if status == "passed":  # its best model: the next version of its name, production if better
-        from jobs.deploy.versions import deploy_after_run
-
         deploy_after_run(store, run_id)
-    from jobs.report.html_report import write_report
-
-    write_report(store, run_id)
-    return summarize(store, run_id)
+    outcome = run_outcome(store, run_id)
+    write_report(outcome)
+    return summary_json(outcome)
 
 
 def summarize(store: RunStore, run_id: int) -> dict:
-    """The run as the `--json` object: status, threshold, metric, best, attempts, run_id."""
-    from jobs.deploy.versions import deployment_of, production_line
-
-    run = store.get_run(run_id)
-    metric = run["metric"]
-    attempts = store.attempts(run_id)
-    best = best_attempt(attempts, Objective.of(run))  # the best so far, while the run is running
-    return {
-        "run_id": run_id,
-        "model": run["model_path"],
-        "kind": run["kind"],
-        "status": run["status"],
-        "stop_reason": run["stop_reason"],
-        "threshold": run["threshold"],
-        "metric": metric,
-        "mode": run["mode"],
-        "best": None if best is None else {
-            "attempt": best["n"], metric: best["metric_value"], "params": best["params"],
-            "tweaks": best["tweaks"], "artifact": best["artifact_path"],
-            "artifact_sha256": best["artifact_sha256"],
-            "artifact_source": captured(best, "artifact", "how"),
-            "metric_source": captured(best, "metric_source"),
-            "notebook": _existing(handed_back_notebook(run, best)),
-        },
-        "attempts": [
-            {"n": a["n"], **({metric: a["metric_value"]} if a["status"] == "ok" else _failure(a)),
-             "tweak": a["tweak"], "reason": a["reason"], "warm_from": a["warm_from"],
-             "warm_epoch": a["warm_epoch"], "seconds": round(a["seconds"] or 0.0, 3)}
-            for a in attempts
-        ],
-        "deployment": deployment_of(store, run_id),
-        "production": production_line(store, run_id),  # what happened to production, in words
-        "report": str(Path(run["run_dir"]) / "report.html"),
-    }
-
-
-SHOWN_LOG_LINES = 5  # of a failed attempt's log, in the summary, `pushtune show` and the report
-
-
-def shown_log_tail(attempt: dict) -> str:
-    """The last lines of a failed attempt's log (its traceback's end), as the store keeps them."""
-    return "\n".join((attempt.get("log_tail") or "").splitlines()[-SHOWN_LOG_LINES:])
-
-
-def _failure(attempt: dict) -> dict:
-    log = str(Path(attempt["dir"]) / "log.txt") if attempt["dir"] else None
-    return {"error": attempt["error"], "log": log, "log_tail": shown_log_tail(attempt)}
-
-
-def _existing(path: Path | None) -> str | None:
-    return str(path) if path is not None and is_regular_file(path) else None
+    """The run as the `--json` object (`jobs.report.outcome.summary_json`), as the store has it now."""
+    return summary_json(run_outcome(store, run_id))
 
 
 Progress = Callable[[str, dict], None]

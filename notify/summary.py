@@ -1,4 +1,5 @@
-"""What a notification says about a run, read from the store once and shared by every channel."""
+"""What a notification says about a run: its outcome (`jobs.report.outcome.RunOutcome`, read from the
+store once) with the Jenkins build, worded for people and shared by every channel."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.report.outcome import RunOutcome, run_outcome
 from jobs.store.run_store import RunStore
-from jobs.tune.objective import Objective, best_attempt
 
 STATUS_WORDS = {
     "passed": "threshold met",
@@ -50,37 +51,11 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-@dataclass
-class RunSummary:
-    run: dict[str, Any]
-    attempts: list[dict[str, Any]]
-    best: dict[str, Any] | None
-    build_url: str | None
-    production: str | None = None  # what happened to production (jobs.deploy.versions.production_line)
+@dataclass(frozen=True)
+class RunSummary(RunOutcome):
+    """The run's outcome as a notification words it, with the Jenkins build that ran it."""
 
-    @property
-    def run_id(self) -> int:
-        return self.run["id"]
-
-    @property
-    def metric(self) -> str:
-        return self.run["metric"]
-
-    @property
-    def threshold(self) -> float:
-        return self.run["threshold"]
-
-    @property
-    def objective(self) -> Objective:
-        return Objective.of(self.run)
-
-    @property
-    def notebook(self) -> str | None:
-        """The best attempt's notebook, handed back next to its model (a notebook run's), if there."""
-        from jobs.classify.notebook import handed_back_notebook
-
-        path = handed_back_notebook(self.run, self.best) if self.best else None
-        return str(path) if path is not None and path.is_file() and not path.is_symlink() else None
+    build_url: str | None = None
 
     @property
     def best_value(self) -> float | None:
@@ -158,19 +133,11 @@ class RunSummary:
 
 def load_summary(store: RunStore, run_id: int) -> RunSummary:
     """Everything a notification needs about one run (raises UserError for an unknown run)."""
-    run = store.get_run(run_id)
-    attempts = store.attempts(run_id)
-    options = run.get("options") or {}
+    return summary_of(run_outcome(store, run_id))
+
+
+def summary_of(outcome: RunOutcome) -> RunSummary:
+    """The notification's view of a run's outcome, with the Jenkins build that ran it, if any."""
+    options = outcome.run.get("options") or {}
     build_url = options.get("jenkins_build_url") or os.environ.get("BUILD_URL") or None
-    return RunSummary(run=run, attempts=attempts, best=best_attempt(attempts, Objective.of(run)), build_url=build_url,
-                      production=_production(store, run_id))
-
-
-def _production(store: RunStore, run_id: int) -> str | None:
-    """The mail's line on production; a mail is never lost over it."""
-    from jobs.deploy.versions import production_line
-
-    try:
-        return production_line(store, run_id)
-    except Exception as exc:
-        return f"unknown ({type(exc).__name__}: {exc})"
+    return RunSummary(**vars(outcome), build_url=build_url)

@@ -21,6 +21,7 @@ from jobs.ci.jenkins import RESULT_EXIT_CODES
 from jobs.errors import UserError
 from jobs.loop import summarize
 from jobs.report.html_report import report_context
+from jobs.report.outcome import run_outcome
 from jobs.store.run_store import RunStore
 from jobs.tune.diagnosis import judge
 from jobs.tune.objective import MODES, Objective, best_attempt, usable
@@ -211,7 +212,7 @@ def test_the_loop_the_report_runs_and_the_mail_agree_on_a_min_mode_run(tmp_path,
     assert store.get_run(run_id)["best_attempt"] == 2
 
     # the report
-    context = report_context(store, run_id)
+    context = report_context(run_outcome(store, run_id))
     assert context["best"]["n"] == 2 and context["comparison"] == "≤"
     assert [row["css"] for row in context["rows"]] == ["", "best", "failed", "", ""]
     page = (pushtune_home / "runs" / str(run_id) / "report.html").read_text(encoding="utf-8")
@@ -257,6 +258,6 @@ def test_a_running_run_shows_the_same_best_so_far_everywhere(tmp_path, pushtune_
 
     assert store.get_run(run_id)["best_attempt"] is None  # recorded when the run finishes
     assert summarize(store, run_id)["best"]["attempt"] == 3
-    assert report_context(store, run_id)["best"]["n"] == 3
+    assert report_context(run_outcome(store, run_id))["best"]["n"] == 3
     assert load_summary(store, run_id).best["n"] == 3
     assert load_summary(store, run_id).headline() == "still running — best loss 0.30 > 0.10 after 5 attempts so far"

@@ -16,6 +16,7 @@ from jinja2 import UndefinedError
 from matplotlib.image import imread
 
 from jobs.report.html_report import REPORT_TEMPLATE, TEMPLATES, render_report, report_context, write_report
+from jobs.report.outcome import run_outcome
 from jobs.report.plot import CURVE_COLORS, _curve_series, curves_plot_png
 from jobs.store.run_store import RunStore
 
@@ -74,7 +75,7 @@ def curved_run(tmp_path, pushtune_home):
 
 def test_a_report_with_curves_draws_them_and_says_why(curved_run):
     store, run_id = curved_run
-    path = write_report(store, run_id)
+    path = write_report(run_outcome(store, run_id))
     page = path.read_text(encoding="utf-8")
 
     pngs = images(page)
@@ -100,7 +101,7 @@ def test_a_report_without_curves_has_no_curve_chart_and_no_why_column(tmp_path, 
         {"metric_value": 0.91},
         {"metric_value": 0.95, "tweak": "C ×10: LogisticRegression 0.01 → 0.1 (line 30)"},
     ], best=2)
-    page = render_report(store, run_id)
+    page = render_report(run_outcome(store, run_id))
     assert len(images(page)) == 1  # the metric per attempt only
     assert "Training curves" not in page and "<th>why</th>" not in page and "warm-started" not in page
 
@@ -133,21 +134,21 @@ def test_a_winner_that_only_changed_parameters_lists_them(tmp_path, pushtune_hom
         {"metric_value": 0.5}, {"metric_value": 0.6, "tweak": "set epochs 4 → 8 (parameter)",
                                 "tweaks": ["set epochs 4 → 8 (parameter)"], "params": {"epochs": 8}},
     ], best=2)
-    page = render_report(store, run_id)
+    page = render_report(run_outcome(store, run_id))
     assert "<li>set epochs 4 → 8 (parameter)</li>" in page and "as pushed won" not in page
 
 
 def test_an_odd_curve_costs_the_chart_not_the_report(tmp_path, pushtune_home):
     odd = {"history": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": [1, 2]}]}
     store, run_id = make_run(tmp_path, [{"metric_value": 0.5, "curve": odd}], best=1)
-    page = render_report(store, run_id)
+    page = render_report(run_outcome(store, run_id))
     assert "Run 1: ann.py" in page
 
 
 def test_the_metric_name_is_escaped_everywhere(tmp_path, pushtune_home):
     metric = '<img src=x onerror="alert(1)">'
     store, run_id = make_run(tmp_path, [{"metric_value": 0.5}, {"metric_value": 0.95}], metric=metric, best=2)
-    page = render_report(store, run_id)
+    page = render_report(run_outcome(store, run_id))
     assert "<img src=x" not in page
     escaped = "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;"
     assert f"<th>{escaped}</th>" in page and f"Best: attempt 2, {escaped} 0.9500" in page
@@ -213,7 +214,7 @@ def hostile_run(tmp_path: Path, *, diff: bool = True) -> tuple[RunStore, int]:
 @pytest.mark.parametrize("diff", [True, False], ids=["winning diff", "parameters only"])
 def test_user_text_is_escaped_everywhere_in_the_report(tmp_path, pushtune_home, diff):
     store, run_id = hostile_run(tmp_path, diff=diff)
-    page = write_report(store, run_id).read_text(encoding="utf-8")
+    page = write_report(run_outcome(store, run_id)).read_text(encoding="utf-8")
 
     assert "<script" not in page and "alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&amp;" in page
@@ -244,14 +245,14 @@ def test_the_artifact_hash_is_escaped_too(tmp_path, pushtune_home):
     """The one value the f-string report forgot: it wrote artifact_sha256 into the page raw."""
     store, run_id = make_run(tmp_path, [{"metric_value": 0.95, "artifact_path": "/out/model.keras",
                                          "artifact_sha256": "<script>alert(1)</script>"}], best=1)
-    page = render_report(store, run_id)
+    page = render_report(run_outcome(store, run_id))
     assert "<script>" not in page
     assert "sha256 <code>&lt;script&gt;alert(1)&lt;/script&gt;</code>" in page
 
 
 def test_the_templates_mark_nothing_safe():
     """Escaped by construction: nothing in the report's template or module opts out of autoescape."""
-    template = (ROOT / "jobs/templates" / REPORT_TEMPLATE).read_text()
+    template = (ROOT / "jobs/report/templates" / REPORT_TEMPLATE).read_text()
     module = (ROOT / "jobs/report/html_report.py").read_text()
     assert TEMPLATES.autoescape is True and REPORT_TEMPLATE in TEMPLATES.list_templates()
     for opt_out in ("|safe", "| safe", "{% autoescape", "Markup"):
@@ -262,8 +263,8 @@ def test_the_templates_mark_nothing_safe():
 def test_a_missing_template_variable_fails_loudly(curved_run):
     store, run_id = curved_run
     template = TEMPLATES.get_template(REPORT_TEMPLATE)
-    context = report_context(store, run_id)
-    assert template.render(context) == render_report(store, run_id)
+    context = report_context(run_outcome(store, run_id))
+    assert template.render(context) == render_report(run_outcome(store, run_id))
 
     for missing in ("stop_reason", "metric", "rows", "best"):
         with pytest.raises(UndefinedError, match=missing):
@@ -296,7 +297,7 @@ def test_every_attempt_has_its_row_and_its_curve(tmp_path, pushtune_home):
     attempts.append({"status": "failed", "error": "script exited with code 1",
                      "curve": _scaled_loss(curve(4, start=0.1), 4.0)})  # a failed attempt with a curve
     store, run_id = make_run(tmp_path, attempts, best=5)
-    page = render_report(store, run_id)
+    page = render_report(run_outcome(store, run_id))
 
     rows = re.findall(r'<tr class="([a-z]*)"><td>(\d+)</td><td>(.*?)</td>', page)
     assert [int(n) for _, n, _ in rows] == [1, 2, 3, 4, 5, 6]

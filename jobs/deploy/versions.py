@@ -485,43 +485,53 @@ def _rollback_target(name: str, versions: list[dict[str, Any]], to: int | None) 
 
 
 def deployment_of(store: RunStore, run_id: int) -> dict[str, Any] | None:
-    """The run's model version for its JSON summary: name, version, status, reason and the
-    production version now; or why it was not registered; None when it is neither."""
-    record = store.model_version_of_run(run_id)
-    if record is not None:
-        production = store.production_version(record["name"])
-        return {"name": record["name"], "version": record["version"], "status": record["status"],
-                "reason": record["reason"], "production": production["version"] if production else None}
-    refused = [e for e in store.model_events(run_id=run_id) if e["action"] == "not_registered"]
-    if refused:
-        production = store.production_version(refused[-1]["name"])
-        return {"name": refused[-1]["name"], "version": None, "status": "not registered",
-                "reason": refused[-1]["reason"], "production": production["version"] if production else None}
-    return None
+    """The run's model version for its JSON summary (`version_outcome`'s first half)."""
+    return version_outcome(store, store.get_run(run_id))[0]
 
 
 def production_line(store: RunStore, run_id: int) -> str | None:
-    """One line for the run's mail: what happened to production."""
-    run = store.get_run(run_id)
-    name = run_model_name(run)
-    record = store.model_version_of_run(run_id)
+    """One line for the run's mail: what happened to production (`version_outcome`'s second half)."""
+    return version_outcome(store, store.get_run(run_id))[1]
+
+
+def version_outcome(store: RunStore, run: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """What a run's end did to its model's versions, from one read of them: (the version it
+    registered, with its name, status, reason and the production version now, or why it was not
+    registered; None when neither) and one line in words on what happened to production (None
+    when there is nothing to say)."""
+    record = store.model_version_of_run(run["id"])
+    events = store.model_events(run_id=run["id"])
     if record is None:
-        production = store.production_version(name)
-        refused = [e for e in store.model_events(run_id=run_id) if e["action"] == "not_registered"]
-        stays = (f"{name} v{production['version']} stays production" if production
-                 else f"{name} has no production version")
-        if refused:
-            return f"not registered ({refused[-1]['reason']}); {stays}"
-        if run["status"] == "running":
-            return None
-        if production is None and not store.model_versions(name):
-            return None
-        return f"unchanged: {stays} (only a passing run registers a version)"
-    events = [e for e in store.model_events(run_id=run_id) if e["version"] == record["version"]]
-    decision = next((e for e in events if e["action"] in ("promoted", "kept")), None)
+        return _not_registered(store, run, events)
+    production = store.production_version(record["name"])
+    deployment = {"name": record["name"], "version": record["version"], "status": record["status"],
+                  "reason": record["reason"], "production": production["version"] if production else None}
+    return deployment, _registered_line(record, events, production)
+
+
+def _not_registered(store: RunStore, run: Mapping[str, Any],
+                    events: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    name = run_model_name(run)
+    production = store.production_version(name)
+    stays = f"{name} v{production['version']} stays production" if production else f"{name} has no production version"
+    refused = [e for e in events if e["action"] == "not_registered"]
+    if refused:
+        last = refused[-1]
+        now = production if last["name"] == name else store.production_version(last["name"])
+        return ({"name": last["name"], "version": None, "status": "not registered", "reason": last["reason"],
+                 "production": now["version"] if now else None},
+                f"not registered ({last['reason']}); {stays}")
+    if run["status"] == "running" or (production is None and not store.model_versions(name)):
+        return None, None
+    return None, f"unchanged: {stays} (only a passing run registers a version)"
+
+
+def _registered_line(record: Mapping[str, Any], events: list[dict[str, Any]],
+                     production: Mapping[str, Any] | None) -> str:
+    decision = next((e for e in events if e["version"] == record["version"] and e["action"] in ("promoted", "kept")),
+                    None)
     label = f"{record['name']} v{record['version']}"
     if decision is None:
-        production = store.production_version(record["name"])
         stays = f", production is v{production['version']}" if production else ""
         return f"{label} registered, now {record['status']}{stays}: {record['reason']}"
     if decision["action"] == "promoted":

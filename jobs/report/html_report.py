@@ -1,5 +1,6 @@
 """`report.html` per run: the attempts table (with why each was chosen), the metric per attempt
-plotted, the training curves per epoch, the winning diff.
+plotted, the training curves per epoch, the winning diff. It renders a run's outcome
+(`jobs.report.outcome.RunOutcome`), read from the store once by whoever asks for the page.
 
 The page is jobs/report/templates/report.html.j2, rendered with autoescape: every value this module
 hands it is plain text (model and metric names, tweaks, reasons, errors, the diff …) and is
@@ -14,13 +15,11 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from jobs.classify.notebook import handed_back_notebook
 from jobs.clock import utc_text
-from jobs.loop import shown_log_tail
+from jobs.report.outcome import RunOutcome, shown_log_tail
 from jobs.report.plot import curves_plot_png, metric_plot_png
-from jobs.store.run_store import RunStore, run_dir
+from jobs.store.run_store import run_dir
 from jobs.train.metrics import captured
-from jobs.tune.objective import Objective, best_attempt
 
 # autoescape for every template (all of them are HTML); a missing variable is an error, not "".
 TEMPLATES = Environment(
@@ -63,7 +62,7 @@ def _row(attempt: dict[str, Any], best_n: int | None) -> dict[str, Any]:
     }
 
 
-def _best(best: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+def _best(best: dict[str, Any], notebook: str | None) -> dict[str, Any]:
     return {
         "n": best["n"],
         "value": f"{best['metric_value']:.4f}",
@@ -72,7 +71,7 @@ def _best(best: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         "artifact_source": captured(best, "artifact", "how") or "",
         "metric_source": captured(best, "metric_source") or "",
         "sha256": best["artifact_sha256"] or "",
-        "notebook": str(notebook) if (notebook := handed_back_notebook(run, best)) and notebook.is_file() else "",
+        "notebook": notebook or "",
         # the winner's source is the pushed file's when there is no diff: only parameters changed
         # (listed), or nothing did
         "diff": _diff_lines(best["diff"]) if best["diff"] else [],
@@ -80,20 +79,16 @@ def _best(best: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def report_context(store: RunStore, run_id: int) -> dict[str, Any]:
+def report_context(outcome: RunOutcome) -> dict[str, Any]:
     """Everything report.html.j2 shows, as text (escaped by the template) and base64 PNGs."""
-    run = store.get_run(run_id)
-    attempts = store.attempts(run_id)
-    objective = Objective.of(run)
-    best = best_attempt(attempts, objective)  # the best so far, while the run is running
-    best_n = best["n"] if best else None
+    run, attempts, best_n = outcome.run, outcome.attempts, outcome.best_n
     metric_png = metric_plot_png(attempts, run["metric"], run["threshold"])
     try:  # the curves come from the scripts' history.json: an odd one costs the chart, not the report
         curves_png = curves_plot_png(attempts, run["metric"], best_n)
     except Exception:
         curves_png = None
     return {
-        "run_id": run_id,
+        "run_id": outcome.run_id,
         "model_name": run["model_name"],
         "status": run["status"].replace("_", " "),
         "kind": run["kind"],
@@ -104,21 +99,22 @@ def report_context(store: RunStore, run_id: int) -> dict[str, Any]:
         "finished": _when(run["finished_at"]),
         "stop_reason": run["stop_reason"] or "",
         "metric": run["metric"],
-        "comparison": objective.symbol,
+        "comparison": outcome.objective.symbol,
         "threshold": f"{run['threshold']:g}",
         "metric_png": base64.b64encode(metric_png).decode("ascii"),
         "curves_png": base64.b64encode(curves_png).decode("ascii") if curves_png else "",
         "with_why": any(a.get("reason") for a in attempts),
         "rows": [_row(a, best_n) for a in attempts],
-        "best": _best(best, run) if best else None,
+        "best": _best(outcome.best, outcome.notebook) if outcome.best else None,
     }
 
 
-def render_report(store: RunStore, run_id: int) -> str:
-    return TEMPLATES.get_template(REPORT_TEMPLATE).render(report_context(store, run_id))
+def render_report(outcome: RunOutcome) -> str:
+    return TEMPLATES.get_template(REPORT_TEMPLATE).render(report_context(outcome))
 
 
-def write_report(store: RunStore, run_id: int) -> Path:
-    path = run_dir(store.get_run(run_id)) / "report.html"  # never the current directory
-    path.write_text(render_report(store, run_id), encoding="utf-8")
+def write_report(outcome: RunOutcome) -> Path:
+    """The page, written as report.html in the run's directory (never the current directory)."""
+    path = run_dir(outcome.run) / "report.html"
+    path.write_text(render_report(outcome), encoding="utf-8")
     return path
