@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "jobs.commands.hook",
     "jobs.commands.images",
     "jobs.commands.models",
+    "jobs.commands.results",
 )
 
 

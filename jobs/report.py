@@ -4,7 +4,9 @@ plotted, the training curves per epoch, the winning diff.
 The page is jobs/templates/report.html.j2, rendered with autoescape: every value this module
 hands it is plain text (model and metric names, tweaks, reasons, errors, the diff …) and is
 escaped by Jinja2, so nothing a pushed script or the store holds can become markup. The charts
-are base64 PNGs that pushtune draws itself (jobs/plot.py)."""
+are PNGs that pushtune draws itself (jobs/plot.py): data: URIs in the page pushtune writes, so it
+is one self-contained file, or files beside the page for a server whose Content-Security-Policy
+forbids data: images and inline styles (`report_files`: Jenkins' archive and HTML Publisher)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ TEMPLATES = Environment(
     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
 )
 REPORT_TEMPLATE = "report.html.j2"
+STYLESHEET_TEMPLATE = "report.css.j2"
 
 
 def _when(timestamp: float | None) -> str:
@@ -81,7 +84,15 @@ def _best(best: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
 
 
 def report_context(store: RunStore, run_id: int) -> dict[str, Any]:
-    """Everything report.html.j2 shows, as text (escaped by the template) and base64 PNGs."""
+    """Everything report.html.j2 shows, as text (escaped by the template), the charts inline."""
+    context, charts = _context(store, run_id)
+    return {**context, "stylesheet": "",
+            **{f"{name}_src": f"data:image/png;base64,{base64.b64encode(png).decode('ascii')}" if png else ""
+               for name, png in charts.items()}}
+
+
+def _context(store: RunStore, run_id: int) -> tuple[dict[str, Any], dict[str, bytes | None]]:
+    """The page's text, and its charts as PNGs by name (metric, curves; None: no chart)."""
     run = store.get_run(run_id)
     attempts = store.attempts(run_id)
     objective = Objective.of(run)
@@ -106,16 +117,28 @@ def report_context(store: RunStore, run_id: int) -> dict[str, Any]:
         "metric": run["metric"],
         "comparison": objective.symbol,
         "threshold": f"{run['threshold']:g}",
-        "metric_png": base64.b64encode(metric_png).decode("ascii"),
-        "curves_png": base64.b64encode(curves_png).decode("ascii") if curves_png else "",
         "with_why": any(a.get("reason") for a in attempts),
         "rows": [_row(a, best_n) for a in attempts],
         "best": _best(best, run) if best else None,
-    }
+    }, {"metric": metric_png, "curves": curves_png}
 
 
 def render_report(store: RunStore, run_id: int) -> str:
     return TEMPLATES.get_template(REPORT_TEMPLATE).render(report_context(store, run_id))
+
+
+def report_files(store: RunStore, run_id: int) -> dict[str, bytes]:
+    """report.html for a server whose Content-Security-Policy allows only same-origin images and
+    stylesheets (Jenkins' DirectoryBrowserSupport.DEFAULT_CSP_VALUE: "sandbox allow-same-origin;
+    default-src 'none'; img-src 'self'; style-src 'self';"), with the files it links: the
+    stylesheet and the charts beside it. The same page as `render_report`'s, by file name."""
+    context, charts = _context(store, run_id)
+    files = {f"{name}.png": png for name, png in charts.items() if png}
+    page = TEMPLATES.get_template(REPORT_TEMPLATE).render(
+        {**context, "stylesheet": "report.css", **{f"{name}_src": f"{name}.png" if png else ""
+                                                   for name, png in charts.items()}})
+    stylesheet = TEMPLATES.get_template(STYLESHEET_TEMPLATE).render()
+    return {"report.html": page.encode("utf-8"), "report.css": stylesheet.encode("utf-8"), **files}
 
 
 def write_report(store: RunStore, run_id: int) -> Path:
