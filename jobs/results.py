@@ -10,14 +10,16 @@ folder there:
                             (Jenkins serves archived files under a CSP without inline styles or
                             data: images: jobs.report.report_files)
     winning.diff            the best attempt's change against the pushed file (when it has one)
-    model/NAME              the best attempt's model file, and model/served.onnx when it exists
+    output/                 the best attempt's output folder: the model file, served.onnx (its
+                            ONNX form, when there is one), whatever else the script saved
     logs/attempt-N.log      each attempt's log
 
-Every file a pushed script left (the model, served.onnx, the logs it filled) is untrusted: it is
-reached from the run directory the store records one name at a time without following a
-symbolic link (a link to /etc/passwd stays a link), copied only when it is a regular file (never
-a FIFO or a device, which are not even opened) of at most `max_file_bytes`, and the folder never
-holds more than `max_total_bytes`. What is skipped is said, never an error: the build goes on.
+Every file a pushed script left (its outputs, the logs it filled) is untrusted: it is reached
+from the run directory the store records one name at a time without following a symbolic link
+(a link to /etc/passwd stays a link, and is not copied), copied only when it is a regular file
+(a FIFO or a device is not even opened) of at most `max_file_bytes`, at most MAX_FILES of them,
+and the folder never holds more than `max_total_bytes`. What is skipped is said, never an error:
+the build goes on.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from jobs.autolog.to_onnx import ONNX_FILE
 from jobs.errors import UserError
 from jobs.report import report_files
 from jobs.store import RunStore, run_dir
 
 MAX_FILE_BYTES = 512 * 2**20  # a Keras VGG16 model is ~60 MB; a file far larger is no model to open
 MAX_TOTAL_BYTES = 2 * 2**30
+MAX_FILES = 1000  # from the best attempt's output folder
 INDEX = "pushtune-results.txt"  # its presence is what makes a folder one that may be replaced
 _CHUNK = 2**20
 
@@ -78,16 +80,12 @@ def collect_results(store: RunStore, run_id: int, folder: Path, details: dict[st
     best = attempts.get(best_n) if best_n is not None else None
     if best is not None and best["diff"]:
         write("winning.diff", best["diff"].encode("utf-8"))
-    if best is not None:
-        model = Path(best["artifact_path"]) if best["artifact_path"] else None
-        if model is not None:
-            _copy_from_run(done, root, model, f"model/{model.name}", max_file_bytes, max_total_bytes)
-        onnx = Path(best["dir"]) / "output" / ONNX_FILE if best["dir"] else None
-        if onnx is not None and onnx != model and _exists(onnx):
-            _copy_from_run(done, root, onnx, f"model/{ONNX_FILE}", max_file_bytes, max_total_bytes)
+    limits = (max_file_bytes, max_total_bytes)
+    if best is not None and best["dir"]:
+        _copy_folder(done, root, Path(best["dir"]) / "output", "output", *limits)
     for n, attempt in sorted(attempts.items()):
         if attempt["dir"] and _exists(log := Path(attempt["dir"]) / "log.txt"):
-            _copy_from_run(done, root, log, f"logs/attempt-{n}.log", max_file_bytes, max_total_bytes)
+            _copy_from_run(done, root, log, f"logs/attempt-{n}.log", *limits)
     _write_new(folder / INDEX, _index(run_id, done).encode("utf-8"))
     return done
 
@@ -125,27 +123,90 @@ def _write_new(path: Path, data: bytes) -> None:
         stream.write(data)
 
 
-def _copy_from_run(done: Collected, root: Path, source: Path, name: str,
-                   max_file_bytes: int, max_total_bytes: int) -> None:
-    """Copy `source` (a path the store recorded, inside the run directory `root`) to the
-    folder as `name`, or record why not."""
+def _relative(done: Collected, root: Path, source: Path, name: str) -> PurePath | None:
+    """`source` (a path the store recorded) relative to the run directory `root`; None (and
+    why, in `done`) when it is not a plain path inside it."""
     try:
         relative = source.relative_to(root)
     except ValueError:
         done.skipped.append((name, f"{source} is outside the run directory {root}"))
-        return
+        return None
     if not relative.parts or any(part in ("..", ".") for part in relative.parts):
         done.skipped.append((name, f"{source} is not a plain path inside the run directory"))
+        return None
+    return relative
+
+
+def _open_directory(root: Path, parts: tuple[str, ...]) -> int:
+    """A descriptor of root/parts…, each part opened without following a link (OSError else)."""
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for part in parts:
+        try:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+        finally:
+            os.close(directory)
+        directory = inner
+    return directory
+
+
+def _copy_from_run(done: Collected, root: Path, source: Path, name: str,
+                   max_file_bytes: int, max_total_bytes: int) -> None:
+    """Copy the file `source` inside the run directory to the folder as `name`, or say why not."""
+    relative = _relative(done, root, source, name)
+    if relative is None:
         return
-    limit = min(max_file_bytes, max_total_bytes - done.total)
-    why = _copy_regular(root, relative, done.folder / name, limit)
-    if why is None:
-        done.copied.append(name)
-        done.total += (done.folder / name).stat().st_size
-    else:
-        over = limit < max_file_bytes and why.startswith("larger than")
-        done.skipped.append((name, f"{relative}: " + (f"the folder would exceed {max_total_bytes} bytes"
-                                                       if over else why)))
+    try:
+        directory = _open_directory(root, relative.parts[:-1])
+    except OSError as exc:
+        done.skipped.append((name, f"{relative.parent}: {_unreachable(exc)}"))
+        return
+    try:
+        _copy_entry(done, directory, relative.name, name, max_file_bytes, max_total_bytes)
+    finally:
+        os.close(directory)
+
+
+def _copy_folder(done: Collected, root: Path, source: Path, name: str,
+                 max_file_bytes: int, max_total_bytes: int) -> None:
+    """Copy the regular files under the folder `source` inside the run directory to `name`/,
+    walking it without following links (os.fwalk, follow_symlinks=False, lists a link to a
+    directory among the directories and does not enter it: it is said here)."""
+    relative = _relative(done, root, source, name)
+    if relative is None:
+        return
+    try:
+        top = _open_directory(root, relative.parts)
+    except OSError as exc:
+        done.skipped.append((name, f"{relative}: {_unreachable(exc)}"))
+        return
+    try:
+        for path, folders, files, directory in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            for folder in sorted(folders):
+                if _is_link(directory, folder):
+                    done.skipped.append((os.path.normpath(os.path.join(name, path, folder)),
+                                         "a symbolic link to a directory: not followed"))
+            for file in sorted(files):
+                target = os.path.normpath(os.path.join(name, path, file))
+                if len(done.copied) >= MAX_FILES:
+                    done.skipped.append((os.path.normpath(os.path.join(name, path)),
+                                         f"more than {MAX_FILES} files: the rest is not copied"))
+                    return
+                _copy_entry(done, directory, file, target, max_file_bytes, max_total_bytes)
+    finally:
+        os.close(top)
+
+
+def _is_link(directory: int, entry: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(entry, dir_fd=directory, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _unreachable(exc: OSError) -> str:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "not a directory (a symbolic link?): not followed"
+    return "missing" if exc.errno == errno.ENOENT else f"cannot be read: {exc.strerror}"
 
 
 def _kind(mode: int) -> str:
@@ -157,41 +218,37 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _copy_regular(root: Path, relative: PurePath, target: Path, limit: int) -> str | None:
-    """Copy root/relative to target when every directory on the way is a real directory (no
-    link) and the file is a regular one of at most `limit` bytes; else why not (target absent)."""
-    opened: list[int] = []
+def _copy_entry(done: Collected, directory: int, entry: str, name: str,
+                max_file_bytes: int, max_total_bytes: int) -> None:
+    """Copy `entry` of the open `directory` to the folder as `name` when it is a regular file
+    within the limits; else record why not (and leave nothing at `name`)."""
+    limit = min(max_file_bytes, max_total_bytes - done.total)
+    why: str | None
     try:
-        directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-        opened.append(directory)
-        for part in relative.parts[:-1]:
-            try:
-                directory = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    return f"{part} on the way is not a directory (a link?): not followed"
-                raise
-            opened.append(directory)
-        name = relative.parts[-1]
-        info = os.stat(name, dir_fd=directory, follow_symlinks=False)
+        info = os.stat(entry, dir_fd=directory, follow_symlinks=False)
         if not stat.S_ISREG(info.st_mode):  # a FIFO or a device is never opened: that could block
-            return f"{_kind(info.st_mode)}, not a regular file: not copied"
-        if info.st_size > limit:
-            return f"larger than {limit} bytes ({info.st_size}): not copied"
-        # O_NOFOLLOW and O_NONBLOCK: swapped for a link or a FIFO since the stat, it still fails
-        # or does not block, and fstat below sees what was opened
-        source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
-        opened.append(source)
-        if not stat.S_ISREG(os.fstat(source).st_mode):
-            return "changed into something other than a regular file: not copied"
-        return _copy_bounded(source, target, limit)
-    except FileNotFoundError:
-        return "missing"
+            why = f"{_kind(info.st_mode)}, not a regular file: not copied"
+        elif info.st_size > limit:
+            why = (f"larger than {max_file_bytes} bytes ({info.st_size}): not copied" if limit == max_file_bytes
+                   else f"the folder would exceed {max_total_bytes} bytes: not copied")
+        else:
+            # O_NOFOLLOW and O_NONBLOCK: swapped for a link or a FIFO since the stat, it fails or
+            # does not block, and fstat sees what was opened
+            source = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+            try:
+                if not stat.S_ISREG(os.fstat(source).st_mode):
+                    why = "changed into something other than a regular file: not copied"
+                else:
+                    why = _copy_bounded(source, done.folder / name, limit)
+            finally:
+                os.close(source)
     except OSError as exc:
-        return f"cannot be read: {exc.strerror}"
-    finally:
-        for descriptor in reversed(opened):
-            os.close(descriptor)
+        why = _unreachable(exc) if exc.errno != errno.ELOOP else "a symbolic link, not a regular file: not copied"
+    if why is None:
+        done.copied.append(name)
+        done.total += (done.folder / name).stat().st_size
+    else:
+        done.skipped.append((name, why))
 
 
 def _copy_bounded(source: int, target: Path, limit: int) -> str | None:
