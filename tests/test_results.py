@@ -23,11 +23,11 @@ from pathlib import Path
 
 import test_loop
 from conftest import unavailable
-from jobs.jenkins import render_jobs
+from jobs.ci.jenkins import render_jobs
+from jobs.ci.results import INDEX, MAX_FILE_BYTES
 from jobs.loop import finish_run
-from jobs.progress import epoch_line
-from jobs.results import INDEX, MAX_FILE_BYTES
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.progress import epoch_line
 from test_jenkins_client import pushtune
 
 ROOT = Path(__file__).resolve().parent.parent

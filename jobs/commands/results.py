@@ -2,7 +2,7 @@
 
 The last line, `description: run 12 · …`, is what the Jenkins jobs' Description Setter reads
 from the console (jenkins/jobs/pushtune.yaml). With `--to DIR`, the report, `show --json`, the
-winning diff, the model and the logs are copied into DIR for the jobs to archive (jobs.results).
+winning diff, the model and the logs are copied into DIR for the jobs to archive (jobs.ci.results).
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jobs import exit_codes, results
+from jobs import exit_codes
+from jobs.ci import results
+from jobs.ci.describe import describe
 from jobs.commands.runs import show_json
-from jobs.describe import describe
 from jobs.errors import UserError
-from jobs.store import RunStore, no_store_yet
+from jobs.store.run_store import RunStore, no_store_yet
 
 # The line Jenkins' Description Setter takes the build's description from (its first match in
 # the console); the regexp in jenkins/jobs/pushtune.yaml is `^description: (run \d+ .*)$`.
