@@ -21,10 +21,12 @@ from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 import test_loop
 from conftest import unavailable
 from jobs.ci.jenkins import render_jobs
-from jobs.ci.results import INDEX, MAX_FILE_BYTES
+from jobs.ci.results import INDEX, MAX_FILE_BYTES, collect_results
 from jobs.loop import finish_run
 from jobs.store.run_store import RunStore
 from jobs.train.progress import epoch_line
@@ -177,7 +179,7 @@ def test_results_folder_of_a_passing_run(tmp_path):
     assert again.returncode == 0 and not (folder / "output" / "stale.txt").exists()
 
 
-def test_results_never_empties_a_folder_it_did_not_make(tmp_path):
+def test_results_never_empties_a_folder_it_did_not_make(tmp_path, monkeypatch):
     home = tmp_path / "home"
     passed = run(home, script(tmp_path, "logistic.py", LOGISTIC), "--threshold", "0.9")
     mine = tmp_path / "mine"
@@ -188,6 +190,15 @@ def test_results_never_empties_a_folder_it_did_not_make(tmp_path):
     assert (mine / "thesis.tex").read_text() == "precious"
     os.symlink(mine, tmp_path / "link")
     assert pushtune(home, "results", passed["run_id"], "--to", tmp_path / "link").returncode == 2
+    # a build that died while copying (here: a summary that does not serialise) left the marker,
+    # written first: the next build recognises the folder and replaces it
+    half = tmp_path / "half"
+    monkeypatch.setenv("PUSHTUNE_HOME", str(home))
+    with pytest.raises(TypeError):
+        collect_results(RunStore.open(), passed["run_id"], half, {"run_id": object()})
+    assert (half / INDEX).is_file() and not (half / "show.json").exists()
+    assert pushtune(home, "results", passed["run_id"], "--to", half).returncode == 0
+    assert (half / "show.json").is_file() and "copied:" in (half / INDEX).read_text()
     unknown = pushtune(home, "results", "99", "--to", tmp_path / "new")
     assert unknown.returncode == 2 and "99" in unknown.stderr and not (tmp_path / "new").exists()
 

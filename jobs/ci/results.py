@@ -62,6 +62,8 @@ def collect_results(store: RunStore, run_id: int, folder: Path, details: dict[st
     run = store.get_run(run_id)
     root = run_dir(run)
     folder = _fresh(Path(folder))
+    # first, so a folder left half-filled (a killed build) is still recognised and replaced
+    _write_new(folder / INDEX, b"pushtune results: being written\n")
     done = Collected(folder)
 
     def write(name: str, data: bytes) -> None:
@@ -86,6 +88,7 @@ def collect_results(store: RunStore, run_id: int, folder: Path, details: dict[st
     for n, attempt in sorted(attempts.items()):
         if attempt["dir"] and _exists(log := Path(attempt["dir"]) / "log.txt"):
             _copy_from_run(done, root, log, f"logs/attempt-{n}.log", *limits)
+    (folder / INDEX).unlink()
     _write_new(folder / INDEX, _index(run_id, done).encode("utf-8"))
     return done
 
