@@ -37,7 +37,7 @@ from jobs.errors import UserError
 from jobs.report.html_report import report_files
 from jobs.store.run_store import RunStore, run_dir
 
-MAX_FILE_BYTES = 512 * 2**20  # a Keras VGG16 model is ~60 MB; a file far larger is no model to open
+MAX_FILE_BYTES = 512 * 2**20  # the face example (a VGG16 base) saves ~60 MB; far larger is no model to open
 MAX_TOTAL_BYTES = 2 * 2**30
 MAX_FILES = 1000  # from the best attempt's output folder
 INDEX = "pushtune-results.txt"  # its presence is what makes a folder one that may be replaced
