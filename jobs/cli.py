@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "jobs.commands.hook",
     "jobs.commands.images",
     "jobs.commands.models",
+    "jobs.commands.results",
 )
 
 # Top-level modules of the optional libraries -> the extra of pyproject.toml that installs them.

@@ -75,7 +75,8 @@ def test_six_jobs_each_a_thin_shell_over_pushtune(rendered):
         assert commands, name
         for command in commands:
             for line in filter(None, (raw.strip() for raw in command.splitlines())):
-                assert line.startswith(("pushtune ", "rm -rf runs")), (name, line)
+                # train keeps its exit code across the results step (TRAIN_SHELL)
+                assert line.startswith(("pushtune ", "rm -rf runs")) or line in TRAIN_SHELL, (name, line)
 
 
 def test_pull_polls_the_repository_and_hands_the_changed_files_on(rendered):
@@ -113,10 +114,15 @@ def test_classify_starts_runs_and_one_train_build_per_run(rendered):
     assert triggered == "pushtune-train"
 
 
+TRAIN_SHELL = ("code=0", 'pushtune train "$RUN_ID" || code=$?', 'pushtune results "$RUN_ID" --to pushtune-results',
+               "exit $code")
+
+
 def test_train_marks_below_threshold_unstable_and_routes_by_result(rendered):
     train = rendered[0]["pushtune-train"]
     shell = train.find("./builders/hudson.tasks.Shell")
-    assert shell.findtext("command") == 'pushtune train "$RUN_ID"'
+    # the results are copied whatever the attempt gave; the build ends with train's exit code
+    assert shell.findtext("command") == "\n".join(TRAIN_SHELL) + "\n"
     assert shell.findtext("unstableReturn") == "3"
     configs = train.findall("./publishers/hudson.plugins.parameterizedtrigger.BuildTrigger/configs/"
                             "hudson.plugins.parameterizedtrigger.BuildTriggerConfig")
@@ -266,6 +272,7 @@ def test_every_plugin_the_jobs_use_is_installed_by_the_image(rendered):
         "hudson.plugins.git.": "git", "com.cloudbees.jenkins.GitHubPushTrigger": "github",
         "hudson.plugins.parameterizedtrigger.": "parameterized-trigger",
         "org.jenkinsci.plugins.credentialsbinding.": "credentials-binding",
+        "hudson.plugins.descriptionsetter.": "description-setter", "htmlpublisher.": "htmlpublisher",
     }
     for marker, plugin in needed.items():
         assert marker in text and plugin in plugins
@@ -479,3 +486,82 @@ def test_every_plugin_is_pinned():
     # and jenkinsci/docker as read; 2.568.3 was only a release candidate), never a moving tag
     base = re.search(r"^FROM (\S+)", (ROOT / "jenkins" / "Dockerfile").read_text(), re.M)[1]
     assert re.fullmatch(r"jenkins/jenkins:2\.\d+\.\d+-lts-jdk21", base), base
+
+
+# The publishers that make the build page tell the story, and the fields their classes read
+# (XStream binds elements to fields by name; a misspelt one is dropped with a warning):
+#   Description Setter 264.v1957f215dcd5 (jenkinsci/description-setter-plugin)
+#     DescriptionSetterPublisher: regexp, regexpForFailed, description, descriptionForFailed,
+#     setForMatrix, appendMode. perform(): a build worse than UNSTABLE uses regexpForFailed and
+#     descriptionForFailed whenever either is non-null; DescriptionSetterHelper: first matching
+#     line, group 1 when description is null.
+#   core 2.568.2 ArtifactArchiver: artifacts, excludes, latestOnly, allowEmptyArchive,
+#     onlyIfSuccessful, fingerprint, defaultExcludes, caseSensitive, followSymlinks (default true;
+#     readResolve sets true when absent). perform(): nothing matched and allowEmptyArchive false
+#     on a SUCCESS/UNSTABLE build is an AbortException (a FAILURE).
+#   HTML Publisher 427.1 (jenkinsci/htmlpublisher-plugin) HtmlPublisher: reportTargets;
+#     HtmlPublisherTarget: reportName, reportDir, reportFiles, alwaysLinkToLastBuild, keepAll,
+#     allowMissing (and optional icon, includes, escapeUnderscores, useWrapperFileDirectly,
+#     numberOfWorkers, reportTitles); wrapperName is a transient field kept so that old XML
+#     still loads (JENKINS-31366), and JJB writes it.
+DESCRIBED = {"pushtune-train", "pushtune-tweak", "pushtune-notify", "pushtune-deploy"}
+ARCHIVED = {"pushtune-train", "pushtune-notify", "pushtune-deploy"}
+
+
+def test_train_tweak_notify_and_deploy_set_the_build_description_from_pushtune_results(rendered):
+    from jobs.commands.results import DESCRIPTION_PREFIX
+
+    jobs = rendered[0]
+    for name, job in jobs.items():
+        publishers = job.findall("./publishers/hudson.plugins.descriptionsetter.DescriptionSetterPublisher")
+        assert len(publishers) == (1 if name in DESCRIBED else 0), name
+        if name not in DESCRIBED:
+            continue
+        [publisher] = publishers
+        regexp = publisher.findtext("regexp")
+        # the same for failed builds: JJB's default regexpForFailed is "", which matches any line
+        assert regexp and publisher.findtext("regexpForFailed") == regexp, name
+        assert publisher.find("description") is None and publisher.find("descriptionForFailed") is None
+        assert publisher.find("appendMode") is None  # false: the description is replaced, not appended
+        line = f"{DESCRIPTION_PREFIX}run 12 · accuracy 0.9670 ≥ 0.9 at attempt 3 · m v4 is production"
+        assert re.search(regexp, line).group(1) == line.removeprefix(DESCRIPTION_PREFIX)
+        for other in ("+ pushtune results 12 --to pushtune-results", "description: of something else",
+                      "  epoch 1/3: loss 0.2, description: run 1 · x"):
+            assert not re.search(regexp, other), other
+        assert 'pushtune results "$RUN_ID"' in shell_commands(job)[0], name
+
+
+def test_train_notify_and_deploy_archive_the_results_and_publish_the_report(rendered):
+    jobs = rendered[0]
+    for name, job in jobs.items():
+        archivers = job.findall("./publishers/hudson.tasks.ArtifactArchiver")
+        reports = job.findall("./publishers/htmlpublisher.HtmlPublisher/reportTargets/"
+                              "htmlpublisher.HtmlPublisherTarget")
+        assert (len(archivers), len(reports)) == ((1, 1) if name in ARCHIVED else (0, 0)), name
+        if name not in ARCHIVED:
+            continue
+        assert 'pushtune results "$RUN_ID" --to pushtune-results' in shell_commands(job)[0], name
+        [archiver], [report] = archivers, reports
+        fields = {child.tag: child.text for child in archiver}
+        assert fields == {"artifacts": "pushtune-results/**", "allowEmptyArchive": "true", "onlyIfSuccessful": "false",
+                          "fingerprint": "false", "defaultExcludes": "true", "caseSensitive": "true",
+                          "latestOnly": "false", "followSymlinks": "false"}, name
+        target = {child.tag: child.text for child in report}
+        assert target == {"reportName": "pushtune report", "reportDir": "pushtune-results/report",
+                          "reportFiles": "report.html", "alwaysLinkToLastBuild": "true", "keepAll": "true",
+                          "allowMissing": "true", "wrapperName": "htmlpublisher-wrapper.html"}, name
+
+
+def test_the_new_plugins_are_pinned_to_releases_for_the_checked_core():
+    pins = dict(line.split(":", 1) for line in (JENKINS / "plugins.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    # release tags checked 2026-12-07, both with jenkins.baseline 2.479 (<= 2.568.2)
+    assert pins["description-setter"] == "264.v1957f215dcd5"
+    assert pins["htmlpublisher"] == "427.1"  # the SECURITY-3706 fix
+
+
+def test_casc_keeps_descriptions_plain_text():
+    """Descriptions hold text from pushed files: the escaping formatter (core EscapedMarkupFormatter,
+    @Symbol plainText), never raw HTML."""
+    casc = yaml.safe_load((JENKINS / "casc" / "jenkins.yaml").read_text())
+    assert casc["jenkins"]["markupFormatter"] == "plainText"

@@ -65,20 +65,11 @@ def show_run(args: argparse.Namespace) -> int:
     if nothing:
         raise UserError(f"no run {args.run_id}: {nothing}")
     store = RunStore.open()
+    if args.json:
+        print(json.dumps(show_json(store, args.run_id), indent=2))
+        return exit_codes.OK
     summary = summarize(store, args.run_id)
     attempts = store.attempts(args.run_id)
-    if args.json:
-        summary["attempts"] = [
-            {**s, "reason": a.get("reason"), "warm_from": a.get("warm_from"), "warm_epoch": a.get("warm_epoch"),
-             "diff": a["diff"], "params": a["params"], "status": a["status"], "restarts": a["restarts"],
-             "restart_events": _restarts(store, args.run_id, a["n"]),
-             "log_tail": a["log_tail"], "dir": a["dir"], "curve": a.get("curve"),
-             "capture": a.get("capture")}
-            # not strict: read apart, so a live run may have added an attempt in between
-            for s, a in zip(summary["attempts"], attempts, strict=False)
-        ]
-        print(json.dumps(summary, indent=2))
-        return exit_codes.OK
 
     console = output_console()
     print_summary(summary, console)
@@ -87,3 +78,19 @@ def show_run(args: argparse.Namespace) -> int:
             console.print(Text.assemble("\n", (f"attempt {a['n']}", "bold"), f": {a['tweak'] or ''}"))
             console.print(Text(a["diff"]))
     return exit_codes.OK
+
+
+def show_json(store: RunStore, run_id: int) -> dict:
+    """The `pushtune show RUN_ID --json` object: the summary, each attempt with its details."""
+    summary = summarize(store, run_id)
+    attempts = store.attempts(run_id)
+    summary["attempts"] = [
+        {**s, "reason": a.get("reason"), "warm_from": a.get("warm_from"), "warm_epoch": a.get("warm_epoch"),
+         "diff": a["diff"], "params": a["params"], "status": a["status"], "restarts": a["restarts"],
+         "restart_events": _restarts(store, run_id, a["n"]),
+         "log_tail": a["log_tail"], "dir": a["dir"], "curve": a.get("curve"),
+         "capture": a.get("capture")}
+        # not strict: read apart, so a live run may have added an attempt in between
+        for s, a in zip(summary["attempts"], attempts, strict=False)
+    ]
+    return summary

@@ -5,7 +5,9 @@ plotted, the training curves per epoch, the winning diff. It renders a run's out
 The page is jobs/report/templates/report.html.j2, rendered with autoescape: every value this module
 hands it is plain text (model and metric names, tweaks, reasons, errors, the diff …) and is
 escaped by Jinja2, so nothing a pushed script or the store holds can become markup. The charts
-are base64 PNGs that pushtune draws itself (jobs/report/plot.py)."""
+are PNGs that pushtune draws itself (jobs/report/plot.py): data: URIs in the page pushtune writes, so it
+is one self-contained file, or files beside the page for a server whose Content-Security-Policy
+forbids data: images and inline styles (`report_files`: Jenkins' archive and HTML Publisher)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ TEMPLATES = Environment(
     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
 )
 REPORT_TEMPLATE = "report.html.j2"
+STYLESHEET_TEMPLATE = "report.css.j2"
 
 
 def _when(timestamp: float | None) -> str:
@@ -80,7 +83,15 @@ def _best(best: dict[str, Any], notebook: str | None) -> dict[str, Any]:
 
 
 def report_context(outcome: RunOutcome) -> dict[str, Any]:
-    """Everything report.html.j2 shows, as text (escaped by the template) and base64 PNGs."""
+    """Everything report.html.j2 shows, as text (escaped by the template), the charts inline."""
+    context, charts = _context(outcome)
+    return {**context, "stylesheet": "",
+            **{f"{name}_src": f"data:image/png;base64,{base64.b64encode(png).decode('ascii')}" if png else ""
+               for name, png in charts.items()}}
+
+
+def _context(outcome: RunOutcome) -> tuple[dict[str, Any], dict[str, bytes | None]]:
+    """The page's text, and its charts as PNGs by name (metric, curves; None: no chart)."""
     run, attempts, best_n = outcome.run, outcome.attempts, outcome.best_n
     metric_png = metric_plot_png(attempts, run["metric"], run["threshold"])
     try:  # the curves come from the scripts' history.json: an odd one costs the chart, not the report
@@ -101,16 +112,28 @@ def report_context(outcome: RunOutcome) -> dict[str, Any]:
         "metric": run["metric"],
         "comparison": outcome.objective.symbol,
         "threshold": f"{run['threshold']:g}",
-        "metric_png": base64.b64encode(metric_png).decode("ascii"),
-        "curves_png": base64.b64encode(curves_png).decode("ascii") if curves_png else "",
         "with_why": any(a.get("reason") for a in attempts),
         "rows": [_row(a, best_n) for a in attempts],
         "best": _best(outcome.best, outcome.notebook) if outcome.best else None,
-    }
+    }, {"metric": metric_png, "curves": curves_png}
 
 
 def render_report(outcome: RunOutcome) -> str:
     return TEMPLATES.get_template(REPORT_TEMPLATE).render(report_context(outcome))
+
+
+def report_files(outcome: RunOutcome) -> dict[str, bytes]:
+    """report.html for a server whose Content-Security-Policy allows only same-origin images and
+    stylesheets (Jenkins' DirectoryBrowserSupport.DEFAULT_CSP_VALUE: "sandbox allow-same-origin;
+    default-src 'none'; img-src 'self'; style-src 'self';"), with the files it links: the
+    stylesheet and the charts beside it. The same page as `render_report`'s, by file name."""
+    context, charts = _context(outcome)
+    files = {f"{name}.png": png for name, png in charts.items() if png}
+    page = TEMPLATES.get_template(REPORT_TEMPLATE).render(
+        {**context, "stylesheet": "report.css", **{f"{name}_src": f"{name}.png" if png else ""
+                                                   for name, png in charts.items()}})
+    stylesheet = TEMPLATES.get_template(STYLESHEET_TEMPLATE).render()
+    return {"report.html": page.encode("utf-8"), "report.css": stylesheet.encode("utf-8"), **files}
 
 
 def write_report(outcome: RunOutcome) -> Path:

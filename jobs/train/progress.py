@@ -185,5 +185,7 @@ def epoch_text(epoch: int, epochs: int | None, logs: dict, names: list[str] | No
 
 
 def epoch_line(epoch: int, epochs: int | None, logs: dict) -> str:
-    """The plain line printed per epoch in a pipe or a Jenkins console."""
-    return "  " + epoch_text(epoch, epochs, logs)
+    """The plain line printed per epoch in a pipe or a Jenkins console: one line whatever the
+    log names the script chose (a newline in one would forge a console line, e.g. the one the
+    jobs' Description Setter reads)."""
+    return "  " + "".join(c if c.isprintable() else "?" for c in epoch_text(epoch, epochs, logs))
