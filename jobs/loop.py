@@ -36,6 +36,7 @@ from jobs.metrics import (
     read_json_output,
     read_metric,
 )
+from jobs.mlflow_mirror import mirror_run
 from jobs.notebook import (
     NotebookCode,
     NotebookError,
@@ -76,6 +77,7 @@ class RunOptions:
     take_name: bool = False  # --force: the name may have been registered from another file
     promote: bool = True  # a passing run's version becomes production if it beats production (jobs.versions)
     autolog: bool = True  # capture curve, metric and model of scripts that do not report them (jobs.autolog)
+    mlflow: str | None = None  # the tracking URI the run is mirrored to (jobs.mlflow_mirror)
 
     @property
     def objective(self) -> Objective:
@@ -573,6 +575,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
         capture={**(capture or {}), "metric_source": reading.source} if capture or reading.source else None,
         finished_at=time.time(), seconds=previous + seconds,
     )
+    mirror_run(store, run["id"])
 
 
 def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool = False) -> dict:
@@ -603,6 +606,7 @@ def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool =
     from jobs.report import write_report
 
     write_report(store, run_id)
+    mirror_run(store, run_id)
     return summarize(store, run_id)
 
 

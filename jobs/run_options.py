@@ -14,6 +14,7 @@ from pathlib import Path
 from jobs.errors import UserError
 from jobs.loop import RunOptions
 from jobs.metrics import out_of_range
+from jobs.mlflow_mirror import tracking_uri
 from jobs.objective import MODES, Objective, default_mode
 from jobs.runtime import runtime_choices
 from jobs.strategies import STRATEGIES, load_space
@@ -67,6 +68,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-autolog", action="store_true",
                    help="run the script with no capture: pushtune reads only metrics.json, accuracy.txt, "
                         "the log and model.* files in $PUSHTUNE_OUTPUT")
+    p.add_argument("--mlflow", metavar="URI", help="mirror the run to the MLflow tracking server at URI "
+                                                   "(default: $MLFLOW_TRACKING_URI, when set; docs/mlflow.md)")
     p.add_argument("--no-promote", action="store_true",
                    help="register a passing run's model as a candidate, never production (`pushtune promote`)")
 
@@ -129,6 +132,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         name=check_name(args.name) if args.name is not None else None, promote=not args.no_promote,
         take_name=args.force,
         autolog=not args.no_autolog,
+        mlflow=tracking_uri(args.mlflow, environ),
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},
     )

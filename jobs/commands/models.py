@@ -19,6 +19,7 @@ from rich.text import Text
 from jobs import exit_codes, versions
 from jobs.commands import metric_text, output_console, said_no_store_yet
 from jobs.errors import UserError
+from jobs.mlflow_mirror import mirror_production
 from jobs.store import RunStore
 
 
@@ -151,13 +152,17 @@ def _report(deployment: versions.Deployment, as_json: bool) -> None:
 
 
 def promote(args: argparse.Namespace) -> int:
-    deployment = versions.promote_run(RunStore.open(), args.run_id, force=args.force, reason=args.reason)
+    store = RunStore.open()
+    deployment = versions.promote_run(store, args.run_id, force=args.force, reason=args.reason)
+    mirror_production(store, deployment.name)
     _report(deployment, args.json)
     return exit_codes.OK if deployment.status == "production" else exit_codes.BELOW_THRESHOLD
 
 
 def rollback(args: argparse.Namespace) -> int:
-    deployment = versions.rollback(RunStore.open(), args.name, args.to, reason=args.reason)
+    store = RunStore.open()
+    deployment = versions.rollback(store, args.name, args.to, reason=args.reason)
+    mirror_production(store, deployment.name)
     _report(deployment, args.json)
     return exit_codes.OK
 
@@ -166,6 +171,8 @@ def deploy(args: argparse.Namespace) -> int:
     store = RunStore.open()
     try:
         deployment = versions.deploy_run(store, args.run_id)
+        if deployment is not None:
+            mirror_production(store, deployment.name)
     except versions.NothingToRegister as exc:  # a passing run that saved no model: nothing to do
         deployment, line = None, f"{exc}: nothing to deploy"
     else:
