@@ -18,6 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 run: install

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from jobs.classify import classify_paths
+from jobs.classify.classifier import classify_paths
 
 FILES = 1000
 RUNS = 7

@@ -27,7 +27,7 @@ with open(os.path.join(os.environ["PUSHTUNE_OUTPUT"], "metrics.json"), "w") as h
 
 
 def _attempt_seconds(runtime, root: Path, n: int) -> float:
-    from jobs.runtime import AttemptSpec
+    from jobs.train.runtime import AttemptSpec
 
     workdir = root / f"attempt-{n}"
     (workdir / "output").mkdir(parents=True)
@@ -45,8 +45,8 @@ def _attempt_seconds(runtime, root: Path, n: int) -> float:
 
 
 def overhead() -> tuple[float, float]:
-    from jobs.docker_runtime import DockerRuntime
-    from jobs.runtime import LocalRuntime
+    from jobs.train.docker_runtime import DockerRuntime
+    from jobs.train.runtime import LocalRuntime
 
     docker_runtime = DockerRuntime(memory="512m", cpus=1)
     docker_runtime.image_for("regression")  # a missing image is built here, not timed
@@ -66,7 +66,7 @@ def _timed(action) -> float:
 
 
 def builds(cold: bool) -> list[tuple[str, str]]:
-    from jobs import images
+    from jobs.train import images
 
     quiet = lambda text: None  # noqa: E731
     rows = []

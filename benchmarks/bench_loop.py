@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from jobs.loop import RunOptions, run_model
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.runtime import LocalRuntime
 
 SCRIPT = textwrap.dedent("""\
     import json, os

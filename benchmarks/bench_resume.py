@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from jobs.runtime import AttemptSpec, LocalRuntime
+from jobs.train.runtime import AttemptSpec, LocalRuntime
 
 TRIALS = 20
 EPOCHS = 12

@@ -63,7 +63,8 @@ def register(store, name: str, artifact: Path, model, framework: str, data: np.n
     """A passing run of `name` whose attempt saved `artifact` and its ONNX export, finished by the
     loop (which registers and promotes it)."""
     from jobs.autolog.to_onnx import SAMPLE_ROWS, export
-    from jobs.loop import finish_run, sha256_of
+    from jobs.deploy.served_form import file_sha256
+    from jobs.loop import finish_run
 
     run_id = store.create_run(files={"pushed.py": "# benchmark\n"}, model_path=f"/bench/{name}.py",
                               model_name=f"{name}.py", model_sha256="0" * 64, kind="regression",
@@ -77,7 +78,7 @@ def register(store, name: str, artifact: Path, model, framework: str, data: np.n
     copy.write_bytes(artifact.read_bytes())
     assert export(framework, model, data[:SAMPLE_ROWS], output)["ok"]
     store.update_attempt(run_id, n, status="ok", metric_value=0.9, artifact_path=str(copy),
-                         artifact_sha256=sha256_of(copy), finished_at=time.time(), seconds=0.0)
+                         artifact_sha256=file_sha256(copy), finished_at=time.time(), seconds=0.0)
     assert finish_run(store, run_id, "threshold met")["deployment"]["status"] == "production"
 
 
@@ -106,8 +107,8 @@ def main() -> str:
     import httpx
     import uvicorn
 
-    from jobs.serve import create_app, listen
-    from jobs.store import RunStore
+    from jobs.serve.server import create_app, listen
+    from jobs.store.run_store import RunStore
 
     logging.getLogger("pushtune.serve").setLevel(logging.WARNING)
     rows = []

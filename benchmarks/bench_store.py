@@ -27,7 +27,7 @@ import psycopg
 
 import bench_loop
 from jobs.loop import RunOptions, run_model
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "scripts" / "throwaway-postgres.sh"

@@ -27,13 +27,13 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs import strategies, tweaks
-from jobs.classify import classify_file
+from jobs.classify.classifier import classify_file
 from jobs.errors import UserError
 from jobs.loop import RunOptions, run_model
-from jobs.metrics import meets
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.metrics import meets
+from jobs.train.runtime import LocalRuntime
+from jobs.tune import strategies, tweaks
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

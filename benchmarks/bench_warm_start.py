@@ -12,10 +12,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from jobs import strategies, tweaks
 from jobs.loop import RunOptions, run_model
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.runtime import LocalRuntime
+from jobs.tune import strategies, tweaks
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "suite" / "few_epochs_faces.py"

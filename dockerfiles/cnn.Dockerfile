@@ -1,5 +1,5 @@
 # The cnn image: convolutional networks (TensorFlow/Keras, Pillow, scikit-learn).
-# Built by `pushtune images build cnn` (jobs/images.py), which assembles the build context:
+# Built by `pushtune images build cnn` (jobs/train/images.py), which assembles the build context:
 # this file, dockerfiles/requirements-tensorflow.txt, jobs/ (what model scripts import) and wheelhouse/
 # (wheels for --offline, else empty).
 #   online:  BASE_IMAGE=python:3.11-slim (the default), PIP_OPTIONS="" (pip from PyPI)

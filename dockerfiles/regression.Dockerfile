@@ -1,5 +1,5 @@
 # The regression image: scikit-learn models (no TensorFlow).
-# Built by `pushtune images build regression` (jobs/images.py), which assembles the build context:
+# Built by `pushtune images build regression` (jobs/train/images.py), which assembles the build context:
 # this file, dockerfiles/requirements-regression.txt, jobs/ (what model scripts import) and wheelhouse/
 # (wheels for --offline, else empty).
 #   online:  BASE_IMAGE=python:3.11-slim (the default), PIP_OPTIONS="" (pip from PyPI)

@@ -1,4 +1,4 @@
-# The serving image: `python -m jobs.serve` (the server behind `pushtune serve`) answering
+# The serving image: `python -m jobs.serve.server` (the server behind `pushtune serve`) answering
 # POST /models/NAME/predict with the production version of each model, on port 8000.
 # It needs the run store (PUSHTUNE_DB, or pushtune.db under PUSHTUNE_HOME) and the models'
 # directory (PUSHTUNE_ARTIFACTS/models) at the paths the controller recorded: see docs/serving.md.
@@ -33,11 +33,11 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PUSHTUNE_HOME=/pushtune
 RUN useradd --uid 1000 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin pushtune \
  && mkdir -p /pushtune && chmod 1777 /pushtune
-# The whole package (small): the server imports only jobs.serve, jobs.versions, jobs.store and
+# The whole package (small): the server imports only jobs.serve, jobs.deploy, jobs.store and
 # what they import, but a module they come to need must not break the image.
 COPY jobs/ /opt/pushtune/jobs/
 USER 1000:1000
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
-CMD ["python", "-m", "jobs.serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "jobs.serve.server", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,6 +1,6 @@
 # The torch image: PyTorch models, convolutional and dense (the cnn/pytorch and ann/pytorch
-# profiles, jobs/profiles.py): the CPU build of torch, NumPy, Pillow, scikit-learn; no TensorFlow.
-# Built by `pushtune images build torch` (jobs/images.py), which assembles the build context:
+# profiles, jobs/train/profiles.py): the CPU build of torch, NumPy, Pillow, scikit-learn; no TensorFlow.
+# Built by `pushtune images build torch` (jobs/train/images.py), which assembles the build context:
 # this file, dockerfiles/requirements-torch.txt, jobs/ (what model scripts import) and wheelhouse/
 # (wheels for --offline, else empty).
 #   online:  BASE_IMAGE=python:3.11-slim (the default), PIP_OPTIONS="" (pip from the configured index)

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from jobs import __version__, exit_codes
 from jobs.errors import UserError
+from jobs.store.lease import lease_seconds
 
 COMMAND_MODULES = (
     "jobs.commands.classify",
@@ -28,7 +29,6 @@ COMMAND_MODULES = (
     "jobs.commands.images",
     "jobs.commands.models",
 )
-
 
 # Top-level modules of the optional libraries -> the extra of pyproject.toml that installs them.
 EXTRAS = {"tensorflow": "keras", "keras": "keras", "torch": "torch", "sklearn": "sklearn",
@@ -65,8 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 def check_settings() -> None:
     """The environment's settings that a command may only read midway (a driver's first lease),
     checked before anything is recorded."""
-    from jobs.lease import lease_seconds
-
     lease_seconds()
 
 

@@ -1,7 +1,7 @@
 """Every exit code pushtune gives, in one table, and what a run's status exits with.
 
 `pushtune run`, `resume` and `train` exit with the run's (or the attempt's) verdict; `jenkins
-build --wait` maps the build's result onto the same codes (jobs.jenkins.RESULT_EXIT_CODES), so a
+build --wait` maps the build's result onto the same codes (jobs.ci.jenkins.RESULT_EXIT_CODES), so a
 job chain and a terminal read them alike.
 """
 

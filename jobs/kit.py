@@ -238,6 +238,7 @@ def callbacks(*, backup: bool = True) -> list:
 def progress_callback():
     """The Keras callback that writes <output>/progress.json and appends each epoch's logs to
     history.json (pushtune's launcher adds it to a `fit` of a script that does not use the kit)."""
+    # heavy optional library (keras extra): TensorFlow only when a Keras model is loaded
     import keras
 
     out = output_dir()
@@ -343,6 +344,7 @@ def torch_epoch_end(epoch: int, model: Any, optimizer: Any = None, *, epochs: in
     as `callbacks()` does for Keras. `epochs` (the total) and `steps` (optimizer steps per epoch)
     go into history.json, where pushtune's diagnosis and warm starts read them.
     """
+    # torch: the script's framework, imported only when the script uses it
     import torch
 
     out = output_dir()

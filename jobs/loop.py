@@ -8,24 +8,41 @@ call the same steps one at a time.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import tempfile
 import time
 import tokenize
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from jobs import tweaks
-from jobs.classify import MODEL_SUFFIXES, Classification, classify_file
+from jobs.classify.classifier import MODEL_SUFFIXES, Classification, classify_file
+from jobs.classify.notebook import (
+    NotebookCode,
+    NotebookError,
+    code_of,
+    decode_notebook,
+    handed_back_notebook,
+    notebook_json,
+    notebook_problem,
+    script_code,
+)
+from jobs.deploy.served_form import file_sha256
+from jobs.deploy.versions import check_file_may_register
 from jobs.errors import UserError
 from jobs.git import git_or_none
-from jobs.lease import Lease, attempt_lease, run_lease
-from jobs.metrics import (
+from jobs.mirror.mlflow import mirror_run
+from jobs.store.lease import Lease, attempt_lease, run_lease
+from jobs.store.run_store import LeaseLost, RunStore, run_dir as store_run_dir
+from jobs.train import profiles
+from jobs.train.metrics import (
     captured,
     find_artifact,
     is_regular_file,
@@ -36,21 +53,11 @@ from jobs.metrics import (
     read_json_output,
     read_metric,
 )
-from jobs.mlflow_mirror import mirror_run
-from jobs.notebook import (
-    NotebookCode,
-    NotebookError,
-    code_of,
-    decode_notebook,
-    handed_back_notebook,
-    notebook_json,
-    notebook_problem,
-    script_code,
-)
-from jobs.objective import MODES, Objective, best_attempt
-from jobs.runtime import AttemptOutcome, AttemptSpec, Restart, Runtime, metric_written
-from jobs.store import LeaseLost, RunStore, run_dir as store_run_dir
-from jobs.strategies import Candidate, History, first_candidate, get_strategy
+from jobs.train.runtime import AttemptOutcome, AttemptSpec, Restart, Runtime, metric_written
+from jobs.tune import tweaks
+from jobs.tune.objective import MODES, Objective, best_attempt
+from jobs.tune.strategies import Candidate, History, derived_space, first_candidate, get_strategy
+from notify import notify_run
 
 
 @dataclass
@@ -75,9 +82,9 @@ class RunOptions:
     min_delta: float = 0.0  # a smaller change of the metric is noise
     name: str | None = None  # the model name a passing run registers under (default: the file's stem)
     take_name: bool = False  # --force: the name may have been registered from another file
-    promote: bool = True  # a passing run's version becomes production if it beats production (jobs.versions)
+    promote: bool = True  # a passing run's version becomes production if it beats production (jobs.deploy.versions)
     autolog: bool = True  # capture curve, metric and model of scripts that do not report them (jobs.autolog)
-    mlflow: str | None = None  # the tracking URI the run is mirrored to (jobs.mlflow_mirror)
+    mlflow: str | None = None  # the tracking URI the run is mirrored to (jobs.mirror.mlflow)
 
     @property
     def objective(self) -> Objective:
@@ -112,9 +119,6 @@ class RunOptions:
 def read_source(path: Path) -> str:
     """The file's text in its declared (PEP 263) encoding. The text is kept and run as UTF-8,
     so a coding line that declares another encoding is rewritten to declare utf-8."""
-    import codecs
-    import re
-
     with tokenize.open(path) as handle:
         text, encoding = handle.read(), handle.encoding
     if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
@@ -137,8 +141,8 @@ def is_notebook(path: str | Path) -> bool:
 def read_model(path: Path) -> tuple[NotebookCode, str | None]:
     """The pushed file as the Python that runs, and a notebook's own text (None for a script).
 
-    The same text `jobs.classify` reads, so the classifier, the tweaker and the runner agree: a
-    notebook's code cells after their markers (jobs.notebook), a script in its declared encoding
+    The same text `jobs.classify.classifier` reads, so the classifier, the tweaker and the runner agree: a
+    notebook's code cells after their markers (jobs.classify.notebook), a script in its declared encoding
     with its IPython lines made Python (an export's `%matplotlib inline`, `get_ipython()…`)."""
     if is_notebook(path):
         text = decode_notebook(path.read_bytes())
@@ -152,14 +156,6 @@ def pushed_notebook(run_dir: Path) -> NotebookCode | None:
     if not kept.is_file():
         return None
     return code_of(kept.read_text(encoding="utf-8"), notebook=True)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit_of(path: Path) -> str | None:
@@ -204,8 +200,6 @@ def _check_model(model_path: str | Path, options: RunOptions) -> tuple[Classific
             f"{path.name} does not read (use jobs.kit.params(...) in the script)"
         )
     if options.strategy == "optuna" and not options.space:
-        from jobs.strategies import derived_space
-
         if not derived_space(source, {**tweaks.declared_params(source), **options.params}):
             raise UserError(
                 f"--strategy optuna needs a search space (--space FILE): {path.name} declares no "
@@ -218,7 +212,6 @@ def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> i
     """Classify the pushed file and record a new run; returns its id."""
     path = Path(model_path)
     found, code, notebook = _check_model(path, options)
-    from jobs.versions import check_file_may_register
 
     check_file_may_register(store, path, options.name, take=options.take_name)
     files = {"pushed.py": code.source}  # in runs/<id>/, made with the run in one step
@@ -227,7 +220,7 @@ def start_run(store: RunStore, model_path: str | Path, options: RunOptions) -> i
     if code.notes:
         files[PUSHED_NOTES] = "".join(f"{note}\n" for note in code.notes)
     run_id = store.create_run(
-        model_path=str(path.resolve()), model_name=path.name, model_sha256=sha256_of(path),
+        model_path=str(path.resolve()), model_name=path.name, model_sha256=file_sha256(path),
         kind=found.kind, framework=found.framework, git_commit=git_commit_of(path.resolve()),
         metric=options.metric, mode=options.mode, threshold=options.threshold,
         strategy=options.strategy, runtime=options.runtime, options=asdict(options),
@@ -415,7 +408,6 @@ def hand_back_notebook(run: dict, attempt: dict) -> Path | None:
     source = Path(attempt["dir"]) / "model.ipynb" if target is not None else None
     if target is None or source is None or not is_regular_file(source):
         return None
-    import tempfile
 
     staged = None
     try:
@@ -432,7 +424,7 @@ def hand_back_notebook(run: dict, attempt: dict) -> Path | None:
 
 
 # With the checkpoints directory: its epoch (training_metadata.json, as Keras' BackupAndRestore
-# and the kit's PyTorch helpers write it) and state (the profile's file: jobs.profiles.Resume).
+# and the kit's PyTorch helpers write it) and state (the profile's file: jobs.train.profiles.Resume).
 WARM_START_FILES = ("progress.json", "history.json")
 
 
@@ -450,7 +442,6 @@ def warm_start_epoch(parent: dict, candidate: Candidate) -> int | None:
     epochs = curve.get("epochs")
     if not isinstance(epochs, int) or len(history) != epochs or history[-1].get("epoch") != epochs:
         return None
-    from jobs import profiles
 
     checkpoints = Path(parent["dir"]) / "output" / "checkpoints"
     try:  # written by the script: never followed through a link, never blocking on a FIFO
@@ -570,7 +561,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
         log_tail=log_tail(spec.log_path) if error else None,
         exit_code=outcome.exit_code, oom_killed=int(outcome.oom_killed), container=outcome.container,
         artifact_path=str(artifact) if artifact else None,
-        artifact_sha256=sha256_of(artifact) if artifact else None,
+        artifact_sha256=file_sha256(artifact) if artifact else None,
         curve=read_curve(spec.output_dir),
         capture={**(capture or {}), "metric_source": reading.source} if capture or reading.source else None,
         finished_at=time.time(), seconds=previous + seconds,
@@ -600,10 +591,10 @@ def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool =
     if best:  # a notebook run hands its best notebook back next to the model
         hand_back_notebook(run, best)
     if status == "passed":  # its best model: the next version of its name, production if better
-        from jobs.versions import deploy_after_run
+        from jobs.deploy.versions import deploy_after_run
 
         deploy_after_run(store, run_id)
-    from jobs.report import write_report
+    from jobs.report.html_report import write_report
 
     write_report(store, run_id)
     mirror_run(store, run_id)
@@ -612,7 +603,7 @@ def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool =
 
 def summarize(store: RunStore, run_id: int) -> dict:
     """The run as the `--json` object: status, threshold, metric, best, attempts, run_id."""
-    from jobs.versions import deployment_of, production_line
+    from jobs.deploy.versions import deployment_of, production_line
 
     run = store.get_run(run_id)
     metric = run["metric"]
@@ -743,7 +734,6 @@ def notify_if_asked(store: RunStore, run_id: int):
     recipients = run_options(store.get_run(run_id)).notify
     if not recipients:
         return None
-    from notify import notify_run
 
     try:
         return notify_run(store, run_id, recipients)

@@ -11,14 +11,15 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from jobs.deploy.versions import check_name
 from jobs.errors import UserError
 from jobs.loop import RunOptions
-from jobs.metrics import out_of_range
-from jobs.mlflow_mirror import tracking_uri
-from jobs.objective import MODES, Objective, default_mode
-from jobs.runtime import runtime_choices
-from jobs.strategies import STRATEGIES, load_space
-from jobs.versions import check_name
+from jobs.mirror.mlflow import tracking_uri
+from jobs.train.limits import check_limits
+from jobs.train.metrics import out_of_range
+from jobs.train.runtimes import runtime_choices
+from jobs.tune.objective import MODES, Objective, default_mode
+from jobs.tune.strategies import STRATEGIES, load_space
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -72,18 +73,6 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                                                    "(default: $MLFLOW_TRACKING_URI, when set; docs/mlflow.md)")
     p.add_argument("--no-promote", action="store_true",
                    help="register a passing run's model as a candidate, never production (`pushtune promote`)")
-
-
-MIN_CPUS = 0.01  # the smallest CPU limit Docker accepts
-
-
-def check_limits(memory: str, cpus: float) -> None:
-    """The Docker limits, checked before a run starts (not when its first container does)."""
-    if not (math.isfinite(cpus) and cpus >= MIN_CPUS):
-        raise UserError(f"--cpus {cpus:g}: expected a number of CPUs of at least {MIN_CPUS:g}, such as 0.5 or 2")
-    from jobs.docker_runtime import parse_memory
-
-    parse_memory(memory)
 
 
 def data_option(given: str | None, environ: Mapping[str, str]) -> str | None:

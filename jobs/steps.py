@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs import exit_codes, profiles
-from jobs.classify import MODEL_SUFFIXES, classify_file
+from jobs import exit_codes
+from jobs.classify.classifier import MODEL_SUFFIXES, classify_file
+from jobs.deploy.versions import check_file_may_register
 from jobs.errors import UserError
 from jobs.git import git
 from jobs.loop import (
@@ -40,10 +41,11 @@ from jobs.loop import (
     start_run,
     summarize,
 )
-from jobs.objective import Objective
-from jobs.runtime import Runtime, get_runtime
-from jobs.store import RunStore, run_dir
-from jobs.versions import check_file_may_register
+from jobs.store.run_store import RunStore, run_dir
+from jobs.train import images, profiles
+from jobs.train.runtime import Runtime
+from jobs.train.runtimes import get_runtime
+from jobs.tune.objective import Objective
 
 NO_COMMIT = "0" * 40
 TRAIN_JOB, NOTIFY_JOB = "pushtune-train", "pushtune-notify"  # as named in jenkins/jobs/
@@ -86,7 +88,7 @@ def _is_commit(repo: Path, rev: str | None) -> bool:
 
 
 def changed_paths(repo: Path, old: str | None, new: str) -> list[str]:
-    """Model files (`.py` scripts and `.ipynb` notebooks: jobs.classify.MODEL_SUFFIXES) added,
+    """Model files (`.py` scripts and `.ipynb` notebooks: jobs.classify.classifier.MODEL_SUFFIXES) added,
     modified or renamed between two commits.
 
     Without a usable `old` (a first build, a new branch) the files of the `new` commit itself.
@@ -234,8 +236,6 @@ def record_build_url(store: RunStore, run_id: int, env: Mapping[str, str] | None
 def build_image(which: str) -> str:
     """The runtime image of a profile (`kind/framework`), an image name or a kind, built when it
     is missing or out of date (offline when the local base image is there); its tag."""
-    from jobs import images  # lazy: the docker SDK only for steps that build
-
     name = images.image_name(which)
     try:
         return images.ensure_image(name)
@@ -386,38 +386,3 @@ def finish_step(store: RunStore, run_id: int, reason: str = "finished by pushtun
         return summarize(store, run_id)
     run_dir(run)  # gone: a UserError rather than a report in the current directory
     return finish_run(store, run_id, reason)
-
-
-def in_jenkins(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    return bool(env.get("JENKINS_URL") and env.get("BUILD_URL"))
-
-
-def in_a_build(env: Mapping[str, str]) -> bool:
-    """A Jenkins build, which Jenkins always marks with these, root URL configured or not."""
-    return bool(env.get("JOB_NAME") and env.get("BUILD_NUMBER"))
-
-
-def dispatch(decision: Decision, jobs: Mapping[str, str], env: Mapping[str, str] | None = None) -> str | None:
-    """Inside Jenkins, start the job that follows the decision; a line saying so, or None.
-
-    `jobs` maps "train" and "notify" to job names. The trigger token (PUSHTUNE_TRIGGER_TOKEN,
-    bound from a Jenkins credential) or an API token (JENKINS_USER/JENKINS_API_TOKEN) is needed.
-    """
-    env = os.environ if env is None else env
-    if decision.next not in jobs:
-        return None
-    if not in_jenkins(env):
-        if in_a_build(env):  # Jenkins leaves JENKINS_URL/BUILD_URL out when it has no root URL
-            raise UserError(f"cannot start {jobs[decision.next]}: this Jenkins build has no JENKINS_URL "
-                            f"(set the Jenkins URL in Manage Jenkins → System)")
-        return None
-    from jobs.jenkins import JenkinsClient, JenkinsSettings
-
-    settings = JenkinsSettings.from_env(env)
-    if not (settings.trigger_token or settings.user):
-        raise UserError("cannot start the next job: set PUSHTUNE_TRIGGER_TOKEN (bind the trigger "
-                        "token credential) or JENKINS_USER and JENKINS_API_TOKEN")
-    job = jobs[decision.next]
-    queue_id = JenkinsClient(settings).trigger(job, {"RUN_ID": str(decision.run_id)})
-    return f"triggered {job}" + (f" (queue item {queue_id})" if queue_id is not None else "")

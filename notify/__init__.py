@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.errors import UserError
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 from notify.base import Channel, Delivery, DeliveryError, Notifier, NotifierFactory
 from notify.email_channel import EMAIL, EmailNotifier
 from notify.settings import MailNotConfigured, MailSettings, load_settings

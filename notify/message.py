@@ -17,6 +17,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from jobs.report.plot import metric_plot_png
 from notify.summary import RunSummary, format_seconds, format_value
 
 MAX_DIFF_LINES = 300
@@ -207,7 +208,6 @@ def build_message(summary: RunSummary, sender: str, recipients: list[str] | tupl
     message.set_content(render_text(summary))
     plot_cid = make_msgid("plot", domain=_domain(sender))
     message.add_alternative(render_html(summary, plot_cid[1:-1]), subtype="html")
-    from jobs.plot import metric_plot_png  # matplotlib costs ~0.5 s to import: only when a mail is built
 
     png = metric_plot_png(summary.attempts, summary.metric, summary.threshold)
     html_part = list(message.iter_parts())[1]  # multipart/alternative: [text/plain, text/html]

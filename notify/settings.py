@@ -17,7 +17,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from jobs.errors import UserError
-from jobs.store import home
+from jobs.store.run_store import home
 
 SECURITY_MODES = ("none", "starttls", "ssl")
 DEFAULT_PORTS = {"none": 25, "starttls": 587, "ssl": 465}

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.objective import Objective, best_attempt
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.tune.objective import Objective, best_attempt
 
 STATUS_WORDS = {
     "passed": "threshold met",
@@ -56,7 +56,7 @@ class RunSummary:
     attempts: list[dict[str, Any]]
     best: dict[str, Any] | None
     build_url: str | None
-    production: str | None = None  # what happened to production (jobs.versions.production_line)
+    production: str | None = None  # what happened to production (jobs.deploy.versions.production_line)
 
     @property
     def run_id(self) -> int:
@@ -77,7 +77,7 @@ class RunSummary:
     @property
     def notebook(self) -> str | None:
         """The best attempt's notebook, handed back next to its model (a notebook run's), if there."""
-        from jobs.notebook import handed_back_notebook
+        from jobs.classify.notebook import handed_back_notebook
 
         path = handed_back_notebook(self.run, self.best) if self.best else None
         return str(path) if path is not None and path.is_file() and not path.is_symlink() else None
@@ -168,7 +168,7 @@ def load_summary(store: RunStore, run_id: int) -> RunSummary:
 
 def _production(store: RunStore, run_id: int) -> str | None:
     """The mail's line on production; a mail is never lost over it."""
-    from jobs.versions import production_line
+    from jobs.deploy.versions import production_line
 
     try:
         return production_line(store, run_id)

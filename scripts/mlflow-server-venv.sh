@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A venv of its own with the full MLflow server for the mirror's tests (tests/test_mlflow_mirror.py):
+# A venv of its own with the full MLflow server for the mirror's tests (tests/test_mirror_mlflow.py):
 # the server's dependencies (Flask, SQLAlchemy, alembic, …) stay out of pushtune's venv.
 # Usage: scripts/mlflow-server-venv.sh [DIR]   (default .venv-mlflow); prints DIR/bin/mlflow.
 set -euo pipefail

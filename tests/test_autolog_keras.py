@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, requires_engine
-from jobs.metrics import read_capture, read_curve, read_metric
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.metrics import read_capture, read_curve, read_metric
 
 # A plain tutorial script: Sequential, compile, fit, evaluate, print. It saves nothing; it
 # writes its own predictions (for the test to compare the model pushtune keeps) to preds.npy.

@@ -15,7 +15,7 @@ import pytest
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.model_selection import train_test_split
 
-from jobs.diagnosis import LOOSEN_MOVES, NO_CONVERGENCE_MOVES, REGULARISE_MOVES, Diagnosis, diagnose
+from jobs.tune.diagnosis import LOOSEN_MOVES, NO_CONVERGENCE_MOVES, REGULARISE_MOVES, Diagnosis, diagnose
 
 ROOT = Path(__file__).resolve().parents[1]
 

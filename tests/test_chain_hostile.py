@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 from test_jenkins_client import TRIGGER_TOKEN, fake_jenkins, pushtune  # noqa: F401 (fixture)
 from test_monitor import TRIVIAL, wait_for
 from test_notify import Inbox, certificate, mail_env, smtp_server  # noqa: F401 (fixtures)

@@ -1,4 +1,4 @@
-"""The static model-file classifier (jobs/classify.py) and `pushtune classify`."""
+"""The static model-file classifier (jobs/classify/classifier.py) and `pushtune classify`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.classify import Classification, classify_file, classify_paths, classify_source
+from jobs.classify.classifier import Classification, classify_file, classify_paths, classify_source
 from jobs.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

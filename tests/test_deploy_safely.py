@@ -14,8 +14,8 @@ import pytest
 from sklearn.datasets import load_iris
 
 from conftest import requires_engine
-from jobs import versions
-from jobs.store import RunStore
+from jobs.deploy import versions
+from jobs.store.run_store import RunStore
 from test_serve import predict, serving
 
 IRIS_X, IRIS_Y = load_iris(return_X_y=True)

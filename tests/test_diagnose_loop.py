@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from jobs.loop import RunOptions, run_model
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.runtime import LocalRuntime
 
 FACE_CNN = textwrap.dedent('''\
     """A small CNN on the ORL faces (32x32 grey), trained for too few epochs."""

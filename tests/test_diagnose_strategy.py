@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
-from jobs.strategies import Candidate, DiagnoseStrategy, History, LadderStrategy, config_key
+from jobs.tune.strategies import Candidate, DiagnoseStrategy, History, LadderStrategy, config_key
 
 KERAS = textwrap.dedent("""\
     import keras

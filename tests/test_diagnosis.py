@@ -1,4 +1,4 @@
-"""jobs.diagnosis: the problem a training curve or log shows, and judging a move against noise."""
+"""jobs.tune.diagnosis: the problem a training curve or log shows, and judging a move against noise."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from jobs.diagnosis import diagnose, examples_behind, judge, noise
+from jobs.tune.diagnosis import diagnose, examples_behind, judge, noise
 
 
 def curve(steps: int = 20, **series: list) -> dict:

@@ -24,11 +24,12 @@ import pytest
 from docker.errors import NotFound
 
 from conftest import ROOT, requires_engine
-from jobs.docker_runtime import IMAGE_USER, PIDS_LIMIT, DockerRuntime, container_name
 from jobs.errors import UserError
 from jobs.loop import RunOptions, attempt_spec, resume_attempt, run_model
-from jobs.runtime import AttemptSpec, LocalRuntime, get_runtime
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.docker_runtime import IMAGE_USER, PIDS_LIMIT, DockerRuntime, container_name
+from jobs.train.runtime import AttemptSpec, LocalRuntime
+from jobs.train.runtimes import get_runtime
 
 REGRESSION_SCRIPT = """\
 import os

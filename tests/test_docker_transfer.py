@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, requires_engine
-from jobs.docker_runtime import (
+from jobs.errors import UserError
+from jobs.loop import RunOptions, attempt_spec, resume_attempt, run_model
+from jobs.store.run_store import RunStore
+from jobs.train.docker_runtime import (
     CACHE_VOLUME,
     DockerRuntime,
     TransferFailed,
@@ -31,10 +34,7 @@ from jobs.docker_runtime import (
     transfer_setting,
     unpack_output,
 )
-from jobs.errors import UserError
-from jobs.loop import RunOptions, attempt_spec, resume_attempt, run_model
-from jobs.runtime import AttemptSpec, metric_written
-from jobs.store import RunStore
+from jobs.train.runtime import AttemptSpec, metric_written
 from test_docker_runtime import containers_of, engine, model_file, run_in_thread  # noqa: F401
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from jobs.classify import classify_file, classify_source
+from jobs.classify.classifier import classify_file, classify_source
 from jobs.errors import UserError
-from jobs.metrics import log_tail, read_curve, read_metrics
-from jobs.tweaks import TWEAK_NAMES, apply_tweak, declared_params, reads_params
+from jobs.train.metrics import log_tail, read_curve, read_metrics
+from jobs.tune.tweaks import TWEAK_NAMES, apply_tweak, declared_params, reads_params
 
 KINDS = ("cnn", "ann", "regression", "unsupported")  # all the classifier may answer
 FRAMEWORKS = ("keras", "pytorch", "sklearn", "none")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 from test_jenkins_client import pushtune
 from test_steps import LOGISTIC, NOT_A_MODEL, git
 

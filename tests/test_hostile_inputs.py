@@ -7,7 +7,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 
 # A supported model (a scikit-learn estimator) whose report is whatever REPORT writes.
 SCRIPT = textwrap.dedent("""\

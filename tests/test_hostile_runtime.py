@@ -14,11 +14,11 @@ import docker
 import pytest
 
 from conftest import requires_engine
-from jobs.docker_runtime import DockerRuntime
 from jobs.loop import RunOptions, run_model
-from jobs.metrics import LOG_TAIL_BYTES
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.docker_runtime import DockerRuntime
+from jobs.train.metrics import LOG_TAIL_BYTES
+from jobs.train.runtime import LocalRuntime
 
 # Classified as a regression model (a scikit-learn estimator); trains nothing.
 HEADER = textwrap.dedent("""\

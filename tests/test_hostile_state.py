@@ -17,7 +17,7 @@ from pathlib import Path
 
 from conftest import ROOT
 from jobs.loop import RunOptions, plan_next, prepare_attempt, start_run
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 from test_monitor import TRIVIAL, wait_for
 
 # A trivial regression "model" that saves an artifact whose bytes say which script made it.
@@ -216,7 +216,7 @@ def test_resume_never_reruns_an_attempt_that_is_already_recorded(tmp_path, pusht
 
 
 def test_watch_reports_a_failed_sweep_and_sweeps_again(tmp_path, pushtune_home):
-    from jobs.monitor import watch
+    from jobs.ci.monitor import watch
 
     model = tmp_path / "trivial.py"
     model.write_text(TRIVIAL)

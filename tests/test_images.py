@@ -17,8 +17,9 @@ import docker
 import pytest
 
 from conftest import requires_engine, unavailable
-from jobs import images, profiles
 from jobs.errors import UserError
+from jobs.train import images, profiles
+from jobs.tune import tweaks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +69,7 @@ def test_each_profile_names_its_image_and_how_it_resumes():
         assert images.image_tag(p) == p.tag == f"pushtune/{p.image}:{images.__version__}"
         assert images.dockerfile_of(p).name == p.dockerfile and images.dockerfile_of(p).is_file()
         assert images.requirements_of(p).name == p.requirements_file and images.requirements_of(p).is_file()
-        assert p.ladder and p.ladder == profiles.ladder(p.kind, p.framework)
+        assert tweaks.ladder_of(p.kind, p.framework) == tweaks.PROFILE_LADDERS[(p.kind, p.framework)] != ()
     # a kind alone means its first profile: what older runs (and `images build cnn`) name
     assert profiles.get("cnn") is by_name["cnn/keras"] and images.image_name("cnn") == "cnn"
     assert profiles.get("ann", "none") is by_name["ann/keras"]
@@ -198,8 +199,8 @@ IMAGES = {p.image: p.requirements for p in PROFILES}
 CHECK_NEW_PROFILE = textwrap.dedent("""\
     import json
     from pathlib import Path
-    from jobs import images
-    from jobs.runtime import AttemptSpec
+    from jobs.train import images
+    from jobs.train.runtime import AttemptSpec
 
     spec = AttemptSpec(run_id=1, attempt=1, kind="ann", framework="jax", model_name="m.py",
                        workdir=Path("."), data_dir=None, cache_dir=Path("."), params={})

@@ -82,7 +82,9 @@ def test_the_package_holds_every_module_and_the_files_it_builds_from():
     found = {str(path.parent.relative_to(ROOT)).replace("/", ".")
              for top in ("jobs", "notify") for path in (ROOT / top).rglob("__init__.py")}
     assert set(setuptools["packages"]) == found | set(mapped)
-    from jobs import images, jenkins, paths
+    from jobs import paths
+    from jobs.ci import jenkins
+    from jobs.train import images
     assert mapped == {"jobs.recipes.dockerfiles": "dockerfiles", "jobs.recipes.jenkins_jobs": "jenkins/jobs"}
     assert images.DOCKERFILES == paths.DOCKERFILES == ROOT / "dockerfiles"  # a checkout uses its own
     assert jenkins.JOBS_DIR == ROOT / "jenkins" / "jobs"

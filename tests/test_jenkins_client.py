@@ -808,8 +808,8 @@ def test_agent_secret_refuses_an_answer_without_a_secret(tmp_path, fake_jenkins)
 def test_pushtune_jenkins_url_wins_over_the_root_url_jenkins_gives_builds(tmp_path, fake_jenkins):
     """On an agent container the build's JENKINS_URL (the root URL, e.g. http://localhost:8080/)
     is the agent itself; PUSHTUNE_JENKINS_URL is how the agent reaches the controller."""
+    from jobs.ci.jenkins import JenkinsSettings
     from jobs.errors import UserError
-    from jobs.jenkins import JenkinsSettings
 
     dead = f"http://127.0.0.1:{free_port()}/"
     settings = JenkinsSettings.from_env({"JENKINS_URL": dead, "PUSHTUNE_JENKINS_URL": fake_jenkins.url})

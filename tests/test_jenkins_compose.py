@@ -300,7 +300,7 @@ def test_an_agent_running_as_uid_1000_reads_the_secret_agent_secret_wrote(tmp_pa
     a container running the agent's entry point as uid 1000: it finds the secret and hands it on."""
     import docker
 
-    from jobs.jenkins import write_secret
+    from jobs.ci.jenkins import write_secret
 
     secrets = tmp_path / "secrets"
     secrets.mkdir(mode=0o700)

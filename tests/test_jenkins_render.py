@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from conftest import unavailable
+from jobs.ci.jenkins import DEFAULT_LABEL, chain_jobs, check_label, render_jobs
 from jobs.errors import UserError
-from jobs.jenkins import DEFAULT_LABEL, chain_jobs, check_label, render_jobs
 from test_jenkins_client import pushtune
 
-# the chain's six jobs, and the two that deploy its models (jobs.versions)
+# the chain's six jobs, and the two that deploy its models (jobs.deploy.versions)
 EXPECTED_JOBS = sorted(["pushtune-pull", "pushtune-classify", "pushtune-train", "pushtune-tweak", "pushtune-notify",
                         "pushtune-monitor", "pushtune-deploy", "pushtune-retrain"])
 assert sorted(chain_jobs()) == EXPECTED_JOBS
@@ -461,7 +461,7 @@ def test_no_request_chooses_the_repository_or_widens_the_runtime(rendered):
 
 
 def test_the_jenkinsfile_header_counts_the_freestyle_jobs():
-    from jobs.jenkins import CHAIN
+    from jobs.ci.jenkins import CHAIN
 
     header = (ROOT / "jenkins" / "Jenkinsfile").read_text().split("pipeline {")[0]
     assert "of the eight" in header and len(CHAIN) == 8

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import images, kit
+from jobs import kit
+from jobs.train import images
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_VARS = ("PUSHTUNE_OUTPUT", "PUSHTUNE_DATA", "PUSHTUNE_PARAMS", "PUSHTUNE_RESUME", "PUSHTUNE_CACHE")
@@ -404,8 +405,8 @@ def test_torch_epoch_end_writes_progress_and_history_as_the_keras_callbacks_do(t
     assert torch_history["history"][1]["loss"] == pytest.approx(0.4)
 
     # pushtune reads them as it reads Keras': the curve, the live progress, the resumable epoch
-    from jobs.metrics import read_curve
-    from jobs.runtime import resumable_epoch
+    from jobs.train.metrics import read_curve
+    from jobs.train.runtime import resumable_epoch
 
     output = tmp_path / "torch"
     assert read_curve(output) == torch_history and resumable_epoch(output) == 2

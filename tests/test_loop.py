@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from jobs.loop import RunOptions, run_model
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.runtime import LocalRuntime
 
 LOGISTIC = textwrap.dedent("""\
     import json, os

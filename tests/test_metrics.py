@@ -10,7 +10,7 @@ import tracemalloc
 
 import pytest
 
-from jobs.metrics import (
+from jobs.train.metrics import (
     LOG_TAIL_BYTES,
     OUTPUT_LIMIT,
     find_artifact,

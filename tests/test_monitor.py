@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from conftest import ROOT, requires_engine
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 
 RUNTIMES = ["local", pytest.param("docker", marks=[requires_engine, pytest.mark.docker])]
 
@@ -220,7 +220,7 @@ TRIVIAL = textwrap.dedent("""\
 
 def test_a_run_whose_driver_died_between_attempts_is_continued_but_a_chain_run_is_not(
         tmp_path, pushtune_home, monkeypatch):
-    from jobs import monitor
+    from jobs.ci import monitor
     from jobs.loop import RunOptions, start_run
 
     model = tmp_path / "trivial.py"

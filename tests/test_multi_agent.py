@@ -19,8 +19,8 @@ import pytest
 import test_monitor
 import test_steps
 from conftest import ROOT
-from jobs.lease import Lease, attempt_lease
-from jobs.store import RunStore
+from jobs.store.lease import Lease, attempt_lease
+from jobs.store.run_store import RunStore
 
 LEASE_SECONDS = 4
 SAVE_MODEL = "import joblib\njoblib.dump(model, os.path.join(os.environ['PUSHTUNE_OUTPUT'], 'model.joblib'))\n"

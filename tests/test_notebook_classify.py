@@ -1,5 +1,5 @@
 """Notebooks (`.ipynb`), notebook exports, pretrained bases and transformers (issue 16): what
-jobs/notebook.py turns them into and how jobs/classify.py classifies them. The notebooks are real:
+jobs/classify/notebook.py turns them into and how jobs/classify/classifier.py classifies them. The notebooks are real:
 written with nbformat's v4 API (and its v3 API for the old format)."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from nbformat import v3, v4
 
-from jobs.classify import Classification, classify_file, classify_paths, classify_source
+from jobs.classify.classifier import Classification, classify_file, classify_paths, classify_source
+from jobs.classify.notebook import NotebookError, code_of
 from jobs.errors import UserError
-from jobs.notebook import NotebookError, code_of
-from jobs.tweaks import apply_tweak
-from jobs.tweaks.source import parse as tweaker_parse
+from jobs.tune.tweaks import apply_tweak
+from jobs.tune.tweaks.source import parse as tweaker_parse
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "classify"

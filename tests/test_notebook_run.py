@@ -14,11 +14,11 @@ import nbformat
 import pytest
 from nbformat import v4
 
+from jobs.classify.notebook import code_of
 from jobs.errors import UserError
-from jobs.notebook import code_of
-from jobs.store import RunStore
-from jobs.tweaks import apply_tweak
-from jobs.tweaks.source import parse as tweaker_parse
+from jobs.store.run_store import RunStore
+from jobs.tune.tweaks import apply_tweak
+from jobs.tune.tweaks.source import parse as tweaker_parse
 from test_hook import bare, clone, finished_runs, wait_for  # noqa: F401 (bare: a fixture)
 from test_jenkins_client import pushtune
 from test_steps import LOGISTIC, NOT_A_MODEL, git

@@ -24,8 +24,8 @@ from jinja2 import UndefinedError
 from PIL import Image
 
 from jobs.errors import UserError
-from jobs.plot import FAIL_COLOR, PASS_COLOR, metric_plot_png
-from jobs.store import RunStore
+from jobs.report.plot import FAIL_COLOR, PASS_COLOR, metric_plot_png
+from jobs.store.run_store import RunStore
 from notify import DeliveryError, EmailNotifier, load_settings, load_summary, notify_run
 from notify.message import MAIL_TEMPLATE, TEMPLATES, html_context, render_html
 from test_report import PAYLOAD, Page

@@ -17,13 +17,13 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from jobs import exit_codes
-from jobs.diagnosis import judge
+from jobs.ci.jenkins import RESULT_EXIT_CODES
 from jobs.errors import UserError
-from jobs.jenkins import RESULT_EXIT_CODES
 from jobs.loop import summarize
-from jobs.objective import MODES, Objective, best_attempt, usable
-from jobs.report import report_context
-from jobs.store import RunStore
+from jobs.report.html_report import report_context
+from jobs.store.run_store import RunStore
+from jobs.tune.diagnosis import judge
+from jobs.tune.objective import MODES, Objective, best_attempt, usable
 from notify import load_settings, load_summary, notify_run
 
 ACCURACY = Objective("accuracy", "max", 0.9)

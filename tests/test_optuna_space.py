@@ -14,10 +14,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from jobs.loop import RunOptions, run_model
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
-from jobs.strategies import History, OptunaStrategy, config_key, derived_space, first_candidate
-from jobs.tweaks import declared_params
+from jobs.store.run_store import RunStore
+from jobs.train.runtime import LocalRuntime
+from jobs.tune.strategies import History, OptunaStrategy, config_key, derived_space, first_candidate
+from jobs.tune.tweaks import declared_params
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +136,7 @@ def test_the_strategy_is_deterministic_from_the_store():
     # a fresh process (a Jenkins step) decides the same
     code = textwrap.dedent("""\
         import json, sys
-        from jobs.strategies import History, OptunaStrategy
+        from jobs.tune.strategies import History, OptunaStrategy
         given = json.load(sys.stdin)
         h = History("ann", "max", given["source"], given["base"], given["attempts"])
         print(json.dumps(OptunaStrategy().next_candidate(h).params))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.progress import EpochWatcher, epoch_line, epoch_text, format_value, shown_logs
+from jobs.train.progress import EpochWatcher, epoch_line, epoch_text, format_value, shown_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,19 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import requires_engine
-from jobs.docker_runtime import DockerRuntime
 from jobs.errors import UserError
-from jobs.runtime import (
-    AUTO,
-    RUNTIMES,
-    AttemptSpec,
-    LocalRuntime,
-    Need,
-    RuntimeEntry,
-    get_runtime,
-    register_runtime,
-    runtime_choices,
-)
+from jobs.train.docker_runtime import DockerRuntime
+from jobs.train.runtime import AttemptSpec, LocalRuntime
+from jobs.train.runtimes import AUTO, RUNTIMES, Need, RuntimeEntry, get_runtime, register_runtime, runtime_choices
 from notify import (
     DEFAULT_CHANNEL,
     NOTIFIERS,

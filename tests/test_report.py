@@ -15,9 +15,9 @@ import pytest
 from jinja2 import UndefinedError
 from matplotlib.image import imread
 
-from jobs.plot import CURVE_COLORS, _curve_series, curves_plot_png
-from jobs.report import REPORT_TEMPLATE, TEMPLATES, render_report, report_context, write_report
-from jobs.store import RunStore
+from jobs.report.html_report import REPORT_TEMPLATE, TEMPLATES, render_report, report_context, write_report
+from jobs.report.plot import CURVE_COLORS, _curve_series, curves_plot_png
+from jobs.store.run_store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -252,7 +252,7 @@ def test_the_artifact_hash_is_escaped_too(tmp_path, pushtune_home):
 def test_the_templates_mark_nothing_safe():
     """Escaped by construction: nothing in the report's template or module opts out of autoescape."""
     template = (ROOT / "jobs/templates" / REPORT_TEMPLATE).read_text()
-    module = (ROOT / "jobs/report.py").read_text()
+    module = (ROOT / "jobs/report/html_report.py").read_text()
     assert TEMPLATES.autoescape is True and REPORT_TEMPLATE in TEMPLATES.list_templates()
     for opt_out in ("|safe", "| safe", "{% autoescape", "Markup"):
         assert opt_out not in template, opt_out

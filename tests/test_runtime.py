@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.runtime import STOP_GRACE_SECONDS, AttemptOutcome, AttemptSpec, LocalRuntime, metric_written, resumable_epoch
+from jobs.train.runtime import (
+    STOP_GRACE_SECONDS,
+    AttemptOutcome,
+    AttemptSpec,
+    LocalRuntime,
+    metric_written,
+    resumable_epoch,
+)
 
 # Dies by SIGKILL (as the OOM killer or `kill -9` would do it) until it has been resumed
 # `needed` times; each life trains one more "epoch" from the last progress it wrote.

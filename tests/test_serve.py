@@ -31,9 +31,10 @@ import uvicorn
 from sklearn.datasets import load_digits, load_iris
 from sklearn.linear_model import LogisticRegression
 
-from jobs import serve, versions
-from jobs.serve import create_app, listen
-from jobs.store import RunStore
+from jobs.deploy import versions
+from jobs.serve import server as serve
+from jobs.serve.server import create_app, listen
+from jobs.store.run_store import RunStore
 from test_versions import constant_onnx, passing_run
 
 ROOT = Path(__file__).resolve().parent.parent

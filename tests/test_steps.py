@@ -10,7 +10,7 @@ import pytest
 
 import test_loop
 import test_monitor
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 from test_jenkins_client import TRIGGER_TOKEN, fake_jenkins, pushtune  # noqa: F401 (fixture)
 
 # The script of test_loop with C=0.001, which scores ~0.916 on its split; the ladder's first

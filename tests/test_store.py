@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from jobs.errors import UserError
-from jobs.store import SCHEMA, RunStore
+from jobs.store.run_store import SCHEMA, RunStore
 
 
 def new_run(store: RunStore, **extra) -> int:
@@ -312,7 +312,7 @@ def test_a_password_in_the_query_never_appears_in_messages(postgres_server):
 
 
 def test_a_held_write_lock_is_a_one_line_error_after_the_lock_timeout(postgres_url, monkeypatch, tmp_path):
-    from jobs.database import WRITE_LOCK_KEY
+    from jobs.store.database import WRITE_LOCK_KEY
 
     monkeypatch.setenv("PUSHTUNE_ARTIFACTS", str(tmp_path))
     monkeypatch.setenv("PUSHTUNE_DB_LOCK_SECONDS", "1")
@@ -328,8 +328,8 @@ def test_a_held_write_lock_is_a_one_line_error_after_the_lock_timeout(postgres_u
 
 
 def test_a_write_by_a_driver_whose_lease_was_taken_is_refused(store_location, monkeypatch):
-    from jobs.lease import Lease
-    from jobs.store import LeaseLost
+    from jobs.store.lease import Lease
+    from jobs.store.run_store import LeaseLost
 
     monkeypatch.setenv("PUSHTUNE_LEASE_SECONDS", "30")
     store = RunStore.open(store_location)

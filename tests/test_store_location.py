@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 from test_hook import wait_for
 from test_monitor import TRIVIAL
 from test_steps import git

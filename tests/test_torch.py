@@ -18,11 +18,12 @@ import docker
 import pytest
 
 from conftest import ROOT, requires_engine
-from jobs import diagnosis, images, profiles, tweaks
 from jobs.loop import RunOptions, attempt_spec, history_of, run_model, warm_start_epoch
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
-from jobs.strategies import Candidate, History, LadderStrategy
+from jobs.store.run_store import RunStore
+from jobs.train import images, profiles
+from jobs.train.runtime import LocalRuntime
+from jobs.tune import diagnosis, tweaks
+from jobs.tune.strategies import Candidate, History, LadderStrategy
 from test_monitor import env_for, epoch_of, kill_training, monitor_once, wait_for
 
 
@@ -332,7 +333,7 @@ MLP_SGD = textwrap.dedent("""\
 
 
 def _attempt(source: str, metric: float) -> dict:
-    from jobs.strategies import config_key
+    from jobs.tune.strategies import config_key
 
     return {"n": 1, "status": "ok", "metric_value": metric, "parent": None, "tweak_name": None,
             "tweak": None, "tweaks": [], "params": {}, "config_key": config_key(source, {}),
@@ -340,8 +341,8 @@ def _attempt(source: str, metric: float) -> dict:
 
 
 def test_the_ladder_strategy_climbs_the_pytorch_ladder():
-    assert profiles.ladder("ann", "pytorch") == tweaks.PROFILE_LADDERS[("ann", "pytorch")]
-    assert profiles.ladder("ann", "pytorch")[:3] == ("double_epochs", "use_adam", "multiply_learning_rate_by_10")
+    assert tweaks.ladder_of("ann", "pytorch") == tweaks.PROFILE_LADDERS[("ann", "pytorch")]
+    assert tweaks.ladder_of("ann", "pytorch")[:3] == ("double_epochs", "use_adam", "multiply_learning_rate_by_10")
     history = History("ann", "max", MLP_SGD, {}, [_attempt(MLP_SGD, 0.5)], framework="pytorch")
     seen = []
     for n in range(2, 5):

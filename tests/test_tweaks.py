@@ -1,4 +1,4 @@
-"""jobs.tweaks: libcst source rewrites (and parameter changes) that tweak a model between attempts."""
+"""jobs.tune.tweaks: libcst source rewrites (and parameter changes) that tweak a model between attempts."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.classify import classify_file
+from jobs.classify.classifier import classify_file
 from jobs.errors import UserError
-from jobs.tweaks import (
+from jobs.tune.tweaks import (
     LADDERS,
     PROFILE_LADDERS,
     PROFILES,
@@ -976,7 +976,7 @@ def test_a_source_too_deeply_nested_to_rewrite_skips_every_tweak():
 
 def test_a_long_boolean_chain_does_not_crash_the_process():
     # libcst's native parser nests `a and b and …`: 20,000 terms overflowed its stack (SIGSEGV)
-    code = ("from jobs.tweaks import apply_tweak\n"
+    code = ("from jobs.tune.tweaks import apply_tweak\n"
             "source = 'from sklearn.svm import SVC\\nm = SVC(C=1.0)\\nx = ' + ' and '.join(['1'] * 20000) + '\\n'\n"
             "print(apply_tweak('c_times_10', source, {}))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -1,4 +1,4 @@
-"""jobs.tweaks on PyTorch scripts: libcst rewrites of the epoch loop, the optimizer and its rate,
+"""jobs.tune.tweaks on PyTorch scripts: libcst rewrites of the epoch loop, the optimizer and its rate,
 and the Linear layers of an nn.Sequential. The rewritten scripts are run with torch: the model is
 built, trained for its epochs (a forward and backward pass each) and inspected."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.tweaks import PROFILE_LADDERS, apply_tweak
+from jobs.tune.tweaks import PROFILE_LADDERS, apply_tweak
 from test_tweaks import src, tweak
 
 ROOT = Path(__file__).resolve().parent.parent

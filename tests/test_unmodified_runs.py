@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import requires_engine
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
 
 # An unconverged solver: 5 iterations on unscaled features. Its metric comes from accuracy_score,
 # its model from joblib.dump under its own name.

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from jobs import versions
+from jobs.deploy import versions
+from jobs.deploy.served_form import file_sha256
 from jobs.errors import UserError
-from jobs.loop import RunOptions, finish_run, sha256_of, summarize
-from jobs.store import RunStore
+from jobs.loop import RunOptions, finish_run, summarize
+from jobs.store.run_store import RunStore
 
 
 def constant_onnx(value: float, features: int = 4) -> bytes:
@@ -78,7 +79,7 @@ def passing_run(store: RunStore, value: float, *, metric: str = "accuracy", mode
     if onnx is not False:
         write_export(output, constant_onnx(value) if onnx is True else onnx or None)
     store.update_attempt(run_id, n, status="ok", metric_value=value, metrics={metric: value},
-                         artifact_path=str(output / artifact), artifact_sha256=sha256_of(output / artifact),
+                         artifact_path=str(output / artifact), artifact_sha256=file_sha256(output / artifact),
                          finished_at=time.time(), seconds=1.0)
     summary = finish_run(store, run_id, "threshold met")
     assert summary["status"] == "passed"
@@ -107,7 +108,7 @@ def test_a_passing_run_registers_version_1_and_it_becomes_production(store_locat
     # the artifact is the version's own copy: deleting the run loses nothing
     copy = Path(record["artifact_path"])
     assert copy == tmp_path / "models" / "digits" / "v1" / "model.joblib"
-    assert sha256_of(copy) == record["sha256"] == store.get_attempt(run_id, 1)["artifact_sha256"]
+    assert file_sha256(copy) == record["sha256"] == store.get_attempt(run_id, 1)["artifact_sha256"]
     assert (copy.parent / "pushed.py").read_text() == "# the pushed digits.py\n"
     shutil.rmtree(store.get_run(run_id)["run_dir"])
     assert copy.read_bytes().startswith(b"model of run")
@@ -502,7 +503,7 @@ def test_the_mail_says_what_happened_to_production(store_location, actor):
 def test_jenkins_deploy_and_retrain_jobs_are_thin_shells():
     import xml.etree.ElementTree as ET
 
-    from jobs.jenkins import render_jobs
+    from jobs.ci.jenkins import render_jobs
 
     jobs = {name: ET.fromstring(xml) for name, xml in render_jobs().items()}
     notify_triggers = jobs["pushtune-notify"].findall(

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from jobs.loop import RunOptions, run_model, warm_start_epoch
-from jobs.runtime import LocalRuntime
-from jobs.store import RunStore
-from jobs.strategies import Candidate
+from jobs.store.run_store import RunStore
+from jobs.train.runtime import LocalRuntime
+from jobs.tune.strategies import Candidate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from jobs.autolog import hooks, lines
+from jobs.autolog import hooks, lines, to_onnx
 
 CAPTURE_FILE = "autolog.json"
 ARTIFACT_NAMES = ("model.keras", "model.h5", "model.joblib", "model.pkl", "model.pt", "model.onnx")
@@ -203,8 +203,6 @@ class Capture:
     def _export_onnx(self) -> None:
         """The trained model as ONNX, checked against the framework (jobs.autolog.to_onnx): the
         only form of it the server loads, made here, in the attempt's sandbox."""
-        from jobs.autolog import to_onnx
-
         trained = self.trained
         if trained is None:
             report = to_onnx.export("unknown", None, None, self.output)

@@ -17,7 +17,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from jobs import kit
 from jobs.autolog import Capture, Trained, warn
+from jobs.autolog.to_onnx import sample_of
 
 
 def patch(capture: Capture, keras: ModuleType) -> None:
@@ -79,7 +81,6 @@ def _with_capture(capture: Capture, keras: ModuleType, callbacks: Any, fit_numbe
     own = list(callbacks or [])
     if capture.kit_used or fit_number > 1:
         return own
-    from jobs import kit
 
     keeps_own = any(isinstance(cb, keras.callbacks.BackupAndRestore) or type(cb).__module__ == kit.__name__
                     for cb in own)
@@ -109,8 +110,6 @@ def _record_fit(capture: Capture, keras: ModuleType, model: Any, given: dict, hi
             path = output / "model.keras"
             model.save(path)
             return path
-
-        from jobs.autolog.to_onnx import sample_of
 
         capture.trained_model(Trained("keras", f"the last fitted Keras model ({type(model).__name__})", line, save,
                                       model=model, sample=sample_of(given.get("x"))))

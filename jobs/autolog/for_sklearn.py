@@ -23,6 +23,7 @@ from typing import Any
 
 from jobs.autolog import Capture, Trained, lines, warn
 from jobs.autolog.for_pickle import is_model
+from jobs.autolog.to_onnx import sample_of
 
 # Scoring functions of sklearn.metrics whose scalar result is a metric of the script's, named as
 # lines.canonical reads the function's words, or as RENAMED says where that reads wrong.
@@ -32,6 +33,7 @@ METRIC_FUNCTIONS = (
     "root_mean_squared_error", "median_absolute_error", "explained_variance_score", "matthews_corrcoef",
     "cohen_kappa_score", "jaccard_score", "hamming_loss", "zero_one_loss",
 )
+
 RENAMED = {"average_precision_score": "average_precision", "mean_absolute_percentage_error": "mape",
            "top_k_accuracy_score": "top_k_accuracy", "brier_score_loss": "brier_score"}
 SCORE_ROWS_LIMIT = 100_000  # above it the training score costs more than it tells
@@ -183,8 +185,6 @@ def _record_fit(capture: Capture, base: ModuleType, estimator: Any, args: tuple,
         joblib.dump(estimator, path)
         return path
 
-    from jobs.autolog.to_onnx import sample_of
-
     capture.trained_model(Trained("sklearn", f"the last fitted scikit-learn estimator ({name})", line,
                                   save, model=estimator,
                                   sample=sample_of(args[0] if args else kwargs.get("X"))))
@@ -240,6 +240,7 @@ def _count(value: Any) -> int | None:
     try:
         if value is None or isinstance(value, bool):
             return None
+        # numpy only once the script's own libraries are in (the launcher imports none first)
         import numpy as np
 
         return int(np.max(value))

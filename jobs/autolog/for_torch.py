@@ -50,6 +50,7 @@ def patch(capture: Capture, torch: ModuleType) -> None:
     loop = _TrainingLoop(capture, torch)
     _patch_backward(torch, loop)
     _patch_data_loader(torch, loop)
+    # torch: the script's framework, imported only when the script uses it
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     register_optimizer_step_post_hook(lambda optimizer, args, kwargs: _safely("step", loop.stepped, optimizer))
@@ -71,6 +72,7 @@ def _patch_backward(torch: ModuleType, loop: _TrainingLoop) -> None:
 
 
 def _patch_data_loader(torch: ModuleType, loop: _TrainingLoop) -> None:
+    # torch: the script's framework, imported only when the script uses it
     from torch.utils.data import dataloader
 
     original_iter, original_next = dataloader.DataLoader.__iter__, dataloader._BaseDataLoaderIter.__next__
@@ -215,6 +217,7 @@ class _ModelFinder:
         self.torch = torch
         self.called: dict[int, tuple[weakref.ref, Any]] = {}  # id -> (module, example input)
         self.depth = 0  # forward calls under way
+        # torch: the script's framework, imported only when the script uses it
         from torch.nn.modules import module
 
         self.hooks = [module.register_module_forward_pre_hook(self.entered),

@@ -13,17 +13,20 @@ predictions. It writes, beside the artifact:
     served.json          {"ok": bool, "framework", "reason", "max_difference", "input": {shape, dtype},
                           "seconds", "python": the interpreter it ran in}
 
-The server (`jobs.serve`) loads only the ONNX file (or a Keras file in safe mode), and promotion
-first loads it in a sandbox and predicts the sample (`jobs.servable`). Everything here is what
+The server (`jobs.serve.server`) loads only the ONNX file (or a Keras file in safe mode), and promotion
+first loads it in a sandbox and predicts the sample (`jobs.deploy.servable`). Everything here is what
 the attempt left behind: the host reads it as untrusted data.
 Standard library only at module level: this runs inside the attempt, in every image.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ def sample_of(data: Any) -> Any:
     """The first SAMPLE_ROWS rows of a training input as a numeric NumPy array, or None (a
     dataset, a generator, a dict of inputs: nothing to sample without consuming it)."""
     try:
+        # numpy only once the script's own libraries are in (the launcher imports none first)
         import numpy as np
 
         if isinstance(data, (tuple, dict)):
@@ -66,6 +70,7 @@ def export(framework: str, model: Any, sample: Any, output: Path) -> dict[str, A
         if model is None or sample is None:
             raise NotExported("no training input was seen (fit on a NumPy array or tensor to export it)"
                               if model is not None else "pushtune saw no trained model")
+        # numpy only once the script's own libraries are in (the launcher imports none first)
         import numpy as np
 
         sample = np.asarray(sample)
@@ -92,6 +97,7 @@ def export(framework: str, model: Any, sample: Any, output: Path) -> dict[str, A
 
 
 def _run_onnx(path: Path, sample: Any) -> Any:
+    # heavy optional library (onnx/serve extra): only when an ONNX model is checked or loaded
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -103,6 +109,7 @@ def _run_onnx(path: Path, sample: Any) -> Any:
 
 def _compare(expected: Any, got: Any) -> float:
     """The largest difference; NotExported when ONNX Runtime disagrees with the framework."""
+    # numpy only once the script's own libraries are in (the launcher imports none first)
     import numpy as np
 
     if expected.shape != got.shape:
@@ -122,6 +129,7 @@ def _compare(expected: Any, got: Any) -> float:
 
 
 def _sklearn(model: Any, sample: Any, target: Path) -> Any:
+    # heavy optional library (onnx extra): only when a scikit-learn model is exported
     from skl2onnx import to_onnx
 
     onnx_model = to_onnx(model, sample[:1], target_opset={"": OPSET, "ai.onnx.ml": 3})
@@ -130,9 +138,7 @@ def _sklearn(model: Any, sample: Any, target: Path) -> Any:
 
 
 def _keras(model: Any, sample: Any, target: Path) -> Any:
-    import contextlib
-    import io
-
+    # numpy only once the script's own libraries are in (the launcher imports none first)
     import numpy as np
 
     with contextlib.redirect_stdout(io.StringIO()):  # tf2onnx prints its progress
@@ -141,8 +147,7 @@ def _keras(model: Any, sample: Any, target: Path) -> Any:
 
 
 def _pytorch(model: Any, sample: Any, target: Path) -> Any:
-    import warnings
-
+    # torch: the script's framework, imported only when the script uses it
     import torch
 
     was_training = model.training

@@ -6,6 +6,8 @@ import sys
 
 from rich.console import Console
 
+from jobs.store.run_store import no_store_yet
+
 
 def metric_text(value: float | None) -> str:
     """A metric value as every table shows it: four decimals ("" for none)."""
@@ -20,8 +22,6 @@ def output_console() -> Console:
 def said_no_store_yet(as_json: bool) -> bool:
     """For commands that only list: when there is no run store yet, say so (JSON: `[]`) and
     return True, rather than create one where the user happens to stand."""
-    from jobs.store import no_store_yet
-
     nothing = no_store_yet()
     if nothing:
         print("[]" if as_json else nothing)

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from jobs.classify import Classification, classify_paths
+from jobs.classify.classifier import Classification, classify_paths
 from jobs.errors import UserError
 from jobs.exit_codes import OK
+from jobs.steps import files_from_json
 
 COLUMNS = ("path", "kind", "framework", "reason")
 
@@ -35,8 +36,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.files_json is not None:
-        from jobs.steps import files_from_json
-
         args.paths += files_from_json(args.files_json)
     elif not args.paths:
         raise UserError("give the paths: PATH... or --files-json JSON")

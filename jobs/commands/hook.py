@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jobs import hook
+from jobs.ci import hook
 from jobs.exit_codes import OK
-from jobs.store import home
+from jobs.store.run_store import home
 
 
 def add_parser(subparsers) -> None:

@@ -9,7 +9,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from jobs import images, profiles
+from jobs.train import images, profiles
 
 
 def add_parser(subparsers) -> None:

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from jobs import exit_codes, jenkins as jk
+from jobs import exit_codes
+from jobs.ci import jenkins as jk
 from jobs.clock import utc_text
 from jobs.errors import UserError
 

@@ -16,11 +16,16 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from jobs import exit_codes, versions
+from jobs import exit_codes
 from jobs.commands import metric_text, output_console, said_no_store_yet
+from jobs.deploy import versions
 from jobs.errors import UserError
-from jobs.mlflow_mirror import mirror_production
-from jobs.store import RunStore
+from jobs.loop import drive, run_options, start_run
+from jobs.mirror.mlflow import mirror_production
+from jobs.serve.server import serve as run_server
+from jobs.store.run_store import RunStore
+from jobs.train.runtimes import get_runtime
+from notify import load_settings, notify_run
 
 
 def add_parser(subparsers) -> None:
@@ -203,8 +208,6 @@ def retrain(args: argparse.Namespace) -> int:
     notify = [address for address in args.notify if address.strip()]
     wants_mail = bool(args.notify)
     if wants_mail:
-        from notify import load_settings
-
         load_settings(notify or None)  # bad mail settings are found before any training
     results, code = [], exit_codes.OK
     for record in chosen:
@@ -228,9 +231,6 @@ def retrain(args: argparse.Namespace) -> int:
 def _retrain_one(store: RunStore, record: dict, args: argparse.Namespace, repo: Path | None,
                  notify: list[str], wants_mail: bool) -> dict:
     """Retrain one production version: its file from its commit, through the loop, mailed."""
-    from jobs.loop import drive, run_options, start_run
-    from jobs.runtime import get_runtime
-
     original = store.get_run(record["run_id"])
     options = run_options(original)
     options.name, options.promote, options.chain = record["name"], True, False
@@ -254,7 +254,6 @@ def _retrain_one(store: RunStore, record: dict, args: argparse.Namespace, repo: 
             versions.RETRAIN_OPTION: {"name": record["name"], "version": record["version"]}})
         summary = drive(store, run_id, runtime)
     if wants_mail:  # never fails the retrain: a failure is recorded on the run and printed
-        from notify import notify_run
 
         try:
             sent = notify_run(store, run_id, notify or None)
@@ -273,7 +272,5 @@ def _retrain_one(store: RunStore, record: dict, args: argparse.Namespace, repo: 
 def serve(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.poll) and 0.05 <= args.poll <= 3600):
         raise UserError(f"--poll {args.poll:g}: give a number of seconds from 0.05 to 3600")
-    from jobs.serve import serve as run_server
-
     run_server(args.host, args.port, poll=args.poll, echo=lambda line: print(line, file=sys.stderr, flush=True))
     return exit_codes.OK

@@ -6,11 +6,12 @@ import argparse
 import sys
 
 from jobs import exit_codes, steps
+from jobs.ci import chain
+from jobs.ci.monitor import MAX_INTERVAL, check_interval, sweep, watch
 from jobs.errors import UserError
 from jobs.loop import drive, notify_if_asked, reopen_interrupted, resume_attempt, run_options
-from jobs.monitor import MAX_INTERVAL, check_interval, sweep, watch
-from jobs.runtime import get_runtime
-from jobs.store import RunStore, attempt_dir, run_dir
+from jobs.store.run_store import RunStore, attempt_dir, run_dir
+from jobs.train.runtimes import get_runtime
 
 
 def add_parser(subparsers) -> None:
@@ -67,7 +68,7 @@ def resume(args: argparse.Namespace) -> int:
     if run_options(run).chain:  # the chain plans what follows: hand back to it
         decision = steps.tweak_step(store, args.run_id)
         print(decision.message, file=sys.stderr)
-        triggered = steps.dispatch(decision, steps.recorded_jobs(run))
+        triggered = chain.dispatch(decision, steps.recorded_jobs(run))
         if triggered:
             print(triggered, file=sys.stderr)
         return exit_codes.OK

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 from jobs.errors import UserError
 from jobs.exit_codes import FAILED, OK
-from jobs.store import RunStore
+from jobs.loop import run_options
+from jobs.store.run_store import RunStore
+from notify import DeliveryError, EmailNotifier, MailNotConfigured, load_settings, notify_run
 
 if TYPE_CHECKING:
     from notify.settings import MailSettings
@@ -40,7 +42,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here so other commands do not pay for matplotlib
-    from notify import MailNotConfigured, load_settings, notify_run
 
     if args.test and args.run_id is not None:
         raise UserError("give either RUN_ID or --test, not both")
@@ -52,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
     store = RunStore.open()
     recipients = args.notify
     if not recipients:  # as asked when the run was started
-        from jobs.loop import run_options
 
         try:
             recipients = run_options(store.get_run(args.run_id)).notify
@@ -79,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _test_mail(settings: MailSettings) -> int:
-    from notify import DeliveryError, EmailNotifier
-
     print(f"testing mail through {settings.describe()}")
     log: list[str] = []
     try:

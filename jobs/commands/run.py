@@ -14,14 +14,15 @@ from rich.text import Text
 
 from jobs import exit_codes
 from jobs.commands import output_console
+from jobs.deploy.versions import check_file_may_register
 from jobs.loop import RunOptions, check_model, notify_if_asked, run_model
-from jobs.metrics import captured
-from jobs.objective import Objective
-from jobs.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
 from jobs.run_options import add_run_options, options_from, print_option_notes
-from jobs.runtime import get_runtime
-from jobs.store import RunStore
-from jobs.versions import check_file_may_register
+from jobs.store.run_store import RunStore
+from jobs.train.metrics import captured
+from jobs.train.progress import EpochWatcher, epoch_line, epoch_text, shown_logs
+from jobs.train.runtimes import get_runtime
+from jobs.tune.objective import Objective
+from notify import load_settings
 
 
 def add_parser(subparsers) -> None:
@@ -38,7 +39,7 @@ class TerminalProgress:
 
     In a terminal the running attempt is a Rich progress line (epoch n/N with the loss, the
     gated metric and its val_ twin); in a pipe, a Jenkins console or with -v, one plain line per
-    epoch. The epochs come from the kit's progress.json, read by a `jobs.progress.EpochWatcher`.
+    epoch. The epochs come from the kit's progress.json, read by a `jobs.train.progress.EpochWatcher`.
     """
 
     def __init__(self, console: Console, options: RunOptions):
@@ -169,7 +170,6 @@ def run(args: argparse.Namespace) -> int:
     check_model(args.model, options)  # bad input is refused before anything is started
     print_option_notes(args, options)
     if options.notify:  # bad mail settings are found before any training, not after it
-        from notify import load_settings
 
         load_settings(options.notify)
     store = RunStore.open()

@@ -11,10 +11,11 @@ from rich.text import Text
 from jobs import exit_codes
 from jobs.clock import utc_text
 from jobs.commands import metric_text, output_console, said_no_store_yet
+from jobs.commands.run import print_summary
 from jobs.errors import UserError
 from jobs.loop import summarize
-from jobs.objective import Objective, best_attempt
-from jobs.store import RunStore, no_store_yet
+from jobs.store.run_store import RunStore, no_store_yet
+from jobs.tune.objective import Objective, best_attempt
 
 
 def add_parser(subparsers) -> None:
@@ -78,7 +79,6 @@ def show_run(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(summary, indent=2))
         return exit_codes.OK
-    from jobs.commands.run import print_summary
 
     console = output_console()
     print_summary(summary, console)

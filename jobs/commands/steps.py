@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from jobs import exit_codes, steps
+from jobs.ci import chain
 from jobs.errors import UserError
 from jobs.git import git
 from jobs.loop import run_options
-from jobs.progress import EpochWatcher, epoch_line
 from jobs.run_options import add_run_options, options_from, print_option_notes
-from jobs.store import RunStore
+from jobs.store.run_store import RunStore
+from jobs.train.progress import EpochWatcher, epoch_line
 
 
 def add_parser(subparsers) -> None:
@@ -190,7 +191,7 @@ def tweak(args: argparse.Namespace) -> int:
         return exit_codes.OK
     jobs = steps.recorded_jobs(RunStore.open().get_run(args.run_id))
     jobs.update({k: v for k, v in (("train", args.train_job), ("notify", args.notify_job)) if v})
-    triggered = steps.dispatch(decision, jobs)
+    triggered = chain.dispatch(decision, jobs)
     if triggered:
         print(triggered)
     return exit_codes.OK
