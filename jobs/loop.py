@@ -566,7 +566,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
         capture={**(capture or {}), "metric_source": reading.source} if capture or reading.source else None,
         finished_at=time.time(), seconds=previous + seconds,
     )
-    mirror_run(store, run["id"])
+    mirror_run(store, run["id"], wait=False)
 
 
 def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool = False) -> dict:

@@ -22,11 +22,11 @@ import importlib.util
 import math
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +35,7 @@ from jobs.autolog.to_onnx import ONNX_FILE
 from jobs.deploy.versions import run_model_name
 from jobs.errors import UserError
 from jobs.store.run_store import RunStore
-from jobs.train.metrics import UnsafeOutput, copy_output, read_output
+from jobs.train.metrics import UnsafeOutput, copy_output
 
 OPTION = "mlflow"  # the run option that holds the tracking URI
 STORE_TAG = "pushtune.store"
@@ -99,9 +99,21 @@ def _client(uri: str):
 # --- the entry points -------------------------------------------------------------------------------
 
 
-def mirror_run(store: RunStore, run_id: int) -> None:
+def mirror_run(store: RunStore, run_id: int, *, wait: bool = True) -> None:
     """Bring the run's MLflow mirror up to date (and its model's registry entry, once it has a
-    version). Never raises: a failure is the run's one warning."""
+    version). Never raises: a failure is the run's one warning. The work is done by this
+    process's one mirror thread, in order; `wait=False` (after an attempt) lets the loop go on
+    meanwhile, so the next attempt trains while this one uploads. The process waits for that
+    thread before it exits."""
+    if run_uri(store.get_run(run_id)) is None:
+        return
+    done = _worker().submit(sync_run, store, run_id)
+    if wait:
+        done.result()
+
+
+def sync_run(store: RunStore, run_id: int) -> None:
+    """`mirror_run`'s work, in the calling thread."""
     run = store.get_run(run_id)
     uri = run_uri(run)
     if uri is None or _gave_up(run):
@@ -114,6 +126,15 @@ def mirror_run(store: RunStore, run_id: int) -> None:
             _sync_registry(client, store, version["name"])
     except Exception as exc:  # the mirror never costs the run
         _give_up(run, uri, exc)
+
+
+_WORKERS: list[ThreadPoolExecutor] = []
+
+
+def _worker() -> ThreadPoolExecutor:
+    if not _WORKERS:  # its thread is joined when the interpreter exits: a queued mirror is finished
+        _WORKERS.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="pushtune-mlflow"))
+    return _WORKERS[0]
 
 
 def mirror_production(store: RunStore, name: str) -> None:
@@ -136,6 +157,9 @@ def mirror_production(store: RunStore, name: str) -> None:
 
 def _why(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
+    errno = re.search(r"\[Errno -?\d+\] [^'\"()]+", text)  # what urllib3 wraps in "Max retries exceeded …"
+    if errno:
+        return errno.group(0).strip()
     return (text[:300] + "…" if len(text) > 300 else text) or type(exc).__name__
 
 
@@ -186,6 +210,9 @@ def _numbers(values: Mapping[str, Any] | None) -> Iterator[tuple[str, float]]:
             yield _key(name), float(value)
 
 
+_EXPERIMENTS: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> experiment id, in this process
+
+
 class RunMirror:
     """One pushtune run and its finished attempts, in MLflow."""
 
@@ -216,6 +243,12 @@ class RunMirror:
         return done
 
     def _experiment(self, name: str) -> str:
+        key = (self.client.tracking_uri, name)
+        if key not in _EXPERIMENTS:
+            _EXPERIMENTS[key] = self._find_or_create_experiment(name)
+        return _EXPERIMENTS[key]
+
+    def _find_or_create_experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
@@ -282,8 +315,7 @@ class RunMirror:
         params = dict(attempt["params"] or {})
         if attempt["tweaks"]:  # a script as people write it has no parameters: its changes are rewrites
             params["tweaks"] = "; ".join(attempt["tweaks"])
-        self._log(run_id, params=params, metrics=metrics, curve=attempt["curve"],
-                  at=attempt["finished_at"])
+        self._log(run_id, params=params, metrics=metrics, curve=attempt["curve"], at=attempt["finished_at"])
         self._upload(run_id, attempt)
         self.client.set_terminated(run_id, "FINISHED" if attempt["status"] == "ok" else "FAILED",
                                    end_time=_ms(attempt["finished_at"]))
@@ -309,31 +341,27 @@ class RunMirror:
                                   tags=[e for e in batch if isinstance(e, RunTag)], synchronous=True)
 
     def _upload(self, run_id: str, attempt: Mapping[str, Any]) -> None:
-        """diff.patch (from the store), log.txt and the model (with its ONNX form) under model/:
-        files the script may have left, so only regular files, never through a link, capped."""
-        if attempt["diff"]:
-            self.client.log_text(run_id, attempt["diff"], "diff.patch")
+        """diff.patch (from the store), log.txt and the model (with its ONNX form) under model/,
+        staged in one folder and uploaded in one call. The log and the model are files the script
+        may have left: only regular files, never through a link, capped."""
         folder = Path(attempt["dir"]) if attempt["dir"] else None
-        if folder is None:
-            return
-        try:
-            log = read_output(folder / "log.txt", LOG_LIMIT).decode("utf-8", errors="replace")
-        except (OSError, UnsafeOutput):
-            log = None
-        if log:
-            self.client.log_text(run_id, log, "log.txt")
         model = Path(attempt["artifact_path"]) if attempt["artifact_path"] else None
-        if model is None:
-            return
-        with tempfile.TemporaryDirectory(prefix="pushtune-mlflow-") as staging:
-            for source in dict.fromkeys((model, model.parent / ONNX_FILE)):
+        with tempfile.TemporaryDirectory(prefix="pushtune-mlflow-") as staging_dir:
+            staging = Path(staging_dir)
+            if attempt["diff"]:
+                (staging / "diff.patch").write_text(attempt["diff"], encoding="utf-8")
+            wanted = [(folder / "log.txt", staging / "log.txt", LOG_LIMIT)] if folder else []
+            if model is not None:
+                (staging / "model").mkdir()
+                wanted += [(source, staging / "model" / source.name, ARTIFACT_LIMIT)
+                           for source in dict.fromkeys((model, model.parent / ONNX_FILE))]
+            for source, target, limit in wanted:
                 try:
-                    copy_output(source, Path(staging) / source.name, ARTIFACT_LIMIT)
+                    copy_output(source, target, limit)
                 except (OSError, UnsafeOutput):
                     continue
-            if any(Path(staging).iterdir()):
-                self.client.log_artifacts(run_id, staging, "model")
-            shutil.rmtree(staging, ignore_errors=True)
+            if any(path.is_file() for path in staging.rglob("*")):
+                self.client.log_artifacts(run_id, staging_dir)
 
 
 # --- the Model Registry -------------------------------------------------------------------------
