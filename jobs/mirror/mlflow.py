@@ -45,6 +45,7 @@ VERSION_TAG = "pushtune.version"
 PRODUCTION_ALIAS = "production"
 FAILED_FILE = "mlflow-failed.txt"  # in the run's directory: the run's one warning, said once
 CURVE_PREFIX = "curve/"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model training view, not GenAI
 LOG_LIMIT = 16 << 20  # of log.txt, uploaded
 ARTIFACT_LIMIT = 2 << 30  # a larger model file is left out of the mirror
 # A mirror waits on no server for long: MLflow's defaults retry for minutes (7 retries, backoff 2).
@@ -255,7 +256,7 @@ class RunMirror:
                 self.client.restore_experiment(found.experiment_id)
             return found.experiment_id
         try:
-            return self.client.create_experiment(name, tags={"pushtune.model": name})
+            return self.client.create_experiment(name, tags={"pushtune.model": name, **EXPERIMENT_KIND})
         except Exception:  # another process made it meanwhile
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -284,12 +285,12 @@ class RunMirror:
         have = parent.data.tags if parent else {}
         changed = {k: v for k, v in tags.items() if have.get(k) != v}
         best = self.store.get_attempt(run["id"], run["best_attempt"]) if run["best_attempt"] else None
-        metrics = {}
+        metrics, curve = {}, None
         if best is not None and best["metric_value"] is not None and run["status"] != "running":
             value = float(best["metric_value"])
             if not parent or parent.data.metrics.get(_key(run["metric"])) != value:
-                metrics[run["metric"]] = value
-        self._log(parent_id, tags=changed, metrics=metrics, at=run["finished_at"])
+                metrics[run["metric"]], curve = value, best["curve"]  # the run's page shows its best curve
+        self._log(parent_id, tags=changed, metrics=metrics, curve=curve, at=run["finished_at"])
         status = STATUS.get(run["status"], "FINISHED")
         if not parent or parent.info.status != status:
             if status == "RUNNING":
