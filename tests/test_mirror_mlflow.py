@@ -263,3 +263,26 @@ def test_a_uri_with_a_password_is_refused_in_one_line(cli, tmp_path):
         "pushtune: error: --mlflow: the URI holds a password: give it in MLFLOW_TRACKING_USERNAME and "
         "MLFLOW_TRACKING_PASSWORD instead"]
     assert "secret" not in result.stderr
+
+
+def test_a_job_chains_steps_each_add_what_is_missing(cli, mlflow_server, tmp_path):
+    """`pushtune start --mlflow` records the URI; train, tweak, train and finish, each a process of
+    its own as Jenkins runs them, mirror the run once: one parent, one nested run per attempt."""
+    rest = Rest(mlflow_server)
+    name = f"chain-{uuid.uuid4().hex[:8]}"
+    model = push(tmp_path / "repo", name, IRIS)
+    started = cli("start", model, "--runtime", "local", "--threshold", "0.97", "--max-attempts", "3",
+                  "--mlflow", mlflow_server)
+    assert started.returncode == 0, started.stderr
+    run_id = int(started.stdout)
+    assert cli("train", run_id).returncode == 3  # attempt 1: below the threshold
+    assert rest.runs_of(name, run_id)[0]["info"]["status"] == "RUNNING"
+    for step in (("tweak", run_id, "--no-trigger"), ("train", run_id), ("finish", run_id)):
+        done = cli(*map(str, step))
+        assert done.returncode == 0, done.stderr
+        assert "MLflow" not in done.stderr
+    parent, attempts = rest.runs_of(name, run_id)
+    assert parent["info"]["status"] == "FINISHED" and parent["tags"]["pushtune.status"] == "passed"
+    assert [a["tags"]["pushtune.attempt"] for a in attempts] == ["1", "2"]
+    assert {a["tags"]["mlflow.parentRunId"] for a in attempts} == {parent["info"]["run_id"]}
+    assert {t["key"]: t["value"] for t in rest.alias(name)["tags"]}["pushtune.version"] == "1"
