@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -101,6 +102,22 @@ def timed_runs(url: str, home: Path) -> dict[str, list[float]]:
     return seconds
 
 
+def quiet_seconds(home: Path) -> list[float]:
+    """The mirror's work per attempt with nothing training beside it: each finished run mirrored
+    afresh from a copy of the store (another store, so MLflow has none of it), its seconds over its
+    attempts (the parent run and the registry included)."""
+    copy = home.parent / "copy"
+    copy.mkdir()
+    shutil.copyfile(home / "pushtune.db", copy / "pushtune.db")
+    store = RunStore.open(copy / "pushtune.db")
+    seconds = []
+    for run in store.list_runs(-1):
+        started = time.perf_counter()
+        mirror.sync_run(store, run["id"])
+        seconds.append((time.perf_counter() - started) / len(store.attempts(run["id"])))
+    return seconds
+
+
 def import_seconds() -> float:
     code = "import time; t = time.perf_counter(); import mlflow.tracking; print(time.perf_counter() - t)"
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
@@ -128,6 +145,7 @@ def main() -> str:
     server, url = start_server(folder)
     try:
         seconds = timed_runs(url, folder / "home")
+        quiet = quiet_seconds(folder / "home")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
@@ -135,6 +153,7 @@ def main() -> str:
     first, later = seconds["work first"], seconds["work later"]
     waits = seconds["wait attempt"]
     met = "met" if statistics.median(waits) < 0.2 else "MISSED"
+    quiet_met = "met" if statistics.median(quiet) < 0.2 else "MISSED"
 
     def ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1000:.0f} / {max(values) * 1000:.0f} ms ({len(values)})"
@@ -147,6 +166,7 @@ def main() -> str:
         | the loop's wait on the mirror after an attempt | {ms(waits)} | < 200 ms: {met} |
         | the mirror's work for an attempt, in its thread: a run's first (+ parent run) | {ms(first)} | |
         | … a later attempt (search, nested run, params, metrics, curve, 4 files) | {ms(later)} | |
+        | … with nothing training beside it (a run mirrored afresh, per attempt) | {ms(quiet)} | < 200 ms: {quiet_met} |
         | the loop's wait at a run's end (queue drained, parent run, registry, alias) | {ms(seconds["wait finish"])} | |
         | importing the MLflow client (once per process that mirrors) | {import_seconds():.1f} s | |
         | a server that refuses: the run's one failing call | {refused:.1f} s | bounded |
@@ -155,5 +175,7 @@ def main() -> str:
         write it, 3 attempts each, mirrored to `mlflow server` 3.18.0 on 127.0.0.1 (SQLite backend,
         local artifact root); each attempt uploads its diff, log, model and ONNX file. After an
         attempt the loop queues the mirror (its thread searches the run's mirrored attempts by tag
-        and adds the new one) and goes on; at the run's end it waits for it. After a failing call
-        the run is not mirrored again.""")
+        and adds the new one) and goes on; at the run's end it waits for it. The work while the
+        next attempt trains shares 2 cores with that training (and here with other test suites);
+        the quiet row mirrors the finished runs again from a copy of the store. After a failing
+        call the run is not mirrored again.""")

@@ -121,10 +121,10 @@ def sync_run(store: RunStore, run_id: int) -> None:
         return
     try:
         client = _client(uri)
-        RunMirror(client, store, run).sync()
+        attempts = RunMirror(client, store, run).sync()
         version = store.model_version_of_run(run_id)
         if version is not None:
-            _sync_registry(client, store, version["name"])
+            _sync_registry(client, store, version["name"], {run_id: attempts})
     except Exception as exc:  # the mirror never costs the run
         _give_up(run, uri, exc)
 
@@ -272,14 +272,14 @@ class RunMirror:
             tags["mlflow.source.git.commit"] = run["git_commit"]
         created = self.client.create_run(experiment, start_time=_ms(run["started_at"]), tags=tags,
                                          run_name=f"run {run['id']}: {run['model_name']}")
-        params = {"metric": run["metric"], "mode": run["mode"], "threshold": run["threshold"],
-                  "strategy": run["strategy"], "runtime": run["runtime"],
-                  "max_attempts": (run.get("options") or {}).get("max_attempts")}
-        self._log(created.info.run_id, params=params)
         return created.info.run_id
 
     def _update_parent(self, parent_id: str, parent) -> None:
+        """Its status, result and (once, when new) parameters, in one request where it can."""
         run = self.run
+        params = None if parent and parent.data.params else {
+            "metric": run["metric"], "mode": run["mode"], "threshold": run["threshold"], "strategy": run["strategy"],
+            "runtime": run["runtime"], "max_attempts": (run.get("options") or {}).get("max_attempts")}
         tags = {"pushtune.status": run["status"], "pushtune.stop_reason": run["stop_reason"] or "",
                 "pushtune.best_attempt": str(run["best_attempt"] or "")}
         have = parent.data.tags if parent else {}
@@ -290,9 +290,9 @@ class RunMirror:
             value = float(best["metric_value"])
             if not parent or parent.data.metrics.get(_key(run["metric"])) != value:
                 metrics[run["metric"]], curve = value, best["curve"]  # the run's page shows its best curve
-        self._log(parent_id, tags=changed, metrics=metrics, curve=curve, at=run["finished_at"])
+        self._log(parent_id, params=params, tags=changed, metrics=metrics, curve=curve, at=run["finished_at"])
         status = STATUS.get(run["status"], "FINISHED")
-        if not parent or parent.info.status != status:
+        if (parent.info.status if parent else "RUNNING") != status:  # a new run is RUNNING
             if status == "RUNNING":
                 self.client.update_run(parent_id, status="RUNNING")
             else:
@@ -368,22 +368,25 @@ class RunMirror:
 # --- the Model Registry -------------------------------------------------------------------------
 
 
-def _sync_registry(client, store: RunStore, name: str) -> None:
+def _sync_registry(client, store: RunStore, name: str, mirrored: dict[int, dict[int, str]] | None = None) -> None:
     """A registered model version per pushtune version (the source its attempt's `model/`), the
-    status of each as a tag, and the alias `production` where pushtune's production is."""
+    status of each as a tag, and the alias `production` where pushtune's production is.
+    `mirrored`: runs just mirrored, {run id: {attempt: MLflow run id}}."""
     from mlflow.exceptions import MlflowException  # the optional client, as in _client
 
     try:
-        client.get_registered_model(name)
+        aliases = client.get_registered_model(name).aliases
     except MlflowException:
         client.create_registered_model(name, tags={"pushtune.model": name})
+        aliases = {}
     registered = {mv.tags.get(VERSION_TAG): mv for mv in client.search_model_versions(f"name = '{name}'")}
     production = None
     for version in store.model_versions(name):
         number = str(version["version"])
         mv = registered.get(number)
         if mv is None:
-            attempts = RunMirror(client, store, store.get_run(version["run_id"])).sync()
+            attempts = (mirrored or {}).get(version["run_id"]) or RunMirror(
+                client, store, store.get_run(version["run_id"])).sync()
             source_run = attempts.get(version["attempt"])
             if source_run is None:
                 continue
@@ -395,7 +398,6 @@ def _sync_registry(client, store: RunStore, name: str) -> None:
             client.set_model_version_tag(name, mv.version, "pushtune.status", version["status"])
         if version["status"] == "production":
             production = mv.version
-    aliases = client.get_registered_model(name).aliases
     if production is None and PRODUCTION_ALIAS in aliases:
         client.delete_registered_model_alias(name, PRODUCTION_ALIAS)
     elif production is not None and str(aliases.get(PRODUCTION_ALIAS)) != str(production):
