@@ -217,7 +217,7 @@ def test_adding_a_profile_is_one_record_plus_its_dockerfile_and_requirements(tmp
     shutil.copytree(ROOT / "jobs", root / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "dockerfiles", root / "dockerfiles")
     before = {path.relative_to(root) for path in root.rglob("*") if path.is_file()}
-    with open(root / "jobs" / "profiles.py", "a") as handle:  # the one module touched
+    with open(root / "jobs" / "train" / "profiles.py", "a") as handle:  # the one module touched
         handle.write(NEW_PROFILE)
     (root / "dockerfiles" / "jax.Dockerfile").write_text(
         (ROOT / "dockerfiles" / "regression.Dockerfile").read_text().replace("regression", "jax"))

@@ -76,7 +76,7 @@ def local_imports() -> list[tuple[Path, int, str, bool]]:
                   for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))}
         for number, node in sorted(inside.items()):
             module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
-            first = number - 1  # the first line of its group of imports carries (or follows) the comment
+            first = number  # the first line of its group of imports carries (or follows) the comment
             while first - 1 in inside:
                 first -= 1
             said = "#" in lines[first - 1] or lines[first - 2].strip().startswith("#")
