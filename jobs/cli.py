@@ -35,7 +35,7 @@ COMMAND_MODULES = (
 EXTRAS = {"tensorflow": "keras", "keras": "keras", "torch": "torch", "sklearn": "sklearn",
           "pandas": "sklearn", "joblib": "sklearn", "optuna": "optuna", "fastapi": "serve",
           "starlette": "serve", "uvicorn": "serve", "psycopg": "postgres", "onnx": "onnx",
-          "onnxruntime": "onnx", "skl2onnx": "onnx", "tf2onnx": "onnx"}
+          "onnxruntime": "onnx", "skl2onnx": "onnx", "tf2onnx": "onnx", "mlflow": "mlflow"}
 
 
 def missing_extra(exc: BaseException) -> str | None:

@@ -38,6 +38,7 @@ from jobs.deploy.served_form import file_sha256
 from jobs.deploy.versions import check_file_may_register, deploy_after_run
 from jobs.errors import UserError
 from jobs.git import git_or_none
+from jobs.mirror.mlflow import mirror_run
 from jobs.report.html_report import write_report
 from jobs.report.outcome import run_outcome, summary_json
 from jobs.store.lease import Lease, attempt_lease, run_lease
@@ -84,6 +85,7 @@ class RunOptions:
     take_name: bool = False  # --force: the name may have been registered from another file
     promote: bool = True  # a passing run's version becomes production if it beats production (jobs.deploy.versions)
     autolog: bool = True  # capture curve, metric and model of scripts that do not report them (jobs.autolog)
+    mlflow: str | None = None  # the tracking URI the run is mirrored to (jobs.mirror.mlflow)
 
     @property
     def objective(self) -> Objective:
@@ -565,6 +567,7 @@ def record_outcome(store: RunStore, run: dict, n: int, spec: AttemptSpec, outcom
         capture={**(capture or {}), "metric_source": reading.source} if capture or reading.source else None,
         finished_at=time.time(), seconds=previous + seconds,
     )
+    mirror_run(store, run["id"], wait=False)
 
 
 def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool = False) -> dict:
@@ -593,6 +596,7 @@ def finish_run(store: RunStore, run_id: int, reason: str, *, interrupted: bool =
         deploy_after_run(store, run_id)
     outcome = run_outcome(store, run_id)
     write_report(outcome)
+    mirror_run(store, run_id)
     return summary_json(outcome)
 
 

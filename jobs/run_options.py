@@ -14,6 +14,7 @@ from pathlib import Path
 from jobs.deploy.versions import check_name
 from jobs.errors import UserError
 from jobs.loop import RunOptions
+from jobs.mirror.mlflow import tracking_uri
 from jobs.train.limits import check_limits
 from jobs.train.metrics import out_of_range
 from jobs.train.runtimes import runtime_choices
@@ -68,6 +69,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-autolog", action="store_true",
                    help="run the script with no capture: pushtune reads only metrics.json, accuracy.txt, "
                         "the log and model.* files in $PUSHTUNE_OUTPUT")
+    p.add_argument("--mlflow", metavar="URI", help="mirror the run to the MLflow tracking server at URI "
+                                                   "(default: $MLFLOW_TRACKING_URI, when set; docs/mlflow.md)")
     p.add_argument("--no-promote", action="store_true",
                    help="register a passing run's model as a candidate, never production (`pushtune promote`)")
 
@@ -118,6 +121,7 @@ def options_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         name=check_name(args.name) if args.name is not None else None, promote=not args.no_promote,
         take_name=args.force,
         autolog=not args.no_autolog,
+        mlflow=tracking_uri(args.mlflow, environ),
         runtime_options={"memory": args.memory, "cpus": args.cpus, "network": args.network,
                          "keep": args.keep},
     )

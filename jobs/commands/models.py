@@ -21,6 +21,7 @@ from jobs.commands import metric_text, output_console, said_no_store_yet
 from jobs.deploy import versions
 from jobs.errors import UserError
 from jobs.loop import drive, run_options, start_run
+from jobs.mirror.mlflow import mirror_production
 from jobs.serve.server import serve as run_server
 from jobs.store.run_store import RunStore
 from jobs.train.runtimes import get_runtime
@@ -156,13 +157,17 @@ def _report(deployment: versions.Deployment, as_json: bool) -> None:
 
 
 def promote(args: argparse.Namespace) -> int:
-    deployment = versions.promote_run(RunStore.open(), args.run_id, force=args.force, reason=args.reason)
+    store = RunStore.open()
+    deployment = versions.promote_run(store, args.run_id, force=args.force, reason=args.reason)
+    mirror_production(store, deployment.name)
     _report(deployment, args.json)
     return exit_codes.OK if deployment.status == "production" else exit_codes.BELOW_THRESHOLD
 
 
 def rollback(args: argparse.Namespace) -> int:
-    deployment = versions.rollback(RunStore.open(), args.name, args.to, reason=args.reason)
+    store = RunStore.open()
+    deployment = versions.rollback(store, args.name, args.to, reason=args.reason)
+    mirror_production(store, deployment.name)
     _report(deployment, args.json)
     return exit_codes.OK
 
@@ -171,6 +176,8 @@ def deploy(args: argparse.Namespace) -> int:
     store = RunStore.open()
     try:
         deployment = versions.deploy_run(store, args.run_id)
+        if deployment is not None:
+            mirror_production(store, deployment.name)
     except versions.NothingToRegister as exc:  # a passing run that saved no model: nothing to do
         deployment, line = None, f"{exc}: nothing to deploy"
     else:

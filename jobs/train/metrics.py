@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,16 @@ def read_output(path: Path, limit: int = OUTPUT_LIMIT) -> bytes:
     if len(data) > limit:
         raise UnsafeOutput(f"{path.name} is larger than {limit} bytes")
     return data
+
+
+def copy_output(path: Path, dest: Path, limit: int) -> None:
+    """Copy a file the script wrote to `dest`, with `read_output`'s refusals, without reading it
+    into memory: UnsafeOutput for a link, a FIFO, another non-regular file, or over `limit` bytes."""
+    with _open_output(path) as handle:
+        if os.fstat(handle.fileno()).st_size > limit:
+            raise UnsafeOutput(f"{path.name} is larger than {limit} bytes")
+        with open(dest, "xb") as out:
+            shutil.copyfileobj(handle, out)
 
 
 def read_json_output(path: Path, limit: int = OUTPUT_LIMIT):
