@@ -511,7 +511,8 @@ def test_jenkins_deploy_and_retrain_jobs_are_thin_shells():
     triggers = [(c.findtext("projects"), c.findtext("condition")) for c in notify_triggers]
     assert triggers == [("pushtune-deploy", "SUCCESS")]
     deploy = jobs["pushtune-deploy"]
-    assert [c.text for c in deploy.findall("./builders/hudson.tasks.Shell/command")] == ['pushtune deploy "$RUN_ID"']
+    assert [c.text for c in deploy.findall("./builders/hudson.tasks.Shell/command")] == [
+        'pushtune deploy "$RUN_ID"\npushtune results "$RUN_ID" --to pushtune-results\n']  # then archived
     retrain = jobs["pushtune-retrain"]
     assert retrain.findtext("./triggers/hudson.triggers.TimerTrigger/spec") == "H H * * 0"  # weekly
     assert [c.text for c in retrain.findall("./builders/hudson.tasks.Shell/command")] == [
