@@ -367,6 +367,11 @@ def test_jenkinsfile_structure():
         assert step in text
     assert "MAX_ATTEMPTS" in text and "--no-trigger" in text
     assert text.index("pushtune notify") < text.index("pushtune deploy")  # as notify -> deploy in the chain
+    # the build page as the freestyle jobs' (docs/jenkins.md "What a build shows"): each run's results
+    # archived and its report linked, the runs' lines as the description (RunWrapper.setDescription)
+    assert text.index("pushtune deploy") < text.index("pushtune results") < text.index("publishHTML(")
+    assert "archiveArtifacts(artifacts: 'pushtune-results/**', allowEmptyArchive: true, followSymlinks: false)" in text
+    assert "currentBuild.description = " in text
     # the same agents as the freestyle chain, never `agent any` (the controller has no executors)
     assert f"agent {{ label '{DEFAULT_LABEL}' }}" in text
     assert "agent any" not in code
