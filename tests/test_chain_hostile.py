@@ -5,6 +5,7 @@ the fake controller and a real SMTP server."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -256,4 +257,8 @@ def test_the_notify_build_stays_green_without_mail_so_deploy_registers_the_model
     deploy = subprocess.run(["bash", "-ec", job_shell("deploy")], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=120)
     assert deploy.returncode == 0, deploy.stderr
-    assert deploy.stdout == "trivial v1 is production\n"
+    said = deploy.stdout.splitlines()
+    assert said[0] == "trivial v1 is production"
+    # then the results the deploy job archives, and the line its build's description is set from
+    assert said[-1] == f"description: run {run_id} · accuracy 1.0000 ≥ 0.5 at attempt 1 · trivial v1 is production"
+    assert json.loads((tmp_path / "pushtune-results" / "show.json").read_text())["status"] == "passed"
