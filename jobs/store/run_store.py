@@ -314,6 +314,10 @@ def _encode(values: dict[str, Any]) -> dict[str, Any]:
 T = TypeVar("T")
 
 
+class EmptyBesideRuns(UserError):
+    """The store has no tables, yet runs are recorded beside it."""
+
+
 class LeaseLost(UserError):
     """A write refused because the lease its driver holds is no longer its own (jobs.store.lease)."""
 
@@ -403,6 +407,15 @@ class RunStore:
         return self.artifacts / "runs"
 
     def _migrate(self) -> None:
+        try:
+            self._migrate_once()
+        except EmptyBesideRuns:
+            # Another process may be creating this store right now: it commits its tables before
+            # it records a run, so a second look, begun after this one saw the run's folder, sees
+            # those tables. A store that really was emptied is refused again.
+            self._migrate_once()
+
+    def _migrate_once(self) -> None:
         database = self.database
         if isinstance(database, SQLiteDatabase) and database.is_empty_file():  # before SQLite writes a header
             self._check_own(set(), existed=True)
@@ -444,7 +457,7 @@ class RunStore:
             return
         runs = [p for p in self.runs_dir.glob("*") if p.name.isdigit() and p.is_dir()]
         if runs:
-            raise UserError(f"{self.name} is empty but {self.runs_dir} holds {len(runs)} run(s): restore "
+            raise EmptyBesideRuns(f"{self.name} is empty but {self.runs_dir} holds {len(runs)} run(s): restore "
                             f"the store from a backup, or move both aside to start a new store")
 
     def _ids(self, run_id: int, n: int | None = None) -> None:
